@@ -1,0 +1,163 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Ajv, type ErrorObject } from 'ajv';
+import ms from 'ms';
+import { ConfigSchema, type Config, type UpstreamConfig } from './schema.js';
+import type { UpstreamCredentials } from '../upstream/auth/authorizer.js';
+
+/** The embedded default, shipped beside package.json. */
+export const DEFAULT_CONFIG_PATH = new URL('../../../proxy.config.json', import.meta.url);
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Per-upstream settings after defaults are applied and durations parsed. */
+export interface UpstreamSettings {
+  readonly name: string;
+  readonly url: URL;
+  readonly aliases: readonly string[];
+  readonly dockerHub: boolean;
+  readonly credentials: UpstreamCredentials | undefined;
+  readonly trustedRealms: readonly string[];
+  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
+  readonly tagMaxAgeMs: number;
+  readonly detachedFillTimeoutMs: number;
+}
+
+export interface ResolvedConfig {
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly storageRoot: string;
+  readonly logLevel: string;
+  readonly cache: { readonly memoryEntries: number; readonly manifestMemoryBytes: number };
+  readonly upstreams: readonly UpstreamSettings[];
+  readonly defaultUpstream: string;
+  readonly shutdownGraceMs: number;
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
+const validate = ajv.compile<Config>(ConfigSchema);
+
+/** One line per problem, each naming the key path, e.g. `/upstreams/0/url: must match ...`. */
+function describe(errors: readonly ErrorObject[]): string {
+  return errors.map((e) => {
+    const path = e.instancePath || '/';
+    if (e.keyword === 'additionalProperties') {
+      return `${path === '/' ? '' : path}/${String(e.params['additionalProperty'])}: unknown key`;
+    }
+    if (e.keyword === 'required') {
+      return `${path === '/' ? '' : path}/${String(e.params['missingProperty'])}: missing required key`;
+    }
+    return `${path}: ${e.message ?? 'invalid'}`;
+  }).join('\n');
+}
+
+export function durationMs(value: string): number {
+  const parsed = ms(value as ms.StringValue);
+  if (typeof parsed !== 'number' || !Number.isFinite(parsed)) throw new ConfigError(`invalid duration: ${value}`);
+  return parsed;
+}
+
+/** Validates a parsed JSON document and resolves it; `source` names it in errors. */
+export function resolveConfig(document: unknown, source: string, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const copy: unknown = structuredClone(document);
+  if (!validate(copy)) {
+    throw new ConfigError(`invalid configuration in ${source}:\n${describe(validate.errors ?? [])}`);
+  }
+  const config = copy;
+  const upstreams = config.upstreams.map((u, i) => resolveUpstream(u, i, config, env));
+  checkUniqueNames(upstreams);
+  const defaultUpstream = config.defaultUpstream ?? upstreams[0]!.name;
+  if (!upstreams.some((u) => u.name === defaultUpstream)) {
+    throw new ConfigError(`invalid configuration in ${source}:\n/defaultUpstream: names no upstream (${defaultUpstream})`);
+  }
+  return {
+    listen: { host: config.listen.host, port: config.listen.port },
+    storageRoot: resolve(config.storage.root),
+    logLevel: config.log.level,
+    cache: { ...config.cache },
+    upstreams,
+    defaultUpstream,
+    shutdownGraceMs: durationMs(config.shutdownGrace),
+  };
+}
+
+function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv): UpstreamSettings {
+  const defaults = config.upstreamDefaults;
+  const url = new URL(u.url);
+  const timeouts = { ...defaults.timeouts, ...u.timeouts };
+  return {
+    name: u.name,
+    url,
+    aliases: u.aliases ?? [],
+    dockerHub: u.dockerHub ?? (u.name === 'docker.io' || url.hostname.endsWith('docker.io')),
+    credentials: resolveCredentials(u, index, env),
+    trustedRealms: u.trustedRealms ?? [],
+    timeouts: {
+      connectMs: durationMs(timeouts.connect),
+      headersMs: durationMs(timeouts.headers),
+      bodyIdleMs: durationMs(timeouts.bodyIdle),
+    },
+    tagMaxAgeMs: durationMs(u.tagMaxAge ?? defaults.tagMaxAge),
+    detachedFillTimeoutMs: durationMs(u.detachedFillTimeout ?? defaults.detachedFillTimeout),
+  };
+}
+
+/** Secrets may come from the file, a file beside it, or the environment; exactly one source. */
+function resolveCredentials(u: UpstreamConfig, index: number, env: NodeJS.ProcessEnv): UpstreamCredentials | undefined {
+  const c = u.credentials;
+  if (!c) return undefined;
+  const where = `/upstreams/${index}/credentials`;
+  const sources = [c.password, c.passwordFile, c.passwordEnv].filter((s) => s !== undefined);
+  if (sources.length !== 1) {
+    throw new ConfigError(`invalid configuration:\n${where}: give exactly one of password, passwordFile, passwordEnv`);
+  }
+  if (c.password !== undefined) return { username: c.username, password: c.password };
+  if (c.passwordFile !== undefined) {
+    try {
+      return { username: c.username, password: readFileSync(c.passwordFile, 'utf8').replace(/\r?\n$/, '') };
+    } catch (err) {
+      throw new ConfigError(`invalid configuration:\n${where}/passwordFile: cannot read ${c.passwordFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  const value = env[c.passwordEnv!];
+  if (value === undefined) {
+    throw new ConfigError(`invalid configuration:\n${where}/passwordEnv: environment variable ${c.passwordEnv} is not set`);
+  }
+  return { username: c.username, password: value };
+}
+
+function checkUniqueNames(upstreams: readonly UpstreamSettings[]): void {
+  const seen = new Set<string>();
+  for (const u of upstreams) {
+    for (const name of [u.name, ...u.aliases]) {
+      if (seen.has(name)) throw new ConfigError(`invalid configuration:\n/upstreams: ${name} names more than one upstream`);
+      seen.add(name);
+    }
+  }
+}
+
+/**
+ * Loads the configuration: `--config FILE`, else `PULLTHROUGH_CONFIG`, else
+ * the embedded default.
+ */
+export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const source = path ?? env['PULLTHROUGH_CONFIG'] ?? DEFAULT_CONFIG_PATH;
+  const name = source instanceof URL ? 'the embedded default configuration' : source;
+  let text: string;
+  try {
+    text = readFileSync(source, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read configuration ${String(name)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let document: unknown;
+  try {
+    document = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`configuration ${String(name)} is not valid JSON: ${(err as Error).message}`);
+  }
+  return resolveConfig(document, String(name), env);
+}

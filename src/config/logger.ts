@@ -1,0 +1,22 @@
+import pino, { type Logger } from 'pino';
+
+/**
+ * Paths that must never reach a log line: client credentials in request
+ * headers, and any upstream secret wherever a configuration object is logged.
+ */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'headers.authorization',
+  'authorization',
+  'password',
+  '*.password',
+  'credentials.password',
+  '*.credentials.password',
+  'upstreams[*].credentials.password',
+  'token',
+  '*.token',
+];
+
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
+}

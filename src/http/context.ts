@@ -1,0 +1,24 @@
+import type { Readable } from 'node:stream';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { CacheOutcome } from '../registry/services.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** How the request was served, for the access log line. */
+    cacheOutcome: CacheOutcome | 'stale' | undefined;
+    /** Body bytes actually handed to the socket. */
+    bodyBytes: number;
+  }
+}
+
+/** Headers every answer about content carries, and the log's cache field. */
+export function markCache(request: FastifyRequest, reply: FastifyReply, outcome: CacheOutcome | 'stale'): void {
+  request.cacheOutcome = outcome;
+  void reply.header('x-pullthrough-cache', outcome);
+}
+
+/** Counts what a streamed body delivered, for the log line. */
+export function countBytes(request: FastifyRequest, stream: Readable): Readable {
+  stream.on('data', (chunk: Buffer) => { request.bodyBytes += chunk.length; });
+  return stream;
+}

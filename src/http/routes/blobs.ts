@@ -1,0 +1,42 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { parseDigest } from '../../registry/digest.js';
+import { RegistryError } from '../../registry/errors.js';
+import type { Mirror } from '../../proxy/mirror.js';
+import type { Route } from '../../proxy/routing.js';
+import { countBytes, markCache } from '../context.js';
+import { parseRange } from '../range.js';
+
+/**
+ * GET and HEAD of `/v2/<name>/blobs/<digest>`, with one `Range`. A HEAD on a
+ * miss costs one upstream HEAD; a GET on a miss joins or starts the one fill
+ * of that digest and streams as bytes arrive.
+ */
+export async function serveBlob(
+  mirror: Mirror, route: Route, digestText: string, request: FastifyRequest, reply: FastifyReply,
+): Promise<void> {
+  const digest = parseDigest(digestText).digest;
+  void reply.headers({ 'docker-content-digest': digest, 'accept-ranges': 'bytes', etag: `"${digest}"` });
+  if (request.method === 'HEAD') {
+    const descriptor = await mirror.blobs.stat(route.repository, digest);
+    if (!descriptor) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+    return reply.type('application/octet-stream').header('content-length', String(descriptor.size)).send();
+  }
+
+  const blob = await mirror.blobs.get(route.repository, digest);
+  markCache(request, reply, blob.cache);
+  const rangeHeader = request.headers.range;
+  const size = rangeHeader === undefined ? blob.size : await blob.knownSize();
+  const range = size === undefined ? { kind: 'whole' as const } : parseRange(rangeHeader, size);
+  if (range.kind === 'unsatisfiable') {
+    throw new RegistryError('RANGE_INVALID', 'requested range not satisfiable', { size }, { 'content-range': `bytes */${size}` });
+  }
+  const stream = await blob.open(range.kind === 'range' ? range.range : undefined);
+  void reply.type('application/octet-stream');
+  if (range.kind === 'range') {
+    const { start, end } = range.range;
+    void reply.code(206).headers({ 'content-range': `bytes ${start}-${end}/${size}`, 'content-length': String(end - start + 1) });
+  } else if (size !== undefined) {
+    void reply.header('content-length', String(size));
+  }
+  return reply.send(countBytes(request, stream));
+}

@@ -1,0 +1,69 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Descriptor } from '../../registry/descriptor.js';
+import { isDigestReference, parseDigest } from '../../registry/digest.js';
+import { RegistryError } from '../../registry/errors.js';
+import { acceptedManifestTypes } from '../../registry/mediaTypes.js';
+import { parseTag } from '../../registry/names.js';
+import type { Mirror } from '../../proxy/mirror.js';
+import type { Route } from '../../proxy/routing.js';
+import { markCache } from '../context.js';
+
+/** True when `If-None-Match` names this digest (quoted or not, weak or not, or `*`). */
+function notModified(ifNoneMatch: string | undefined, digest: string): boolean {
+  if (!ifNoneMatch) return false;
+  return ifNoneMatch.split(',').some((tag) => {
+    const t = tag.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+    return t === digest || t === '*';
+  });
+}
+
+function descriptorHeaders(reply: FastifyReply, d: Descriptor): void {
+  void reply.headers({
+    'content-type': d.mediaType,
+    'content-length': String(d.size),
+    'docker-content-digest': d.digest,
+    etag: `"${d.digest}"`,
+  });
+}
+
+/**
+ * GET and HEAD of `/v2/<name>/manifests/<reference>`. By tag: the tag
+ * service resolves it (HEAD upstream, or the fresh record), then the manifest
+ * store serves that digest. By digest: the manifest store alone. Bytes go out
+ * exactly as stored.
+ */
+export async function serveManifest(
+  mirror: Mirror, route: Route, reference: string, request: FastifyRequest, reply: FastifyReply,
+): Promise<void> {
+  const accept = acceptedManifestTypes(request.headers.accept);
+  const head = request.method === 'HEAD';
+  let known: Descriptor | undefined;
+  if (isDigestReference(reference)) {
+    const digest = parseDigest(reference).digest;
+    if (head) {
+      known = await mirror.manifests.stat(route.repository, digest, accept);
+      if (!known) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+    }
+  } else {
+    const resolution = await mirror.tags.resolve(route.repository, parseTag(reference), accept);
+    known = resolution.descriptor;
+    markCache(request, reply, resolution.stale ? 'stale' : resolution.cache);
+    if (resolution.stale) void reply.header('warning', '110 pullthrough "Response is Stale"');
+  }
+  if (known && head) {
+    descriptorHeaders(reply, known);
+    return reply.send();
+  }
+  if (known && notModified(request.headers['if-none-match'], known.digest)) {
+    return reply.code(304).headers({ 'docker-content-digest': known.digest, etag: `"${known.digest}"` }).send();
+  }
+  const digest = known?.digest ?? parseDigest(reference).digest;
+  const { manifest, cache } = await mirror.manifests.get(route.repository, digest, accept);
+  if (request.cacheOutcome === undefined || cache !== 'hit') markCache(request, reply, cache);
+  if (notModified(request.headers['if-none-match'], manifest.digest)) {
+    return reply.code(304).headers({ 'docker-content-digest': manifest.digest, etag: `"${manifest.digest}"` }).send();
+  }
+  descriptorHeaders(reply, { digest: manifest.digest, size: manifest.body.length, mediaType: manifest.mediaType });
+  request.bodyBytes = manifest.body.length;
+  return reply.send(manifest.body);
+}

@@ -1,0 +1,35 @@
+import type { FastifyReply } from 'fastify';
+
+/** The query parameters of a paginated list; fastify's schema has checked their types. */
+export interface PageQuery {
+  readonly n?: number;
+  readonly last?: string;
+}
+
+/** Largest page we hand out, whatever `n` asks for. */
+const MAX_PAGE = 10_000;
+
+/**
+ * One page of a sorted list: the entries after `last`, at most `n` of them,
+ * and a `Link: <...>; rel="next"` header when more remain (the spec's form).
+ */
+export function page(items: readonly string[], query: PageQuery, reply: FastifyReply, linkBase: string): string[] {
+  const after = query.last === undefined ? items : items.filter((item) => item > query.last!);
+  const n = Math.min(query.n ?? MAX_PAGE, MAX_PAGE);
+  const taken = after.slice(0, n);
+  if (after.length > taken.length && taken.length > 0) {
+    const separator = linkBase.includes('?') ? '&' : '?';
+    const last = encodeURIComponent(taken[taken.length - 1]!);
+    void reply.header('link', `<${linkBase}${separator}n=${n}&last=${last}>; rel="next"`);
+  }
+  return taken;
+}
+
+export const pageQuerySchema = {
+  type: 'object',
+  properties: {
+    n: { type: 'integer', minimum: 0 },
+    last: { type: 'string', maxLength: 512 },
+    ns: { type: 'string', maxLength: 255 },
+  },
+} as const;

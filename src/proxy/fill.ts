@@ -1,0 +1,274 @@
+import type { FileHandle } from 'node:fs/promises';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createDigester, type ParsedDigest } from '../registry/digest.js';
+import type { Descriptor } from '../registry/descriptor.js';
+import { OCTET_STREAM } from '../registry/descriptor.js';
+import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
+import type { ByteRange } from '../registry/services.js';
+import type { Upload } from '../storage/driver.js';
+
+/** Bytes buffered between the upstream socket and the temp file. */
+const SINK_BUFFER = 1024 * 1024;
+/** Bytes a reader takes from the temp file per read. */
+const READ_CHUNK = 256 * 1024;
+
+export class DigestMismatch extends RegistryError {
+  constructor(expected: string, actual: string) {
+    super('UPSTREAM_INVALID', 'upstream sent bytes that do not match the digest', { expected, actual });
+  }
+}
+
+export interface BlobFillOptions {
+  readonly digest: ParsedDigest;
+  /** The upstream's Content-Length, when it sent one. */
+  readonly expectedSize: number | undefined;
+  readonly body: Readable;
+  readonly upload: Upload;
+  /** Moves the verified temp file to its final place (Upload.commit with the blob's path). */
+  readonly commit: (upload: Upload) => Promise<void>;
+  /** How long the fill goes on once no reader is left. */
+  readonly detachedTimeoutMs: number;
+}
+
+type FillState = 'running' | 'committed' | 'failed';
+
+/**
+ * One upstream fetch of one blob into a temp file, hashed as it is written,
+ * and committed only if its size and digest match.
+ *
+ * Every client of the fill, the first one included, is a reader of the temp
+ * file: the fill runs at the upstream's pace whatever the clients do, a
+ * client that leaves does not stop it, and a client that arrives late reads
+ * what is already written and follows the rest. Readers never see the last
+ * byte before the fill is verified, so a fill that turns out wrong can only
+ * ever give its clients an aborted response, never a complete wrong one.
+ */
+export class BlobFill {
+  readonly digest: ParsedDigest;
+  private state: FillState = 'running';
+  private failure: Error | undefined;
+  private bytesWritten = 0;
+  private committedSize: number | undefined;
+  private readers = 0;
+  /** The fill itself holds one reference to the temp file's handle; each reader holds one. */
+  private handleRefs = 1;
+  private detachTimer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+  private changed: Promise<void>;
+  readonly done: Promise<Descriptor>;
+
+  constructor(private readonly options: BlobFillOptions) {
+    this.digest = options.digest;
+    this.changed = this.nextChange();
+    this.armDetachTimer();
+    this.done = this.run();
+    this.done.catch(() => undefined);
+  }
+
+  /** The size, if the upstream stated it or the fill has finished. */
+  get size(): number | undefined {
+    return this.committedSize ?? this.options.expectedSize;
+  }
+
+  get written(): number {
+    return this.bytesWritten;
+  }
+
+  get failed(): Error | undefined {
+    return this.failure;
+  }
+
+  get isRunning(): boolean {
+    return this.state === 'running';
+  }
+
+  /** Stops the fill (shutdown, detached timeout); readers see an error. */
+  abort(reason: Error): void {
+    if (this.state === 'running') this.options.body.destroy(reason);
+  }
+
+  /** A stream of the fill's bytes, whole or a range; it errors if the fill fails. */
+  reader(range?: ByteRange): Readable {
+    if (this.failure) throw this.failure;
+    return new FillReader(this, range?.start ?? 0, range?.end);
+  }
+
+  private nextChange(): Promise<void> {
+    return new Promise((resolve) => { this.wake = resolve; });
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.changed = this.nextChange();
+    wake?.();
+  }
+
+  /** @internal Resolves at the next write, commit or failure. */
+  waitForChange(): Promise<void> {
+    return this.changed;
+  }
+
+  /** @internal How far a reader may read now: all of it once verified, else all but the last byte. */
+  readableLimit(): number {
+    if (this.state === 'committed') return this.committedSize!;
+    return Math.max(0, this.bytesWritten - 1);
+  }
+
+  /** @internal */
+  readAt(buffer: Buffer, position: number): Promise<{ bytesRead: number }> {
+    return this.options.upload.handle.read(buffer, 0, buffer.length, position);
+  }
+
+  /** @internal */
+  attach(): void {
+    this.readers++;
+    this.handleRefs++;
+    if (this.detachTimer) clearTimeout(this.detachTimer);
+    this.detachTimer = undefined;
+  }
+
+  /** @internal */
+  detach(): void {
+    this.readers--;
+    if (this.readers === 0) this.armDetachTimer();
+    this.release();
+  }
+
+  private armDetachTimer(): void {
+    if (this.state !== 'running' || this.options.detachedTimeoutMs <= 0) return;
+    this.detachTimer = setTimeout(() => {
+      this.abort(new UpstreamUnavailable('blob fill abandoned: no client for the detached-fill timeout'));
+    }, this.options.detachedTimeoutMs);
+    this.detachTimer.unref();
+  }
+
+  private release(): void {
+    if (--this.handleRefs === 0) void this.options.upload.close();
+  }
+
+  private async run(): Promise<Descriptor> {
+    const { body, upload, expectedSize } = this.options;
+    const hash = createDigester(this.digest.algorithm);
+    const handle = upload.handle;
+    const sink = new Writable({
+      highWaterMark: SINK_BUFFER,
+      writev: (chunks, callback) => {
+        const buffers = chunks.map((c) => c.chunk as Buffer);
+        const length = buffers.reduce((n, b) => n + b.length, 0);
+        if (expectedSize !== undefined && this.bytesWritten + length > expectedSize) {
+          callback(new UpstreamUnavailable('upstream sent more bytes than it announced'));
+          return;
+        }
+        for (const b of buffers) hash.update(b);
+        writeAll(handle, buffers, this.bytesWritten).then(() => {
+          this.bytesWritten += length;
+          this.notify();
+          callback();
+        }, callback);
+      },
+    });
+    try {
+      await pipeline(body, sink);
+      if (expectedSize !== undefined && this.bytesWritten !== expectedSize) {
+        throw new UpstreamUnavailable(`upstream sent ${this.bytesWritten} of ${expectedSize} bytes`);
+      }
+      const actual = `${this.digest.algorithm}:${hash.digest('hex')}`;
+      if (actual !== this.digest.digest) throw new DigestMismatch(this.digest.digest, actual);
+      await this.options.commit(upload);
+      this.committedSize = this.bytesWritten;
+      this.state = 'committed';
+      return { digest: this.digest.digest, size: this.bytesWritten, mediaType: OCTET_STREAM };
+    } catch (err) {
+      this.state = 'failed';
+      this.failure = err instanceof RegistryError ? err
+        : new UpstreamUnavailable(`upstream broke off the blob (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      body.destroy();
+      await upload.discard();
+      throw this.failure;
+    } finally {
+      if (this.detachTimer) clearTimeout(this.detachTimer);
+      this.notify();
+      this.release();
+    }
+  }
+}
+
+/** Writes every byte of `buffers` at `position` (positional writes: readers read concurrently). */
+async function writeAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  let pending = buffers;
+  let at = position;
+  while (pending.length > 0) {
+    const { bytesWritten } = await handle.writev(pending, at);
+    at += bytesWritten;
+    pending = skipBytes(pending, bytesWritten);
+  }
+}
+
+function skipBytes(buffers: Buffer[], count: number): Buffer[] {
+  let left = count;
+  const rest: Buffer[] = [];
+  for (const b of buffers) {
+    if (left >= b.length) {
+      left -= b.length;
+    } else {
+      rest.push(left > 0 ? b.subarray(left) : b);
+      left = 0;
+    }
+  }
+  return rest;
+}
+
+/** Reads a fill's temp file from `position` to `end` (inclusive), following it as it grows. */
+class FillReader extends Readable {
+  private position: number;
+  private pumping = false;
+
+  constructor(private readonly fill: BlobFill, start: number, private readonly end: number | undefined) {
+    super({ highWaterMark: READ_CHUNK });
+    this.position = start;
+    fill.attach();
+  }
+
+  override _read(): void {
+    void this.pump();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.fill.detach();
+    callback(err);
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      for (;;) {
+        if (this.destroyed) return;
+        const end = this.end !== undefined ? this.end + 1 : this.fill.isRunning ? undefined : this.fill.size;
+        if (end !== undefined && this.position >= end) {
+          this.push(null);
+          return;
+        }
+        if (this.fill.failed) {
+          this.destroy(this.fill.failed);
+          return;
+        }
+        const limit = Math.min(this.fill.readableLimit(), end ?? Infinity);
+        if (this.position >= limit) {
+          await this.fill.waitForChange();
+          continue;
+        }
+        const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - this.position));
+        const { bytesRead } = await this.fill.readAt(buffer, this.position);
+        if (this.destroyed) return;
+        this.position += bytesRead;
+        if (!this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead))) return;
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.pumping = false;
+    }
+  }
+}

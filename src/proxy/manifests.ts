@@ -1,0 +1,83 @@
+import type { Descriptor } from '../registry/descriptor.js';
+import { digestOf, parseDigest, type Digest } from '../registry/digest.js';
+import { RegistryError } from '../registry/errors.js';
+import { DEFAULT_MANIFEST_ACCEPT } from '../registry/mediaTypes.js';
+import type { Manifest, ManifestResult, ManifestService, RepositoryRef } from '../registry/services.js';
+import type { LocalManifestStore } from '../storage/manifests.js';
+import type { UpstreamLookup } from './blobs.js';
+import { SingleFlight } from './singleFlight.js';
+
+/**
+ * By digest, ask for every type the client accepts and every type we know:
+ * a digest names one byte sequence, so a wider Accept can never change what
+ * comes back, while a narrow one could make an upstream convert or refuse.
+ */
+function acceptForDigest(accept: readonly string[]): string[] {
+  return [...new Set([...accept, ...DEFAULT_MANIFEST_ACCEPT])];
+}
+
+/**
+ * The media type of a manifest: the upstream's Content-Type, unless that is
+ * generic, then the `mediaType` field the manifest declares.
+ */
+export function manifestMediaType(contentType: string | undefined, body: Buffer): string {
+  if (contentType && contentType !== 'application/json' && contentType !== 'text/plain' && contentType !== 'application/octet-stream') {
+    return contentType;
+  }
+  try {
+    const declared = (JSON.parse(body.toString('utf8')) as { mediaType?: unknown }).mediaType;
+    if (typeof declared === 'string' && declared.length > 0) return declared;
+  } catch {
+    // Not JSON: keep what the upstream said.
+  }
+  return contentType ?? 'application/octet-stream';
+}
+
+/**
+ * The proxy manifest store: local first, by digest; on a miss one upstream
+ * GET by digest (never by tag), verified against the digest before it is
+ * stored, bit-exact, with its media type.
+ */
+export class ProxyManifestStore implements ManifestService {
+  private readonly flights = new SingleFlight<Manifest>();
+
+  constructor(readonly local: LocalManifestStore, private readonly upstreams: UpstreamLookup) {}
+
+  async stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Descriptor | undefined> {
+    const local = await this.local.stat(repository, digest);
+    if (local) return local;
+    const head = await this.upstreams(repository.upstream).headManifest(repository.name, digest, acceptForDigest(accept));
+    if (!head) return undefined;
+    if (head.size === undefined || head.mediaType === undefined) {
+      const { manifest } = await this.get(repository, digest, accept);
+      return { digest, size: manifest.body.length, mediaType: manifest.mediaType };
+    }
+    return { digest, size: head.size, mediaType: head.mediaType };
+  }
+
+  async get(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<ManifestResult> {
+    const local = await this.local.stat(repository, digest);
+    if (local) return this.local.get(repository, digest);
+    const key = `${repository.upstream}\0${repository.name}\0${digest}`;
+    const { value, shared } = await this.flights.do(key, () => this.fetch(repository, digest, accept));
+    return { manifest: value, cache: shared ? 'coalesced' : 'miss' };
+  }
+
+  /** Stores a manifest fetched by someone else (a tag GET) after checking its digest. */
+  async store(repository: RepositoryRef, manifest: Manifest): Promise<void> {
+    await this.local.put(repository, manifest);
+  }
+
+  private async fetch(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Manifest> {
+    const parsed = parseDigest(digest);
+    const fetched = await this.upstreams(repository.upstream).getManifest(repository.name, digest, acceptForDigest(accept));
+    if (!fetched) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+    const actual = digestOf(fetched.body, parsed.algorithm);
+    if (actual !== digest) {
+      throw new RegistryError('UPSTREAM_INVALID', 'upstream sent a manifest that does not match its digest', { expected: digest, actual });
+    }
+    const manifest: Manifest = { digest, mediaType: manifestMediaType(fetched.mediaType, fetched.body), body: fetched.body };
+    await this.local.put(repository, manifest);
+    return manifest;
+  }
+}

@@ -1,0 +1,88 @@
+import type { Logger } from 'pino';
+import { CachedBlobStatter } from '../cache/cachedStatter.js';
+import { MemoryBlobDescriptorService } from '../cache/memory.js';
+import type { ResolvedConfig } from '../config/load.js';
+import { LocalBlobStore, StorageBlobStatter } from '../storage/blobs.js';
+import { listCachedRepositories } from '../storage/catalog.js';
+import { FilesystemDriver } from '../storage/filesystem.js';
+import { LocalManifestStore } from '../storage/manifests.js';
+import { LocalTagStore } from '../storage/tags.js';
+import { anonymousAuthorizer, type UpstreamAuthorizer } from '../upstream/auth/authorizer.js';
+import { UpstreamClient } from '../upstream/client.js';
+import type { UpstreamSettings } from '../config/load.js';
+import { ProxyBlobStore } from './blobs.js';
+import { ProxyManifestStore } from './manifests.js';
+import { UpstreamRouter } from './routing.js';
+import { ProxyTagService } from './tags.js';
+
+export interface MirrorOptions {
+  readonly config: ResolvedConfig;
+  readonly logger: Logger;
+  /** Builds the authorizer of one upstream; anonymous by default. */
+  readonly authorizerFor?: (upstream: UpstreamSettings, logger: Logger) => UpstreamAuthorizer;
+}
+
+/**
+ * The composition root of the registry side: storage, descriptor caches,
+ * upstream clients and the proxy services wrapped around them. The HTTP
+ * layer gets one of these and nothing else.
+ */
+export class Mirror {
+  readonly router: UpstreamRouter;
+  readonly blobs: ProxyBlobStore;
+  readonly manifests: ProxyManifestStore;
+  readonly tags: ProxyTagService;
+  readonly driver: FilesystemDriver;
+  private readonly clients: Map<string, UpstreamClient>;
+
+  constructor(private readonly options: MirrorOptions) {
+    const { config, logger } = options;
+    this.driver = new FilesystemDriver(config.storageRoot);
+    this.router = new UpstreamRouter(config.upstreams, config.defaultUpstream);
+    const authorizerFor = options.authorizerFor ?? (() => anonymousAuthorizer);
+    this.clients = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, {
+      authorizer: authorizerFor(u, logger.child({ upstream: u.name })),
+      logger: logger.child({ upstream: u.name }),
+    })]));
+    const upstreams = (name: string): UpstreamClient => {
+      const client = this.clients.get(name);
+      if (!client) throw new Error(`no upstream named ${name}`);
+      return client;
+    };
+    const descriptors = new CachedBlobStatter(
+      new MemoryBlobDescriptorService(config.cache.memoryEntries),
+      new StorageBlobStatter(this.driver),
+    );
+    const localBlobs = new LocalBlobStore(this.driver, descriptors);
+    this.blobs = new ProxyBlobStore(localBlobs, this.driver, upstreams, logger);
+    const localManifests = new LocalManifestStore(this.driver, {
+      memoryEntries: config.cache.memoryEntries,
+      memoryBytes: config.cache.manifestMemoryBytes,
+    });
+    this.manifests = new ProxyManifestStore(localManifests, upstreams);
+    this.tags = new ProxyTagService({
+      local: new LocalTagStore(this.driver),
+      manifests: this.manifests,
+      upstreams,
+      logger,
+      memoryEntries: config.cache.memoryEntries,
+    });
+  }
+
+  /** Prepares storage; never contacts an upstream and never walks the tree. */
+  async start(): Promise<void> {
+    await this.driver.init();
+    const removed = await this.driver.sweepUploads(0);
+    if (removed > 0) this.options.logger.info({ removed }, 'removed temp files of interrupted fills');
+  }
+
+  catalog(): Promise<string[]> {
+    return listCachedRepositories(this.driver);
+  }
+
+  /** Lets running fills finish (aborting them after `graceMs`), then closes upstream pools. */
+  async close(graceMs: number): Promise<void> {
+    await this.blobs.drain(graceMs);
+    await Promise.all([...this.clients.values()].map((c) => c.close()));
+  }
+}

@@ -1,0 +1,49 @@
+import { createHash, type Hash } from 'node:crypto';
+import { RegistryError } from './errors.js';
+
+/** The digest algorithms pullthrough verifies, with the hex length of each. */
+const HEX_LENGTH = { sha256: 64, sha512: 128 } as const;
+export type DigestAlgorithm = keyof typeof HEX_LENGTH;
+
+/** A validated `algorithm:hex` content address. Construct with `parseDigest`. */
+export type Digest = string & { readonly __digest: unique symbol };
+
+const DIGEST_SHAPE = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
+
+export interface ParsedDigest {
+  readonly digest: Digest;
+  readonly algorithm: DigestAlgorithm;
+  readonly hex: string;
+}
+
+/**
+ * Validates a digest string. A well-formed digest of an algorithm we do not
+ * verify is UNSUPPORTED; anything malformed is DIGEST_INVALID. Only the
+ * lowercase hex form is accepted, so a digest is also a safe path component.
+ */
+export function parseDigest(value: string): ParsedDigest {
+  const match = DIGEST_SHAPE.exec(value);
+  if (!match) throw new RegistryError('DIGEST_INVALID', 'invalid digest', { digest: value.slice(0, 200) });
+  const algorithm = match[1]!;
+  const hex = match[2]!;
+  if (!(algorithm in HEX_LENGTH)) {
+    throw new RegistryError('UNSUPPORTED', `digest algorithm ${algorithm} is not supported`, { digest: value });
+  }
+  const alg = algorithm as DigestAlgorithm;
+  if (hex.length !== HEX_LENGTH[alg] || !/^[a-f0-9]+$/.test(hex)) {
+    throw new RegistryError('DIGEST_INVALID', 'invalid digest', { digest: value });
+  }
+  return { digest: value as Digest, algorithm: alg, hex };
+}
+
+export function isDigestReference(reference: string): boolean {
+  return reference.includes(':');
+}
+
+export function createDigester(algorithm: DigestAlgorithm): Hash {
+  return createHash(algorithm);
+}
+
+export function digestOf(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): Digest {
+  return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}` as Digest;
+}

@@ -1,0 +1,65 @@
+/**
+ * The OCI distribution error table, in one place. Layers throw
+ * `RegistryError`s; exactly one fastify error handler turns them into
+ * `{"errors":[{code,message,detail}]}` with the status below.
+ */
+export const ERROR_STATUS = {
+  NAME_INVALID: 400,
+  TAG_INVALID: 400,
+  DIGEST_INVALID: 400,
+  MANIFEST_INVALID: 400,
+  SIZE_INVALID: 400,
+  PAGINATION_NUMBER_INVALID: 400,
+  BLOB_UNKNOWN: 404,
+  MANIFEST_UNKNOWN: 404,
+  NAME_UNKNOWN: 404,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  RANGE_INVALID: 416,
+  TOOMANYREQUESTS: 429,
+  UNAVAILABLE: 503,
+  /** An upstream sent bytes that do not match the digest they were asked for. */
+  UPSTREAM_INVALID: 502,
+  /** Anything we did not expect; the message never carries internals. */
+  UNKNOWN: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class RegistryError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly detail?: unknown,
+    /** Extra response headers, e.g. Retry-After or WWW-Authenticate. */
+    readonly headers?: Readonly<Record<string, string>>,
+  ) {
+    super(message);
+    this.name = 'RegistryError';
+    this.status = ERROR_STATUS[code];
+  }
+}
+
+/** The upstream could not be reached or failed; callers may fall back to what is cached. */
+export class UpstreamUnavailable extends RegistryError {
+  constructor(message: string, detail?: unknown) {
+    super('UNAVAILABLE', message, detail);
+    this.name = 'UpstreamUnavailable';
+  }
+}
+
+/** The upstream answered 429; callers may fall back to what is cached. */
+export class UpstreamRateLimited extends RegistryError {
+  constructor(message: string, retryAfterSeconds: number | undefined) {
+    super('TOOMANYREQUESTS', message, undefined,
+      retryAfterSeconds === undefined ? undefined : { 'retry-after': String(retryAfterSeconds) });
+    this.name = 'UpstreamRateLimited';
+  }
+}
+
+/** True for the failures that a cached answer may stand in for (stale-if-error). */
+export function isUpstreamFailure(err: unknown): err is UpstreamUnavailable | UpstreamRateLimited {
+  return err instanceof UpstreamUnavailable || err instanceof UpstreamRateLimited;
+}

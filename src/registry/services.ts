@@ -1,0 +1,119 @@
+import type { Readable } from 'node:stream';
+import type { Descriptor } from './descriptor.js';
+import type { Digest } from './digest.js';
+import type { RepositoryName, Tag } from './names.js';
+
+/**
+ * The interfaces that carry the design (ARCHITECTURE.md). A local store, a
+ * cached store and a proxy store implement the same interface; wrappers hold
+ * the thing they wrap, so callers never know which one they got.
+ */
+
+/** A repository of one upstream: cached content is namespaced by upstream. */
+export interface RepositoryRef {
+  /** The configured upstream's name, e.g. `docker.io`. */
+  readonly upstream: string;
+  /** The name as the upstream knows it (Docker Hub's `library/` already applied). */
+  readonly name: RepositoryName;
+}
+
+/** Where a descriptor lookup applies: the digest exists at all, or it is linked into one repository. */
+export type Scope =
+  | { readonly kind: 'global' }
+  | { readonly kind: 'repository'; readonly repository: RepositoryRef };
+
+export const GLOBAL_SCOPE: Scope = { kind: 'global' };
+export function repositoryScope(repository: RepositoryRef): Scope {
+  return { kind: 'repository', repository };
+}
+
+/**
+ * Cheap metadata about a blob. `undefined` means "not known here": the
+ * caller may look elsewhere. Never reads content.
+ */
+export interface BlobStatter {
+  stat(scope: Scope, digest: Digest): Promise<Descriptor | undefined>;
+}
+
+/**
+ * A statter that can be told about descriptors and told to forget them. A
+ * cache of this kind may answer `undefined` for something that exists (it
+ * forgot), but never a descriptor for something that was cleared.
+ */
+export interface BlobDescriptorService extends BlobStatter {
+  setDescriptor(scope: Scope, digest: Digest, descriptor: Descriptor): Promise<void>;
+  clear(scope: Scope, digest: Digest): Promise<void>;
+}
+
+/** How a request was served, for logs and metrics. */
+export type CacheOutcome = 'hit' | 'miss' | 'coalesced';
+
+/** An inclusive byte range, already checked against the blob's size. */
+export interface ByteRange {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * A blob ready to be read. `size` is undefined only while a fill streams from
+ * an upstream that did not state a length. A stream from `open` ends only
+ * after every byte it promised was delivered; when the bytes turn out wrong
+ * (upstream cut off, digest mismatch) it errors instead of ending.
+ */
+export interface BlobHandle {
+  readonly digest: Digest;
+  readonly size: number | undefined;
+  readonly cache: CacheOutcome;
+  open(range?: ByteRange): Promise<Readable>;
+  /** Waits until the size is known (a fill's headers), for Range answers. */
+  knownSize(): Promise<number>;
+}
+
+/** Blobs of a repository. */
+export interface BlobStore {
+  /** A HEAD: the descriptor when the blob is available to this repository. */
+  stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined>;
+  /** A GET: throws BLOB_UNKNOWN when the blob is not available to this repository. */
+  get(repository: RepositoryRef, digest: Digest): Promise<BlobHandle>;
+}
+
+/** A manifest exactly as its upstream served it. */
+export interface Manifest {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly body: Buffer;
+}
+
+export interface ManifestResult {
+  readonly manifest: Manifest;
+  readonly cache: CacheOutcome;
+}
+
+/** Manifests of a repository, by digest. Bodies are never re-serialised. */
+export interface ManifestService {
+  /** The descriptor without the body (HEAD); undefined when unknown. */
+  stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Descriptor | undefined>;
+  /** Throws MANIFEST_UNKNOWN when not available. */
+  get(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<ManifestResult>;
+}
+
+/** A tag's record: what it pointed to and when that was learned from the upstream. */
+export interface TagRecord {
+  readonly descriptor: Descriptor;
+  readonly fetchedAt: number;
+}
+
+export interface TagResolution {
+  readonly descriptor: Descriptor;
+  readonly cache: CacheOutcome;
+  /** True when the upstream could not be asked and an older record answered. */
+  readonly stale: boolean;
+}
+
+/** Tags of a repository. */
+export interface TagService {
+  /** Throws MANIFEST_UNKNOWN when the tag is unknown. */
+  resolve(repository: RepositoryRef, tag: Tag, accept: readonly string[]): Promise<TagResolution>;
+  /** All tags, sorted; throws NAME_UNKNOWN when the repository is unknown. */
+  list(repository: RepositoryRef): Promise<readonly string[]>;
+}

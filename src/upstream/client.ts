@@ -1,0 +1,290 @@
+import { PassThrough, type Readable } from 'node:stream';
+import { Agent, type Dispatcher } from 'undici';
+import type { Logger } from 'pino';
+import type { UpstreamSettings } from '../config/load.js';
+import { parseDigest, type Digest } from '../registry/digest.js';
+import { RegistryError, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
+import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
+import type { UpstreamAuthorizer } from './auth/authorizer.js';
+
+type Method = 'GET' | 'HEAD';
+type Headers = Record<string, string | string[] | undefined>;
+
+export interface UpstreamResponse {
+  readonly statusCode: number;
+  readonly headers: Headers;
+  readonly body: Readable & { dump(opts?: { limit: number }): Promise<void> };
+}
+
+/** What an upstream said about a manifest without sending it. */
+export interface ManifestHead {
+  readonly digest: Digest | undefined;
+  readonly mediaType: string | undefined;
+  readonly size: number | undefined;
+}
+
+export interface FetchedManifest {
+  readonly body: Buffer;
+  readonly mediaType: string | undefined;
+  readonly digestHeader: Digest | undefined;
+}
+
+export interface BlobResponse {
+  readonly size: number | undefined;
+  readonly body: Readable;
+}
+
+/** Something watching upstream manifest responses, e.g. the rate-limit tracker. */
+export type ResponseObserver = (response: { statusCode: number; headers: Headers }, kind: 'manifest' | 'blob' | 'tags') => void;
+
+export interface UpstreamClientOptions {
+  readonly authorizer: UpstreamAuthorizer;
+  readonly logger: Logger;
+  /** For tests; by default an Agent per upstream with the configured timeouts. */
+  readonly dispatcher?: Dispatcher;
+  readonly observe?: ResponseObserver;
+}
+
+const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+/** Connection-level failures after which nothing reached anyone: safe to retry an idempotent request. */
+const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+const RETRY_DELAYS_MS = [100, 400];
+
+export function header(headers: Headers, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function headerValues(headers: Headers, name: string): string[] {
+  const value = headers[name];
+  return value === undefined ? [] : Array.isArray(value) ? value : [value];
+}
+
+function contentLength(headers: Headers): number | undefined {
+  const value = header(headers, 'content-length');
+  if (value === undefined || !/^[0-9]+$/.test(value)) return undefined;
+  return Number(value);
+}
+
+function mediaTypeOf(headers: Headers): string | undefined {
+  const value = header(headers, 'content-type')?.split(';')[0]?.trim().toLowerCase();
+  return value || undefined;
+}
+
+function digestHeader(headers: Headers): Digest | undefined {
+  const value = header(headers, 'docker-content-digest');
+  if (!value) return undefined;
+  try {
+    return parseDigest(value.trim()).digest;
+  } catch {
+    return undefined;
+  }
+}
+
+function retryAfterSeconds(headers: Headers): number | undefined {
+  const value = header(headers, 'retry-after');
+  if (!value) return undefined;
+  if (/^[0-9]+$/.test(value)) return Number(value);
+  const date = Date.parse(value);
+  return Number.isFinite(date) ? Math.max(0, Math.ceil((date - Date.now()) / 1000)) : undefined;
+}
+
+function errorCode(err: unknown): string | undefined {
+  const e = err as { code?: string; cause?: { code?: string } };
+  return e.code ?? e.cause?.code;
+}
+
+/**
+ * One configured upstream registry. Speaks only to that upstream's origin
+ * and to the hosts it redirects us to; `Authorization` goes only to the
+ * upstream's own origin. Every failure becomes a typed error:
+ * `UpstreamUnavailable` (network, timeout, 5xx), `UpstreamRateLimited` (429),
+ * `RegistryError` DENIED (401/403 after authenticating). A 404 is `undefined`.
+ */
+export class UpstreamClient {
+  private readonly dispatcher: Dispatcher;
+  private readonly ownsDispatcher: boolean;
+  private readonly origin: string;
+
+  constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
+    this.origin = settings.url.origin;
+    this.ownsDispatcher = options.dispatcher === undefined;
+    this.dispatcher = options.dispatcher ?? new Agent({
+      connect: { timeout: settings.timeouts.connectMs },
+      headersTimeout: settings.timeouts.headersMs,
+      bodyTimeout: settings.timeouts.bodyIdleMs,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    });
+  }
+
+  get name(): string {
+    return this.settings.name;
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsDispatcher) await this.dispatcher.close();
+  }
+
+  /** HEAD a manifest by tag or digest; undefined when the upstream has no such manifest. */
+  async headManifest(repository: string, reference: string, accept: readonly string[]): Promise<ManifestHead | undefined> {
+    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+    if (res === undefined) return undefined;
+    await res.body.dump();
+    if (res.statusCode === 405) return { digest: undefined, mediaType: undefined, size: undefined };
+    return { digest: digestHeader(res.headers), mediaType: mediaTypeOf(res.headers), size: contentLength(res.headers) };
+  }
+
+  /** GET a manifest; the body is read whole, up to the manifest size limit. */
+  async getManifest(repository: string, reference: string, accept: readonly string[]): Promise<FetchedManifest | undefined> {
+    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+    if (res === undefined) return undefined;
+    const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
+    return { body, mediaType: mediaTypeOf(res.headers), digestHeader: digestHeader(res.headers) };
+  }
+
+  /** HEAD a blob: confirms that `repository` has it, and its size. */
+  async headBlob(repository: string, digest: Digest): Promise<{ size: number | undefined } | undefined> {
+    const res = await this.send('HEAD', repository, `blobs/${digest}`, {}, 'blob');
+    if (res === undefined) return undefined;
+    await res.body.dump();
+    if (res.statusCode === 405) throw new UpstreamUnavailable(`upstream ${this.name} cannot answer HEAD for blobs`);
+    return { size: contentLength(res.headers) };
+  }
+
+  /** GET a blob as a stream; the caller consumes or destroys the body. */
+  async getBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<BlobResponse | undefined> {
+    const res = await this.send('GET', repository, `blobs/${digest}`, {}, 'blob', signal);
+    if (res === undefined) return undefined;
+    return { size: contentLength(res.headers), body: res.body };
+  }
+
+  /** One page of the upstream's tag list, with the path of the next page when there is one. */
+  async listTags(repository: string, pathAndQuery?: string): Promise<{ tags: string[]; next: string | undefined } | undefined> {
+    const res = await this.send('GET', repository, pathAndQuery ?? 'tags/list?n=1000', { accept: 'application/json' }, 'tags');
+    if (res === undefined) return undefined;
+    const body = await readLimited(res.body, 16 * 1024 * 1024, this.name);
+    let tags: string[] = [];
+    try {
+      const parsed = JSON.parse(body.toString('utf8')) as { tags?: unknown };
+      if (Array.isArray(parsed.tags)) tags = parsed.tags.filter((t): t is string => typeof t === 'string');
+    } catch {
+      throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable tag list`);
+    }
+    const link = header(res.headers, 'link');
+    const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)?.[1] : undefined;
+    const prefix = `/v2/${repository}/`;
+    return { tags, next: next?.startsWith(prefix) ? next.slice(prefix.length) : undefined };
+  }
+
+  /**
+   * Sends a request for `/v2/<repository>/<rest>` with authentication,
+   * redirects and retries; maps the status to a typed error.
+   */
+  private async send(
+    method: Method, repository: string, rest: string, headers: Record<string, string>,
+    kind: 'manifest' | 'blob' | 'tags', signal?: AbortSignal,
+  ): Promise<UpstreamResponse | undefined> {
+    const path = `/v2/${repository}/${rest}`;
+    const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, signal));
+    this.options.observe?.(res, kind);
+    // A 405 to a HEAD means "ask with GET": the caller decides.
+    if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) return res;
+    await res.body.dump().catch(() => undefined);
+    if (res.statusCode === 404) return undefined;
+    throw this.statusError(res, repository);
+  }
+
+  private statusError(res: UpstreamResponse, repository: string): Error {
+    const status = res.statusCode;
+    if (status === 429) {
+      return new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls`, retryAfterSeconds(res.headers));
+    }
+    if (status === 401 || status === 403) {
+      return new RegistryError('DENIED', `upstream ${this.name} denied access to ${repository}`, { upstream: this.name, status });
+    }
+    return new UpstreamUnavailable(`upstream ${this.name} answered ${status}`, { upstream: this.name, status });
+  }
+
+  private async withRetries(method: Method, attempt: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
+    for (let i = 0; ; i++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (err instanceof RegistryError) throw err;
+        const code = errorCode(err);
+        if (RETRYABLE_CODES.has(code ?? '') && i < RETRY_DELAYS_MS.length) {
+          this.options.logger.debug({ upstream: this.name, method, code, attempt: i + 1 }, 'retrying upstream request');
+          await new Promise((r) => setTimeout(r, RETRY_DELAYS_MS[i]));
+          continue;
+        }
+        throw new UpstreamUnavailable(`upstream ${this.name} is unreachable (${code ?? (err as Error).message})`, { upstream: this.name });
+      }
+    }
+  }
+
+  private async sendAuthenticated(
+    method: Method, path: string, repository: string, headers: Record<string, string>, signal?: AbortSignal,
+  ): Promise<UpstreamResponse> {
+    const authorizer = this.options.authorizer;
+    const res = await this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+    if (res.statusCode !== 401) return res;
+    const challenges = headerValues(res.headers, 'www-authenticate');
+    await res.body.dump().catch(() => undefined);
+    if (!(await authorizer.challenged(repository, challenges, signal))) return { ...res, body: emptyBody() };
+    return this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+  }
+
+  /** Follows at most MAX_REDIRECTS redirects; credentials never leave the upstream's origin. */
+  private async followRedirects(
+    method: Method, path: string, headers: Record<string, string>, authorization: string | undefined, signal?: AbortSignal,
+  ): Promise<UpstreamResponse> {
+    let url = new URL(path, this.origin);
+    for (let hop = 0; ; hop++) {
+      const sameOrigin = url.origin === this.origin;
+      const requestHeaders: Record<string, string> = { ...headers, 'user-agent': 'pullthrough' };
+      if (authorization && sameOrigin) requestHeaders['authorization'] = authorization;
+      const res = await this.dispatcher.request({
+        origin: url.origin, path: url.pathname + url.search, method, headers: requestHeaders, signal,
+      }) as UpstreamResponse;
+      const location = header(res.headers, 'location');
+      if (!REDIRECT_STATUSES.has(res.statusCode) || !location) return res;
+      await res.body.dump().catch(() => undefined);
+      if (hop >= MAX_REDIRECTS) {
+        throw new UpstreamUnavailable(`upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
+      }
+      url = new URL(location, url);
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+        throw new UpstreamUnavailable(`upstream ${this.name} redirected to an unsupported URL`);
+      }
+    }
+  }
+}
+
+/** Stands in for a body already drained, so callers can treat every response alike. */
+function emptyBody(): UpstreamResponse['body'] {
+  const body = Object.assign(new PassThrough(), { dump: async () => undefined });
+  body.end();
+  return body;
+}
+
+/** Reads a body whole, refusing more than `limit` bytes. */
+async function readLimited(body: Readable, limit: number, upstream: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > limit) {
+        body.destroy();
+        throw new RegistryError('UPSTREAM_INVALID', `upstream ${upstream} sent more than ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof RegistryError) throw err;
+    throw new UpstreamUnavailable(`upstream ${upstream} broke off a response (${errorCode(err) ?? (err as Error).message})`);
+  }
+  return Buffer.concat(chunks, total);
+}
