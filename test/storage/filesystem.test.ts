@@ -1,0 +1,68 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { text } from 'node:stream/consumers';
+import { FilesystemDriver } from '../../src/storage/filesystem.js';
+
+async function driver(): Promise<FilesystemDriver> {
+  const d = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fs-')));
+  await d.init();
+  return d;
+}
+
+test('putContent is atomic: concurrent writers leave one whole version, no temp files', async () => {
+  const d = await driver();
+  const versions = Array.from({ length: 20 }, (_, i) => String(i).repeat(100_000));
+  await Promise.all(versions.map((v) => d.putContent('a/b/record', v)));
+  const content = (await d.getContent('a/b/record'))!.toString();
+  assert.ok(versions.includes(content), 'the record is exactly one of the versions written');
+  assert.deepEqual(await readdir(join(d.root, '_uploads')), []);
+});
+
+test('an upload is invisible under its final name until committed, and discard leaves nothing', async () => {
+  const d = await driver();
+  const upload = await d.createUpload();
+  await upload.handle.write(Buffer.from('half of a blob'));
+  assert.equal(await d.stat('blobs/x/data'), undefined);
+  await upload.discard();
+  await upload.close();
+  assert.deepEqual(await readdir(join(d.root, '_uploads')), []);
+  assert.equal(await d.stat('blobs/x/data'), undefined);
+
+  const done = await d.createUpload();
+  await done.handle.write(Buffer.from('whole blob'));
+  await done.commit('blobs/x/data');
+  await done.close();
+  assert.equal(await readFile(join(d.root, 'blobs/x/data'), 'utf8'), 'whole blob');
+});
+
+test('a commit recreates a directory that was removed after it was first made', async () => {
+  const d = await driver();
+  await d.putContent('repositories/u/r/_layers/sha256/aa', 'one');
+  await d.delete('repositories/u/r');
+  await d.putContent('repositories/u/r/_layers/sha256/aa', 'two');
+  assert.equal((await d.getContent('repositories/u/r/_layers/sha256/aa'))?.toString(), 'two');
+});
+
+test('the sweep removes temp files of dead fills, and only those older than asked', async () => {
+  const d = await driver();
+  const dead = await d.createUpload();
+  await dead.handle.write(Buffer.from('left behind by a killed process'));
+  await dead.close();
+  assert.equal(await d.sweepUploads(60_000), 0, 'a fresh temp file may belong to a live fill');
+  assert.equal(await d.sweepUploads(0), 1);
+  assert.deepEqual(await readdir(join(d.root, '_uploads')), []);
+});
+
+test('readers: whole or a byte range; a missing file is undefined, not an error', async () => {
+  const d = await driver();
+  await d.putContent('f', '0123456789');
+  assert.equal(await text((await d.openReader('f'))!), '0123456789');
+  assert.equal(await text((await d.openReader('f', { start: 2, end: 4 }))!), '234');
+  assert.equal(await d.openReader('missing'), undefined);
+  assert.equal(await d.getContent('missing/deeper'), undefined);
+  assert.deepEqual(await d.list('missing'), []);
+  assert.equal((await stat(join(d.root, 'f'))).size, 10);
+});
