@@ -130,6 +130,37 @@ test('a hung upstream: the request fails with 503 after the header timeout; late
   await servedCorrectlyAfterwards(repository, layer);
 });
 
+test('a body that stalls mid-way fails on the body-idle timeout: aborted response, nothing stored', async () => {
+  const { repository, layer } = addImage(3_000_000);
+  fake.addFault({ path: `/v2/${repository}/blobs/${layer}` }, { stall: { afterBytes: 1_000_000 } });
+  const first = await fetchBody(`${proxy.url}/v2/${repository}/blobs/${layer}`);
+  assert.ok(first.broken, 'the client sees the response cut off');
+  await nothingStored(layer);
+  await servedCorrectlyAfterwards(repository, layer);
+});
+
+test('blob redirects (a CDN) are followed; more than 5 hops is an error', async () => {
+  const cdn = await startFakeUpstream();
+  try {
+    const { repository, image, layer } = addImage();
+    cdn.addBlob(image.layers[0]!.data);
+    fake.addFault({ path: `/v2/${repository}/blobs/${layer}` }, { redirect: `${cdn.url}/v2/${repository}/blobs/${layer}?signed=1` });
+    const first = await fetchBody(`${proxy.url}/v2/${repository}/blobs/${layer}`);
+    assert.equal(first.digest, layer);
+    assert.equal(cdn.requests({ method: 'GET' }).length, 1, 'the bytes came from the redirect target');
+
+    const loop = addImage();
+    fake.addFault({ path: `/v2/${loop.repository}/blobs/${loop.layer}` }, { redirect: `${fake.url}/v2/${loop.repository}/blobs/${loop.layer}` });
+    const looping = await fetchBody(`${proxy.url}/v2/${loop.repository}/blobs/${loop.layer}`);
+    assert.equal(looping.status, 503);
+    assert.equal(fake.requests({ path: `/v2/${loop.repository}/blobs/${loop.layer}` }).length, 6, 'the first request and 5 redirects');
+    await nothingStored(loop.layer);
+  } finally {
+    fake.clearFaults();
+    await cdn.stop();
+  }
+});
+
 test('a manifest whose bytes do not match its digest is refused and not stored', async () => {
   const { repository, image } = addImage();
   fake.addFault({ method: 'GET', path: `/v2/${repository}/manifests/${image.digest}` }, { corrupt: true });
