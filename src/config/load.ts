@@ -26,6 +26,8 @@ export interface UpstreamSettings {
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
   readonly tagMaxAgeMs: number;
   readonly detachedFillTimeoutMs: number;
+  readonly offline: boolean;
+  readonly notFoundTtlMs: number;
 }
 
 export interface ResolvedConfig {
@@ -103,6 +105,8 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     },
     tagMaxAgeMs: durationMs(u.tagMaxAge ?? defaults.tagMaxAge),
     detachedFillTimeoutMs: durationMs(u.detachedFillTimeout ?? defaults.detachedFillTimeout),
+    offline: u.offline ?? defaults.offline,
+    notFoundTtlMs: durationMs(u.notFoundTtl ?? defaults.notFoundTtl),
   };
 }
 

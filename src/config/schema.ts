@@ -32,6 +32,10 @@ const UpstreamPolicy = {
   tagMaxAge: Type.Optional(Duration),
   /** How long a fill may go on after its last client went away. */
   detachedFillTimeout: Type.Optional(Duration),
+  /** Never contact the upstream: serve what is cached, answer misses with an "offline" error. */
+  offline: Type.Optional(Type.Boolean()),
+  /** How long an upstream 404 for a tag or manifest is remembered, so retry storms stay here. */
+  notFoundTtl: Type.Optional(Duration),
 };
 
 const Upstream = Type.Object({
@@ -80,6 +84,8 @@ export const ConfigSchema = Type.Object({
     }, { additionalProperties: false, default: { connect: '5s', headers: '10s', bodyIdle: '30s' } }),
     tagMaxAge: Type.String({ ...Duration, default: '1m' }),
     detachedFillTimeout: Type.String({ ...Duration, default: '10m' }),
+    offline: Type.Boolean({ default: false }),
+    notFoundTtl: Type.String({ ...Duration, default: '10s' }),
   }, { additionalProperties: false, default: {} }),
   /** How long SIGTERM waits for running responses and fills. */
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),

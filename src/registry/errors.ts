@@ -50,6 +50,14 @@ export class UpstreamUnavailable extends RegistryError {
   }
 }
 
+/** The upstream is configured offline: it is never contacted, so a miss cannot be filled. */
+export class UpstreamOffline extends UpstreamUnavailable {
+  constructor(upstream: string) {
+    super(`not cached, and this mirror is offline: upstream ${upstream} is not contacted`, { upstream, offline: true });
+    this.name = 'UpstreamOffline';
+  }
+}
+
 /** The upstream answered 429; callers may fall back to what is cached. */
 export class UpstreamRateLimited extends RegistryError {
   constructor(message: string, retryAfterSeconds: number | undefined) {

@@ -1,9 +1,10 @@
 import { PassThrough, type Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { UpstreamSettings } from '../config/load.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
-import { RegistryError, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
+import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
 import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
 
@@ -106,9 +107,12 @@ export class UpstreamClient {
   private readonly dispatcher: Dispatcher;
   private readonly ownsDispatcher: boolean;
   private readonly origin: string;
+  /** Manifest paths the upstream recently answered 404 for: asked again only after `notFoundTtl`. */
+  private readonly notFound: LRUCache<string, true>;
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
+    this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false });
     this.ownsDispatcher = options.dispatcher === undefined;
     this.dispatcher = options.dispatcher ?? new Agent({
       connect: { timeout: settings.timeouts.connectMs },
@@ -186,13 +190,19 @@ export class UpstreamClient {
     method: Method, repository: string, rest: string, headers: Record<string, string>,
     kind: 'manifest' | 'blob' | 'tags', signal?: AbortSignal,
   ): Promise<UpstreamResponse | undefined> {
+    if (this.settings.offline) throw new UpstreamOffline(this.name);
     const path = `/v2/${repository}/${rest}`;
+    const remembers404 = kind === 'manifest' && this.settings.notFoundTtlMs > 0;
+    if (remembers404 && this.notFound.has(path)) return undefined;
     const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, signal));
     this.options.observe?.(res, kind);
     // A 405 to a HEAD means "ask with GET": the caller decides.
     if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) return res;
     await res.body.dump().catch(() => undefined);
-    if (res.statusCode === 404) return undefined;
+    if (res.statusCode === 404) {
+      if (remembers404) this.notFound.set(path, true);
+      return undefined;
+    }
     throw this.statusError(res, repository);
   }
 
