@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import ms from 'ms';
-import { ConfigSchema, type Config, type UpstreamConfig } from './schema.js';
+import { ConfigSchema, type Config, type RedisConfig, type UpstreamConfig } from './schema.js';
 import type { UpstreamCredentials } from '../upstream/auth/authorizer.js';
 
 /** The embedded default, shipped beside package.json. */
@@ -30,14 +30,37 @@ export interface UpstreamSettings {
   readonly notFoundTtlMs: number;
 }
 
+export interface StorageSettings {
+  readonly maxBytes: number | undefined;
+  readonly highWatermark: number;
+  readonly lowWatermark: number;
+  readonly maxIdleMs: number | undefined;
+  readonly evictionIntervalMs: number;
+  readonly evictionGraceMs: number;
+  readonly usageFlushIntervalMs: number;
+}
+
 export interface ResolvedConfig {
   readonly listen: { readonly host: string; readonly port: number };
   readonly storageRoot: string;
+  readonly storage: StorageSettings;
+  readonly pins: readonly string[];
   readonly logLevel: string;
   readonly cache: { readonly memoryEntries: number; readonly manifestMemoryBytes: number };
   readonly upstreams: readonly UpstreamSettings[];
   readonly defaultUpstream: string;
   readonly shutdownGraceMs: number;
+  /** Undefined when no `redis` key is configured: memory and storage only, one process per storage root. */
+  readonly redis: RedisSettings | undefined;
+}
+
+/** The `redis` block with defaults applied and durations parsed. */
+export interface RedisSettings {
+  readonly url: string;
+  readonly keyPrefix: string;
+  readonly commandTimeoutMs: number;
+  readonly keyTtlMs: number;
+  readonly leaseTtlMs: number;
 }
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
@@ -55,6 +78,34 @@ function describe(errors: readonly ErrorObject[]): string {
     }
     return `${path}: ${e.message ?? 'invalid'}`;
   }).join('\n');
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40,
+};
+
+/** `"20GiB"` → bytes; a number is already bytes. The schema has checked the form. */
+export function sizeBytes(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const match = /^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)$/.exec(value);
+  const unit = match ? SIZE_UNITS[match[2]!] : undefined;
+  if (!match || unit === undefined) throw new ConfigError(`invalid size: ${value}`);
+  return Math.floor(Number(match[1]) * unit);
+}
+
+function resolveStorage(storage: Config['storage'], source: string): StorageSettings {
+  if (storage.lowWatermark > storage.highWatermark) {
+    throw new ConfigError(`invalid configuration in ${source}:\n/storage/lowWatermark: must not exceed highWatermark`);
+  }
+  return {
+    maxBytes: storage.maxSize === undefined ? undefined : sizeBytes(storage.maxSize),
+    highWatermark: storage.highWatermark,
+    lowWatermark: storage.lowWatermark,
+    maxIdleMs: storage.maxIdle === undefined ? undefined : durationMs(storage.maxIdle),
+    evictionIntervalMs: durationMs(storage.evictionInterval),
+    evictionGraceMs: durationMs(storage.evictionGrace),
+    usageFlushIntervalMs: durationMs(storage.usageFlushInterval),
+  };
 }
 
 export function durationMs(value: string): number {
@@ -79,12 +130,26 @@ export function resolveConfig(document: unknown, source: string, env: NodeJS.Pro
   return {
     listen: { host: config.listen.host, port: config.listen.port },
     storageRoot: resolve(config.storage.root),
+    storage: resolveStorage(config.storage, source),
+    pins: config.pins,
     logLevel: config.log.level,
     cache: { ...config.cache },
     upstreams,
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
+    redis: config.redis && resolveRedis(config.redis),
   };
+}
+
+function resolveRedis(r: RedisConfig): RedisSettings {
+  const leaseTtlMs = durationMs(r.leaseTtl);
+  // The lease is renewed every third of its life; below this, renewals would race the expiry.
+  if (leaseTtlMs < 300) throw new ConfigError('invalid configuration:\n/redis/leaseTtl: must be at least 300ms');
+  const keyTtlMs = durationMs(r.keyTtl);
+  if (keyTtlMs < 1000) throw new ConfigError('invalid configuration:\n/redis/keyTtl: must be at least 1s');
+  const commandTimeoutMs = durationMs(r.commandTimeout);
+  if (commandTimeoutMs < 1) throw new ConfigError('invalid configuration:\n/redis/commandTimeout: must be more than 0');
+  return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs };
 }
 
 function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv): UpstreamSettings {

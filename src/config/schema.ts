@@ -6,6 +6,9 @@ import { Type, type Static } from '@sinclair/typebox';
  * validation can never disagree. README "Configuration" documents each key.
  */
 
+/** `"512MiB"`, `"20GiB"`, `"500MB"`, `"1TB"`: binary (KiB, MiB, GiB, TiB) or decimal (KB, MB, GB, TB) units. */
+export const Size = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?\\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$' });
+
 /** `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"7d"`. */
 export const Duration = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)$' });
 
@@ -53,6 +56,23 @@ const Upstream = Type.Object({
   ...UpstreamPolicy,
 }, { additionalProperties: false });
 
+/**
+ * Redis: a descriptor and tag tier shared by replicas, and the leases that
+ * make one replica fetch a cold blob for all. Absent: memory and storage only.
+ */
+const Redis = Type.Object({
+  /** `redis://[user:password@]host:6379[/db]` or `rediss://` for TLS. */
+  url: Type.String({ pattern: '^rediss?://' }),
+  /** Prepended to every key, so several mirrors (or tests) can share one Redis. */
+  keyPrefix: Type.String({ default: 'pullthrough:' }),
+  /** Longest wait for any one Redis command before falling through to storage. */
+  commandTimeout: Type.String({ ...Duration, default: '150ms' }),
+  /** How long descriptor and tag keys live in Redis (each write starts it again). */
+  keyTtl: Type.String({ ...Duration, default: '24h' }),
+  /** A fill's lease: renewed while it runs; when its replica dies, another takes over after this. */
+  leaseTtl: Type.String({ ...Duration, default: '10s' }),
+}, { additionalProperties: false });
+
 export const ConfigSchema = Type.Object({
   listen: Type.Object({
     host: Type.String({ default: '0.0.0.0' }),
@@ -62,7 +82,22 @@ export const ConfigSchema = Type.Object({
     driver: Type.Literal('filesystem', { default: 'filesystem' }),
     /** Relative paths are resolved against the working directory. */
     root: Type.String({ minLength: 1 }),
+    /** Size cap of the cached blobs: `"20GiB"`, `"500MB"`, or bytes. None by default. */
+    maxSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })])),
+    /** Eviction starts above maxSize × highWatermark and stops at maxSize × lowWatermark. */
+    highWatermark: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.9 }),
+    lowWatermark: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.8 }),
+    /** Remove images not used for this long. None by default. */
+    maxIdle: Type.Optional(Duration),
+    /** How often eviction runs in the background (it also runs when a fill crosses the high watermark). */
+    evictionInterval: Type.String({ ...Duration, default: '5m' }),
+    /** Content used this recently is never evicted. */
+    evictionGrace: Type.String({ ...Duration, default: '10m' }),
+    /** How often the last-use times of cached content are written (batched, not per request). */
+    usageFlushInterval: Type.String({ ...Duration, default: '30s' }),
   }, { additionalProperties: false }),
+  /** Images never evicted: `<upstream>/<repo>`, `<upstream>/<repo>:<tag>` or `<upstream>/<repo>@<digest>`. */
+  pins: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
   log: Type.Object({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
       { default: 'info' }),
@@ -89,8 +124,11 @@ export const ConfigSchema = Type.Object({
   }, { additionalProperties: false, default: {} }),
   /** How long SIGTERM waits for running responses and fills. */
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),
+  /** Optional shared memory of several replicas: descriptor and tag cache, fill leases. */
+  redis: Type.Optional(Redis),
 }, { additionalProperties: false });
 
 export type Config = Static<typeof ConfigSchema>;
 export type UpstreamConfig = Static<typeof Upstream>;
 export type CredentialsConfig = Static<typeof Credentials>;
+export type RedisConfig = Static<typeof Redis>;

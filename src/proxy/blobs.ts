@@ -81,6 +81,11 @@ export class ProxyBlobStore implements BlobStore {
     return raced ? this.follow(raced, repository, digest) : this.start(repository, digest);
   }
 
+  /** True while this process fills the digest (eviction must leave it alone). */
+  isFilling(digest: Digest): boolean {
+    return this.fills.has(digest);
+  }
+
   /** Number of fills running now. */
   get activeFills(): number {
     return this.fills.size;

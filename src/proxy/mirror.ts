@@ -7,12 +7,17 @@ import { listCachedRepositories } from '../storage/catalog.js';
 import { FilesystemDriver } from '../storage/filesystem.js';
 import { LocalManifestStore } from '../storage/manifests.js';
 import { LocalTagStore } from '../storage/tags.js';
+import { Evictor } from '../storage/evictor.js';
+import { UsageRecorder } from '../storage/usage.js';
+import { ConfigError } from '../config/load.js';
+import type { Digest } from '../registry/digest.js';
+import type { RepositoryRef } from '../registry/services.js';
 import { anonymousAuthorizer, type UpstreamAuthorizer } from '../upstream/auth/authorizer.js';
 import { UpstreamClient } from '../upstream/client.js';
 import type { UpstreamSettings } from '../config/load.js';
 import { ProxyBlobStore } from './blobs.js';
 import { ProxyManifestStore } from './manifests.js';
-import { UpstreamRouter } from './routing.js';
+import { UpstreamRouter, type ImageReference } from './routing.js';
 import { ProxyTagService } from './tags.js';
 
 export interface MirrorOptions {
@@ -33,6 +38,8 @@ export class Mirror {
   readonly manifests: ProxyManifestStore;
   readonly tags: ProxyTagService;
   readonly driver: FilesystemDriver;
+  readonly evictor: Evictor;
+  readonly usage: UsageRecorder;
   private readonly clients: Map<string, UpstreamClient>;
 
   constructor(private readonly options: MirrorOptions) {
@@ -53,12 +60,30 @@ export class Mirror {
       new MemoryBlobDescriptorService(config.cache.memoryEntries),
       new StorageBlobStatter(this.driver),
     );
-    const localBlobs = new LocalBlobStore(this.driver, descriptors);
+    this.usage = new UsageRecorder(config.storageRoot, config.storage.usageFlushIntervalMs);
+    const localBlobs = new LocalBlobStore(this.driver, descriptors, {
+      usage: this.usage,
+      onCommitted: (d) => this.evictor.added(d.size),
+    });
     this.blobs = new ProxyBlobStore(localBlobs, this.driver, upstreams, logger);
     const localManifests = new LocalManifestStore(this.driver, {
       memoryEntries: config.cache.memoryEntries,
       memoryBytes: config.cache.manifestMemoryBytes,
+      usage: this.usage,
     });
+    const pins = config.pins.map((pin, i) => parsePin(this.router, pin, i));
+    this.evictor = new Evictor(this.driver, {
+      maxBytes: config.storage.maxBytes,
+      highWatermark: config.storage.highWatermark,
+      lowWatermark: config.storage.lowWatermark,
+      maxIdleMs: config.storage.maxIdleMs,
+      graceMs: config.storage.evictionGraceMs,
+      isPinned: (repository, tags, digest) => pins.some((p) => pinMatches(p, repository, tags, digest)),
+      inUse: (digest) => this.blobs.isFilling(digest) || localBlobs.isReading(digest),
+    }, this.usage, {
+      blobRemoved: (digest, repositories) => localBlobs.evicted(digest, repositories),
+      manifestRemoved: (repository, digest) => localManifests.evicted(repository, digest),
+    }, logger.child({ component: 'eviction' }), config.storage.evictionIntervalMs);
     this.manifests = new ProxyManifestStore(localManifests, upstreams);
     this.tags = new ProxyTagService({
       local: new LocalTagStore(this.driver),
@@ -74,6 +99,8 @@ export class Mirror {
     await this.driver.init();
     const removed = await this.driver.sweepUploads(0);
     if (removed > 0) this.options.logger.info({ removed }, 'removed temp files of interrupted fills');
+    this.usage.start();
+    this.evictor.start();
   }
 
   catalog(): Promise<string[]> {
@@ -83,6 +110,26 @@ export class Mirror {
   /** Lets running fills finish (aborting them after `graceMs`), then closes upstream pools. */
   async close(graceMs: number): Promise<void> {
     await this.blobs.drain(graceMs);
+    await this.evictor.stop();
+    await this.usage.stop();
     await Promise.all([...this.clients.values()].map((c) => c.close()));
   }
+}
+
+/** A pin from the configuration, parsed like an image reference. */
+function parsePin(router: UpstreamRouter, pin: string, index: number): ImageReference {
+  try {
+    return router.parseReference(pin);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration:\n/pins/${index}: ${(err as Error).message} (${pin})`);
+  }
+}
+
+/** A pin without tag or digest keeps the whole repository. */
+function pinMatches(pin: ImageReference, repository: RepositoryRef, tags: readonly string[], digest: Digest): boolean {
+  const r = pin.route.repository;
+  if (r.upstream !== repository.upstream || r.name !== repository.name) return false;
+  if (pin.digest) return pin.digest === digest;
+  if (pin.tag) return tags.includes(pin.tag);
+  return true;
 }

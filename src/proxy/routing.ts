@@ -1,7 +1,15 @@
 import type { UpstreamSettings } from '../config/load.js';
 import { RegistryError } from '../registry/errors.js';
-import { parseRepositoryName, type RepositoryName } from '../registry/names.js';
+import { parseDigest, type Digest } from '../registry/digest.js';
+import { parseRepositoryName, parseTag, type RepositoryName, type Tag } from '../registry/names.js';
 import type { RepositoryRef } from '../registry/services.js';
+
+/** A parsed image reference: where it lives, and which tag or digest of it. */
+export interface ImageReference {
+  readonly route: Route;
+  readonly tag: Tag | undefined;
+  readonly digest: Digest | undefined;
+}
 
 export interface Route {
   readonly upstream: UpstreamSettings;
@@ -50,14 +58,46 @@ export class UpstreamRouter {
         throw new RegistryError('NAME_UNKNOWN',
           `registry ${ns.slice(0, 100)} is not configured on this mirror; configured: ${this.names()}`);
       }
-      return this.bind(upstream, pathName);
+      // containerd adds `?ns=` also when the mirror URL carries the registry as a path
+      // prefix (hosts.toml `override_path = true`): a leading name of that same upstream
+      // is the prefix, not part of the repository name.
+      const prefixed = this.prefixOf(pathName);
+      return this.bind(upstream, prefixed?.upstream === upstream ? prefixed.rest : pathName);
     }
-    const slash = pathName.indexOf('/');
-    if (slash > 0) {
-      const prefixed = this.byName(pathName.slice(0, slash));
-      if (prefixed) return this.bind(prefixed, pathName.slice(slash + 1));
-    }
+    const prefixed = this.prefixOf(pathName);
+    if (prefixed) return this.bind(prefixed.upstream, prefixed.rest);
     return this.bind(this.fallback, pathName);
+  }
+
+  /** The upstream named by the path's first segment, if any, and the rest of the path. */
+  private prefixOf(pathName: string): { upstream: UpstreamSettings; rest: string } | undefined {
+    const slash = pathName.indexOf('/');
+    if (slash <= 0) return undefined;
+    const upstream = this.byName(pathName.slice(0, slash));
+    return upstream ? { upstream, rest: pathName.slice(slash + 1) } : undefined;
+  }
+
+  /**
+   * An image reference as people write them: `alpine`, `alpine:3.20`,
+   * `ghcr.io/org/app:1.2`, `registry.k8s.io/pause@sha256:...`. The registry
+   * part is routed like a path prefix (a configured upstream's name or
+   * alias), else the default upstream.
+   */
+  parseReference(reference: string): ImageReference {
+    let rest = reference.trim();
+    let digest: Digest | undefined;
+    const at = rest.indexOf('@');
+    if (at >= 0) {
+      digest = parseDigest(rest.slice(at + 1)).digest;
+      rest = rest.slice(0, at);
+    }
+    let tag: Tag | undefined;
+    const colon = rest.lastIndexOf(':');
+    if (colon > rest.lastIndexOf('/')) {
+      tag = parseTag(rest.slice(colon + 1));
+      rest = rest.slice(0, colon);
+    }
+    return { route: this.route(rest, undefined), tag, digest };
   }
 
   private bind(upstream: UpstreamSettings, name: string): Route {

@@ -4,6 +4,7 @@ import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Manifest, ManifestResult, ManifestService, RepositoryRef } from '../registry/services.js';
 import type { StorageDriver } from './driver.js';
+import type { UsageRecorder } from './usage.js';
 import { blobDataPath, manifestRevisionPath } from './layout.js';
 
 interface RevisionRecord {
@@ -26,7 +27,10 @@ export class LocalManifestStore implements ManifestService {
   private readonly revisions: LRUCache<string, RevisionRecord>;
   private readonly bodies: LRUCache<string, Buffer>;
 
-  constructor(private readonly driver: StorageDriver, options: { memoryEntries: number; memoryBytes: number }) {
+  private readonly usage: UsageRecorder | undefined;
+
+  constructor(private readonly driver: StorageDriver, options: { memoryEntries: number; memoryBytes: number; usage?: UsageRecorder }) {
+    this.usage = options.usage;
     this.revisions = new LRUCache({ max: Math.max(1, options.memoryEntries) });
     this.bodies = new LRUCache({ maxSize: Math.max(1, options.memoryBytes), sizeCalculation: (b) => Math.max(1, b.length) });
   }
@@ -40,6 +44,7 @@ export class LocalManifestStore implements ManifestService {
     const revision = await this.revision(repository, digest);
     const body = revision && await this.body(digest);
     if (!revision || !body) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+    this.usage?.used(manifestRevisionPath(repository, parseDigest(digest)));
     return { manifest: { digest, mediaType: revision.mediaType, body }, cache: 'hit' };
   }
 
@@ -53,6 +58,11 @@ export class LocalManifestStore implements ManifestService {
     await this.driver.putContent(manifestRevisionPath(repository, parsed), JSON.stringify(record));
     this.revisions.set(revisionKey(repository, manifest.digest), record);
     this.bodies.set(manifest.digest, manifest.body);
+  }
+
+  /** Eviction removed this revision: forget it (the body may still serve other repositories). */
+  evicted(repository: RepositoryRef, digest: Digest): void {
+    this.revisions.delete(revisionKey(repository, digest));
   }
 
   private async revision(repository: RepositoryRef, digest: Digest): Promise<RevisionRecord | undefined> {

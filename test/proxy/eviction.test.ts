@@ -1,0 +1,130 @@
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { startProxy, type ProxyOptions, type RunningProxy } from '../fixtures/proxy.js';
+import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
+import { pushLayout } from '../fixtures/seed.js';
+import { pullWithSkopeo } from '../fixtures/skopeo.js';
+import { tempDir, toolSkip } from '../fixtures/tools.js';
+
+const skip = toolSkip('docker-registry', 'skopeo');
+const LAYER = 1024 * 1024;
+
+let upstream: RunningRegistry;
+const images = new Map<string, BuiltImage>();
+const proxies: RunningProxy[] = [];
+
+/** Pushes one image (or the same image under several names) to the upstream. */
+async function seed(repositories: string[], image = makeImage({ layerSizes: [LAYER] })): Promise<BuiltImage> {
+  const dir = await tempDir('evict-layout');
+  await writeOciLayout(dir, [{ ref: 'v1', image }]);
+  for (const repository of repositories) {
+    await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+    images.set(repository, image);
+  }
+  return image;
+}
+
+before(async () => {
+  if (skip) return;
+  upstream = await startRegistry();
+  for (const r of ['lru/one', 'lru/two', 'lru/three', 'lru/four', 'pin/kept', 'pin/x', 'pin/y', 'pin/z']) await seed([r]);
+  await seed(['shared/a', 'shared/b']);
+  await seed(['shared/x']);
+  await seed(['shared/y']);
+});
+
+after(async () => {
+  for (const p of proxies) await p.stop();
+  await upstream?.stop();
+});
+
+function imageBytes(image: BuiltImage): number {
+  return image.size + image.config.size + image.layers.reduce((n, l) => n + l.size, 0);
+}
+
+async function proxyWith(maxSize: number, extra: Partial<ProxyOptions> = {}, pins: string[] = []): Promise<RunningProxy> {
+  const proxy = await startProxy({
+    upstreams: [{ name: 'registry.test', url: upstream.url }],
+    ...extra,
+    storage: { maxSize, evictionGrace: '0s', evictionInterval: '1h', usageFlushInterval: '1h' },
+    pins,
+  });
+  proxies.push(proxy);
+  await proxy.mirror.evictor.idle();
+  return proxy;
+}
+
+async function pull(proxy: RunningProxy, repository: string): Promise<void> {
+  const pulled = await pullWithSkopeo(`${proxy.host}/${repository}:v1`, await tempDir('evict-pull'));
+  assert.equal(pulled.manifestDigest, images.get(repository)!.digest, repository);
+  await proxy.mirror.evictor.idle();
+}
+
+async function diskBytes(root: string): Promise<number> {
+  let total = 0;
+  for (const prefix of await readdir(join(root, 'blobs', 'sha256')).catch(() => [] as string[])) {
+    for (const hex of await readdir(join(root, 'blobs', 'sha256', prefix))) {
+      total += (await stat(join(root, 'blobs', 'sha256', prefix, hex, 'data'))).size;
+    }
+  }
+  return total;
+}
+
+async function stored(proxy: RunningProxy, digest: string): Promise<boolean> {
+  const hex = digest.split(':')[1]!;
+  return stat(join(proxy.root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data')).then(() => true, () => false);
+}
+
+async function upstreamBlobGets(): Promise<number> {
+  return (await upstream.settledRequests()).filter((e) => e.method === 'GET' && e.path.includes('/blobs/')).length;
+}
+
+test('maxSize about 1.5 images and 4 pulled: disk stays under the cap, the most recent still pulls with no upstream blob GET', { skip }, async () => {
+  const cap = Math.floor(imageBytes(images.get('lru/one')!) * 1.5);
+  const proxy = await proxyWith(cap);
+  for (const r of ['lru/one', 'lru/two', 'lru/three', 'lru/four']) {
+    await pull(proxy, r);
+    assert.ok(await diskBytes(proxy.root) <= cap, `after ${r}: ${await diskBytes(proxy.root)} > ${cap}`);
+  }
+  assert.equal(await stored(proxy, images.get('lru/one')!.layers[0]!.digest), false, 'the least recently used image went');
+  await upstream.clearRequests();
+  await pull(proxy, 'lru/four');
+  assert.equal(await upstreamBlobGets(), 0);
+  const logs = proxy.logs().filter((l) => l['msg'] === 'evicted');
+  assert.ok(logs.length > 0, 'eviction is logged');
+});
+
+test('a pinned image survives eviction and still pulls from the cache', { skip }, async () => {
+  const cap = Math.floor(imageBytes(images.get('pin/kept')!) * 2.5);
+  const proxy = await proxyWith(cap, {}, ['registry.test/pin/kept:v1']);
+  for (const r of ['pin/kept', 'pin/x', 'pin/y', 'pin/z']) await pull(proxy, r);
+  assert.ok(await stored(proxy, images.get('pin/kept')!.layers[0]!.digest), 'pinned layer kept');
+  assert.equal(await stored(proxy, images.get('pin/x')!.layers[0]!.digest), false, 'unpinned LRU image went');
+  await upstream.clearRequests();
+  await pull(proxy, 'pin/kept');
+  assert.equal(await upstreamBlobGets(), 0);
+});
+
+test('a blob shared by two images survives while either of them is retained', { skip }, async () => {
+  const shared = images.get('shared/a')!;
+  const cap = Math.floor(imageBytes(shared) * 2.5);
+  const proxy = await proxyWith(cap);
+  await pull(proxy, 'shared/a');
+  await pull(proxy, 'shared/b');
+  await pull(proxy, 'shared/x');
+  await proxy.mirror.usage.flush();
+  await new Promise((r) => setTimeout(r, 20));
+  await pull(proxy, 'shared/b'); // now the most recently used of the three
+  await proxy.mirror.usage.flush();
+  await pull(proxy, 'shared/y'); // over the high watermark: shared/a, then shared/x go
+  const catalog = await proxy.mirror.catalog();
+  assert.ok(await stored(proxy, shared.layers[0]!.digest), 'the shared layer is kept for shared/b');
+  assert.equal(await stored(proxy, images.get('shared/x')!.layers[0]!.digest), false);
+  assert.ok(catalog.includes('registry.test/shared/b'));
+  await upstream.clearRequests();
+  await pull(proxy, 'shared/b');
+  assert.equal(await upstreamBlobGets(), 0);
+});
