@@ -35,6 +35,19 @@ async function serve(options: { config?: string }): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+/** `pullthrough gc`: one eviction run against the configured storage, safe beside a running server. */
+async function gc(options: { config?: string; dryRun?: boolean }): Promise<void> {
+  const config = loadConfig(options.config);
+  const logger = createLogger('warn');
+  const mirror = new Mirror({ config, logger });
+  const report = await mirror.evictor.collect(options.dryRun === true);
+  const verb = report.dryRun ? 'would remove' : 'removed';
+  for (const image of report.removedImages) process.stdout.write(`${verb} ${image}\n`);
+  process.stdout.write(`${verb} ${report.removedImages.length} images and ${report.removedBlobs} blobs, `
+    + `freeing ${report.freedBytes} of ${report.totalBytes} bytes\n`);
+  await mirror.close(0);
+}
+
 const program = new Command()
   .name('pullthrough')
   .description('A pull-through caching proxy for OCI/Docker registries');
@@ -43,6 +56,12 @@ program.command('serve', { isDefault: true })
   .description('serve the registry mirror')
   .option('-c, --config <file>', 'configuration file (default: $PULLTHROUGH_CONFIG, else the embedded proxy.config.json)')
   .action(serve);
+
+program.command('gc')
+  .description('remove what the eviction policy says must go (maxSize, maxIdle) and every blob no cached image references')
+  .option('-c, --config <file>', 'configuration file')
+  .option('-n, --dry-run', 'report what would be removed and the bytes it frees, remove nothing')
+  .action(gc);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {

@@ -58,6 +58,13 @@ export class Evictor {
     });
   }
 
+  /** One run now, on demand (`pullthrough gc`): reports what goes, and with `dryRun` removes nothing. */
+  async collect(dryRun: boolean): Promise<EvictionReport> {
+    await this.idle();
+    await this.usage.flush();
+    return collectGarbage(this.driver, this.policy, { dryRun, hooks: this.hooks });
+  }
+
   /** Resolves when no run is in progress (tests, shutdown). */
   async idle(): Promise<void> {
     while (this.running) await this.running;

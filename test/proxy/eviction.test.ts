@@ -1,13 +1,16 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
-import { startProxy, type ProxyOptions, type RunningProxy } from '../fixtures/proxy.js';
+import { startProxy, testConfigDocument, type ProxyOptions, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { pushLayout } from '../fixtures/seed.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
-import { tempDir, toolSkip } from '../fixtures/tools.js';
+import { runCommand, tempDir, toolSkip } from '../fixtures/tools.js';
+
+const CLI = new URL('../../src/cli.js', import.meta.url).pathname;
 
 const skip = toolSkip('docker-registry', 'skopeo');
 const LAYER = 1024 * 1024;
@@ -127,4 +130,31 @@ test('a blob shared by two images survives while either of them is retained', { 
   await upstream.clearRequests();
   await pull(proxy, 'shared/b');
   assert.equal(await upstreamBlobGets(), 0);
+});
+
+test('pullthrough gc: --dry-run reports and removes nothing; gc removes unreferenced blobs, beside a running server', { skip }, async () => {
+  const proxy = await proxyWith(1024 ** 4);
+  await pull(proxy, 'lru/two');
+  const orphan = Buffer.from('a blob no cached image references');
+  const hex = createHash('sha256').update(orphan).digest('hex');
+  const dir = join(proxy.root, 'blobs', 'sha256', hex.slice(0, 2), hex);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'data'), orphan);
+  const hourAgo = new Date(Date.now() - 3600_000);
+  await utimes(join(dir, 'data'), hourAgo, hourAgo);
+  const configPath = join(await tempDir('gc'), 'config.json');
+  await writeFile(configPath, JSON.stringify(testConfigDocument({ upstreams: [{ name: 'registry.test', url: upstream.url }] }, proxy.root)));
+
+  const before = await diskBytes(proxy.root);
+  const dry = await runCommand(process.execPath, [CLI, 'gc', '--dry-run', '--config', configPath]);
+  assert.match(dry.stdout, new RegExp(`would remove 0 images and 1 blobs, freeing ${orphan.length} of ${before} bytes`));
+  assert.equal(await diskBytes(proxy.root), before, 'a dry run removes nothing');
+
+  const real = await runCommand(process.execPath, [CLI, 'gc', '--config', configPath]);
+  assert.match(real.stdout, new RegExp(`removed 0 images and 1 blobs, freeing ${orphan.length} of ${before} bytes`));
+  await assert.rejects(stat(join(dir, 'data')));
+  assert.equal(await diskBytes(proxy.root), before - orphan.length);
+  await upstream.clearRequests();
+  await pull(proxy, 'lru/two');
+  assert.equal(await upstreamBlobGets(), 0, 'what the server had cached is still served');
 });
