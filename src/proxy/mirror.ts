@@ -12,18 +12,20 @@ import { UsageRecorder } from '../storage/usage.js';
 import { ConfigError } from '../config/load.js';
 import type { Digest } from '../registry/digest.js';
 import type { RepositoryRef } from '../registry/services.js';
-import { anonymousAuthorizer, type UpstreamAuthorizer } from '../upstream/auth/authorizer.js';
+import type { UpstreamAuthorizer } from '../upstream/auth/authorizer.js';
+import { authorizerFor as challengeAuthorizerFor } from '../upstream/auth/authorizerFor.js';
 import { UpstreamClient } from '../upstream/client.js';
 import type { UpstreamSettings } from '../config/load.js';
 import { ProxyBlobStore } from './blobs.js';
 import { ProxyManifestStore } from './manifests.js';
 import { UpstreamRouter, type ImageReference } from './routing.js';
 import { ProxyTagService } from './tags.js';
+import { RedisServices, uploadSweepAgeMs } from './replicaServices.js';
 
 export interface MirrorOptions {
   readonly config: ResolvedConfig;
   readonly logger: Logger;
-  /** Builds the authorizer of one upstream; anonymous by default. */
+  /** Builds the authorizer of one upstream; by default one that learns Bearer or Basic from the upstream's 401s. */
   readonly authorizerFor?: (upstream: UpstreamSettings, logger: Logger) => UpstreamAuthorizer;
 }
 
@@ -41,12 +43,14 @@ export class Mirror {
   readonly evictor: Evictor;
   readonly usage: UsageRecorder;
   private readonly clients: Map<string, UpstreamClient>;
+  /** Present when `redis` is configured: shared caches, and replicas on this root. */
+  private readonly redis: RedisServices | undefined;
 
   constructor(private readonly options: MirrorOptions) {
     const { config, logger } = options;
     this.driver = new FilesystemDriver(config.storageRoot);
     this.router = new UpstreamRouter(config.upstreams, config.defaultUpstream);
-    const authorizerFor = options.authorizerFor ?? (() => anonymousAuthorizer);
+    const authorizerFor = options.authorizerFor ?? challengeAuthorizerFor;
     this.clients = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, {
       authorizer: authorizerFor(u, logger.child({ upstream: u.name })),
       logger: logger.child({ upstream: u.name }),
@@ -56,16 +60,18 @@ export class Mirror {
       if (!client) throw new Error(`no upstream named ${name}`);
       return client;
     };
+    this.redis = config.redis && new RedisServices(config.redis, config.storageRoot, logger);
+    const storageStatter = new StorageBlobStatter(this.driver);
     const descriptors = new CachedBlobStatter(
       new MemoryBlobDescriptorService(config.cache.memoryEntries),
-      new StorageBlobStatter(this.driver),
+      this.redis ? this.redis.behind(storageStatter) : storageStatter,
     );
     this.usage = new UsageRecorder(config.storageRoot, config.storage.usageFlushIntervalMs);
     const localBlobs = new LocalBlobStore(this.driver, descriptors, {
       usage: this.usage,
       onCommitted: (d) => this.evictor.added(d.size),
     });
-    this.blobs = new ProxyBlobStore(localBlobs, this.driver, upstreams, logger);
+    this.blobs = new ProxyBlobStore(localBlobs, this.driver, upstreams, logger, this.redis?.replicas);
     const localManifests = new LocalManifestStore(this.driver, {
       memoryEntries: config.cache.memoryEntries,
       memoryBytes: config.cache.manifestMemoryBytes,
@@ -87,6 +93,7 @@ export class Mirror {
     this.manifests = new ProxyManifestStore(localManifests, upstreams);
     this.tags = new ProxyTagService({
       local: new LocalTagStore(this.driver),
+      ...(this.redis ? { shared: this.redis.tags } : {}),
       manifests: this.manifests,
       upstreams,
       logger,
@@ -97,7 +104,8 @@ export class Mirror {
   /** Prepares storage; never contacts an upstream and never walks the tree. */
   async start(): Promise<void> {
     await this.driver.init();
-    const removed = await this.driver.sweepUploads(0);
+    // Other replicas may be filling into _uploads right now: only what nobody has written for a while is dead.
+    const removed = await this.driver.sweepUploads(this.redis ? uploadSweepAgeMs(this.options.config.upstreams) : 0);
     if (removed > 0) this.options.logger.info({ removed }, 'removed temp files of interrupted fills');
     this.usage.start();
     this.evictor.start();
@@ -113,6 +121,7 @@ export class Mirror {
     await this.evictor.stop();
     await this.usage.stop();
     await Promise.all([...this.clients.values()].map((c) => c.close()));
+    await this.redis?.close();
   }
 }
 

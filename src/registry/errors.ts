@@ -67,7 +67,11 @@ export class UpstreamRateLimited extends RegistryError {
   }
 }
 
-/** True for the failures that a cached answer may stand in for (stale-if-error). */
-export function isUpstreamFailure(err: unknown): err is UpstreamUnavailable | UpstreamRateLimited {
-  return err instanceof UpstreamUnavailable || err instanceof UpstreamRateLimited;
+/**
+ * True for the failures that a cached answer may stand in for
+ * (stale-if-error): the upstream, or its token service, unreachable, failing
+ * or rate-limiting. Decided by code, so every layer's typed error counts.
+ */
+export function isUpstreamFailure(err: unknown): err is RegistryError {
+  return err instanceof RegistryError && (err.code === 'UNAVAILABLE' || err.code === 'TOOMANYREQUESTS');
 }

@@ -1,0 +1,29 @@
+/**
+ * The production wiring: one `ChallengeAuthorizer` per configured upstream.
+ * Pass `authorizerFor` as `MirrorOptions.authorizerFor`.
+ */
+import type { Logger } from 'pino';
+import type { UpstreamSettings } from '../../config/load.js';
+import type { UpstreamAuthorizer } from './authorizer.js';
+import { ChallengeAuthorizer } from './challengeAuthorizer.js';
+import type { TokenCache } from './tokenCache.js';
+
+/**
+ * The authorizer for `upstream`: learns Bearer or Basic from its 401s, with
+ * its credentials and trusted realms. Every upstream gets one, credentials
+ * or not, because anonymous pulls from Docker Hub and most registries need
+ * tokens too. A token exchange may take as long as connecting plus waiting
+ * for headers on an upstream request. `tokenCache` lets upstreams share one
+ * bounded cache (keys include the upstream name).
+ */
+export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenCache?: TokenCache): UpstreamAuthorizer {
+  return new ChallengeAuthorizer({
+    upstreamName: upstream.name,
+    upstreamUrl: upstream.url,
+    credentials: upstream.credentials,
+    trustedRealms: upstream.trustedRealms,
+    logger,
+    tokenTimeoutMs: upstream.timeouts.connectMs + upstream.timeouts.headersMs,
+    ...(tokenCache ? { tokenCache } : {}),
+  });
+}

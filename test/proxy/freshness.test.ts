@@ -1,0 +1,86 @@
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'undici';
+import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
+import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
+import { pushLayout } from '../fixtures/seed.js';
+import { tempDir, toolSkip } from '../fixtures/tools.js';
+
+const skip = toolSkip('docker-registry', 'skopeo');
+let upstream: RunningRegistry;
+const proxies: RunningProxy[] = [];
+
+before(async () => {
+  if (skip) return;
+  upstream = await startRegistry();
+});
+
+after(async () => {
+  for (const p of proxies) await p.stop();
+  await upstream?.stop();
+});
+
+async function push(repository: string, image: BuiltImage): Promise<void> {
+  const dir = await tempDir('fresh-layout');
+  await writeOciLayout(dir, [{ ref: 'v1', image }]);
+  await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+}
+
+async function served(proxy: RunningProxy, repository: string): Promise<string> {
+  const res = await request(`${proxy.url}/v2/${repository}/manifests/v1`);
+  await res.body.dump();
+  assert.equal(res.statusCode, 200);
+  return String(res.headers['docker-content-digest']);
+}
+
+function manifestRequests(entries: { method: string; path: string }[], repository: string): string[] {
+  return entries.filter((e) => e.path.startsWith(`/v2/${repository}/manifests/`)).map((e) => e.method);
+}
+
+test('the tag moves upstream: within tagMaxAge the old digest, after it the new one, an unchanged tag costs one HEAD', { skip }, async () => {
+  const [first, second] = [makeImage({ layerSizes: [1000] }), makeImage({ layerSizes: [1000] })];
+  await push('fresh/slow', first);
+  const proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '1500ms' }] });
+  proxies.push(proxy);
+  assert.equal(await served(proxy, 'fresh/slow'), first.digest);
+  await push('fresh/slow', second);
+  await upstream.clearRequests();
+  assert.equal(await served(proxy, 'fresh/slow'), first.digest, 'a fresh record answers without asking');
+  assert.deepEqual(manifestRequests(await upstream.settledRequests(), 'fresh/slow'), []);
+  await new Promise((r) => setTimeout(r, 1600));
+  assert.equal(await served(proxy, 'fresh/slow'), second.digest, 'after tagMaxAge the upstream is asked');
+  await new Promise((r) => setTimeout(r, 1600));
+  await upstream.clearRequests();
+  assert.equal(await served(proxy, 'fresh/slow'), second.digest);
+  assert.deepEqual(manifestRequests(await upstream.settledRequests(), 'fresh/slow'), ['HEAD'], 'revalidating an unchanged tag: one HEAD, no GET');
+});
+
+test('tagMaxAge 0: the new digest is served at once', { skip }, async () => {
+  const [first, second] = [makeImage({ layerSizes: [1000] }), makeImage({ layerSizes: [1000] })];
+  await push('fresh/now', first);
+  const proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '0s' }] });
+  proxies.push(proxy);
+  assert.equal(await served(proxy, 'fresh/now'), first.digest);
+  await push('fresh/now', second);
+  assert.equal(await served(proxy, 'fresh/now'), second.digest);
+});
+
+test('the upstream stopped: the recorded tag is served stale, with the header', { skip }, async () => {
+  const image = makeImage({ layerSizes: [1000] });
+  await push('fresh/down', image);
+  const proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '0s' }] });
+  proxies.push(proxy);
+  assert.equal(await served(proxy, 'fresh/down'), image.digest);
+  await upstream.stop();
+  try {
+    const res = await request(`${proxy.url}/v2/fresh/down/manifests/v1`);
+    await res.body.dump();
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['x-pullthrough-cache'], 'stale');
+    assert.match(String(res.headers['warning']), /^110 /);
+    assert.ok(proxy.logs().some((l) => String(l['msg']).includes('stale')), 'the log records it');
+  } finally {
+    await upstream.restart();
+  }
+});
