@@ -111,6 +111,11 @@ export class Mirror {
     this.evictor.start();
   }
 
+  /** The client of a configured upstream (rate-limit readings, tests). */
+  upstream(name: string): UpstreamClient | undefined {
+    return this.clients.get(name);
+  }
+
   catalog(): Promise<string[]> {
     return listCachedRepositories(this.driver);
   }

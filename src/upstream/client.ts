@@ -7,6 +7,7 @@ import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
 import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
+import { RateLimitTracker } from './rateLimit.js';
 
 type Method = 'GET' | 'HEAD';
 type Headers = Record<string, string | string[] | undefined>;
@@ -107,11 +108,14 @@ export class UpstreamClient {
   private readonly dispatcher: Dispatcher;
   private readonly ownsDispatcher: boolean;
   private readonly origin: string;
+  /** Rate-limit readings and the 429 back-off, for this upstream and its one set of credentials. */
+  readonly rateLimit: RateLimitTracker;
   /** Manifest paths the upstream recently answered 404 for: asked again only after `notFoundTtl`. */
   private readonly notFound: LRUCache<string, true>;
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
+    this.rateLimit = new RateLimitTracker(settings.name, options.logger);
     this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false });
     this.ownsDispatcher = options.dispatcher === undefined;
     this.dispatcher = options.dispatcher ?? new Agent({
@@ -194,7 +198,16 @@ export class UpstreamClient {
     const path = `/v2/${repository}/${rest}`;
     const remembers404 = kind === 'manifest' && this.settings.notFoundTtlMs > 0;
     if (remembers404 && this.notFound.has(path)) return undefined;
+    const backoff = kind === 'manifest' ? this.rateLimit.backoffSeconds() : 0;
+    if (backoff > 0) {
+      // Asking again during a back-off would only prolong it: answer at once, callers serve what is cached.
+      throw new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls; retrying after the back-off`, backoff);
+    }
     const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, signal));
+    if (kind === 'manifest') {
+      this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
+      if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers));
+    }
     this.options.observe?.(res, kind);
     // A 405 to a HEAD means "ask with GET": the caller decides.
     if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) return res;

@@ -176,22 +176,37 @@ test('a manifest whose bytes do not match its digest is refused and not stored',
 
 test('tag resolution: upstream 500, 429 or a hang serve the recorded tag (stale); unknown tags get the upstream error', async () => {
   const { repository, image } = addImage();
-  const tagUrl = `${proxy.url}/v2/${repository}/manifests/v1`;
-  assert.equal((await fetchBody(tagUrl)).digest, image.digest);
-  for (const fault of [{ status: { code: 500 } }, tooManyRequests({ retryAfter: 30 }), { hang: true }]) {
+  // Its own proxy: the 429 leaves it backing off, which other tests must not inherit.
+  const own = await startProxy({
+    upstreams: [{ name: 'fake.test', url: fake.url }],
+    upstreamDefaults: { timeouts: { connect: '1s', headers: '1500ms', bodyIdle: '1500ms' } },
+  });
+  try {
+    const tagUrl = `${own.url}/v2/${repository}/manifests/v1`;
+    assert.equal((await fetchBody(tagUrl)).digest, image.digest);
+    // The 429 last: after it, pullthrough backs off and asks the upstream nothing more for manifests.
+    for (const fault of [{ status: { code: 500 } }, { hang: true }, tooManyRequests({ retryAfter: 30 })]) {
+      fake.clearFaults();
+      fake.addFault({ path: `/v2/${repository}/manifests/v1` }, fault);
+      const stale = await fetchBody(tagUrl);
+      assert.equal(stale.status, 200, JSON.stringify(fault));
+      assert.equal(stale.digest, image.digest);
+      assert.equal(stale.headers['x-pullthrough-cache'], 'stale');
+    }
     fake.clearFaults();
-    fake.addFault({ path: `/v2/${repository}/manifests/v1` }, fault);
-    const stale = await fetchBody(tagUrl);
-    assert.equal(stale.status, 200, JSON.stringify(fault));
-    assert.equal(stale.digest, image.digest);
-    assert.equal(stale.headers['x-pullthrough-cache'], 'stale');
+    fake.clearRequests();
+    const limited = await fetchBody(`${own.url}/v2/${repository}/manifests/never`);
+    assert.equal(limited.status, 429, 'a tag never seen, during the back-off: 429 at once');
+    assert.equal(limited.code, 'TOOMANYREQUESTS');
+    const retryAfter = Number(limited.headers['retry-after']);
+    assert.ok(retryAfter > 0 && retryAfter <= 30, `Retry-After ${retryAfter}`);
+    assert.deepEqual(fake.requests({ path: /\/manifests\// }), [], 'no upstream manifest request during the back-off');
+    const blob = await fetchBody(`${own.url}/v2/${repository}/blobs/${image.config.digest}`);
+    assert.equal(blob.digest, image.config.digest, 'blobs are not rate-limited and still flow');
+  } finally {
+    fake.clearFaults();
+    await own.stop();
   }
-  fake.clearFaults();
-  fake.addFault({ path: `/v2/${repository}/manifests/never` }, tooManyRequests({ retryAfter: 30 }));
-  const limited = await fetchBody(`${proxy.url}/v2/${repository}/manifests/never`);
-  assert.equal(limited.status, 429);
-  assert.equal(limited.headers['retry-after'], '30');
-  fake.clearFaults();
 });
 
 test('tag resolution uses HEAD; an upstream that cannot answer HEAD is asked with GET', async () => {
