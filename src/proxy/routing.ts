@@ -16,6 +16,9 @@ export interface Route {
   readonly repository: RepositoryRef;
 }
 
+/** A host name with an optional port, as in a docker image reference's domain. */
+const HOST = /^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]+)?$/;
+
 /**
  * Which upstream serves a request, in this order:
  *
@@ -25,8 +28,12 @@ export interface Route {
  *    configured upstream's name or alias (podman, override_path, skopeo).
  * 3. Otherwise the default upstream (dockerd's registry-mirrors).
  *
- * An `ns` naming no configured upstream is an error: host names from requests
- * are lookup keys, never addresses to dial.
+ * An `ns` naming no configured upstream is an error, and so is a first path
+ * segment that can only be a registry host (it holds a `.` or `:`, or is
+ * `localhost`) but names none: host names from requests are lookup keys,
+ * never addresses to dial, and never part of a repository name sent to the
+ * default upstream. With `ns`, a leading segment naming that same upstream
+ * is a prefix (containerd's `override_path`) and is dropped.
  */
 export class UpstreamRouter {
   private readonly byHost = new Map<string, UpstreamSettings>();
@@ -66,6 +73,16 @@ export class UpstreamRouter {
     }
     const prefixed = this.prefixOf(pathName);
     if (prefixed) return this.bind(prefixed.upstream, prefixed.rest);
+    // A first segment that can only be a registry host (as in docker's reference grammar:
+    // it holds a '.' or ':', or is `localhost`) names a registry that is not configured.
+    // It is refused, never handed to the default upstream as part of a repository name.
+    // Anything else that is not even a host name is left to the name grammar (NAME_INVALID).
+    const slash = pathName.indexOf('/');
+    const first = slash > 0 ? pathName.slice(0, slash) : '';
+    if (HOST.test(first) && (first.includes('.') || first.includes(':') || first === 'localhost')) {
+      throw new RegistryError('NAME_UNKNOWN',
+        `registry ${first.slice(0, 100)} is not configured on this mirror; configured: ${this.names()}`);
+    }
     return this.bind(this.fallback, pathName);
   }
 
