@@ -28,6 +28,8 @@ export interface UpstreamSettings {
   readonly detachedFillTimeoutMs: number;
   readonly offline: boolean;
   readonly notFoundTtlMs: number;
+  /** Infinity when unlimited. */
+  readonly maxStaleMs: number;
 }
 
 export interface StorageSettings {
@@ -160,7 +162,7 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     name: u.name,
     url,
     aliases: u.aliases ?? [],
-    dockerHub: u.dockerHub ?? (u.name === 'docker.io' || url.hostname.endsWith('docker.io')),
+    dockerHub: u.dockerHub ?? (u.name === 'docker.io' || url.hostname === 'docker.io' || url.hostname.endsWith('.docker.io')),
     credentials: resolveCredentials(u, index, env),
     trustedRealms: u.trustedRealms ?? [],
     timeouts: {
@@ -172,6 +174,7 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     detachedFillTimeoutMs: durationMs(u.detachedFillTimeout ?? defaults.detachedFillTimeout),
     offline: u.offline ?? defaults.offline,
     notFoundTtlMs: durationMs(u.notFoundTtl ?? defaults.notFoundTtl),
+    maxStaleMs: (u.maxStale ?? defaults.maxStale) === undefined ? Infinity : durationMs((u.maxStale ?? defaults.maxStale)!),
   };
 }
 
