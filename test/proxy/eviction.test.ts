@@ -158,3 +158,20 @@ test('pullthrough gc: --dry-run reports and removes nothing; gc removes unrefere
   await pull(proxy, 'lru/two');
   assert.equal(await upstreamBlobGets(), 0, 'what the server had cached is still served');
 });
+
+test('maxIdle removes images not used for that long, whatever the size; a used one stays', { skip }, async () => {
+  const proxy = await startProxy({
+    upstreams: [{ name: 'registry.test', url: upstream.url }],
+    storage: { maxIdle: '1500ms', evictionGrace: '0s', evictionInterval: '1h', usageFlushInterval: '1h' },
+  });
+  proxies.push(proxy);
+  await pull(proxy, 'lru/three');
+  await pull(proxy, 'lru/four');
+  await new Promise((r) => setTimeout(r, 1000));
+  await pull(proxy, 'lru/four'); // used again: its last use is recent
+  await new Promise((r) => setTimeout(r, 700));
+  const report = await proxy.mirror.evictor.collect(false);
+  assert.deepEqual(report.removedImages, [`registry.test/lru/three@${images.get('lru/three')!.digest}`]);
+  assert.equal(await stored(proxy, images.get('lru/three')!.layers[0]!.digest), false);
+  assert.ok(await stored(proxy, images.get('lru/four')!.layers[0]!.digest));
+});
