@@ -5,8 +5,8 @@
  * resolves every host name to 127.0.0.1 so tests can use realistic names
  * (`registry.example.test`, `auth.evil.test`) for the realm-trust rules.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { serveOnLoopback } from '../fixtures/net.js';
 import { Agent, type Dispatcher } from 'undici';
 import type { ChallengeAuthorizer } from '../../src/upstream/auth/challengeAuthorizer.js';
 
@@ -21,31 +21,6 @@ export function loopbackAgent(): Agent {
       },
     } as Record<string, unknown>,
   });
-}
-
-interface Listening {
-  port: number;
-  stop(): Promise<void>;
-}
-
-async function listen(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Listening> {
-  const server: Server = createServer(handler);
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  return {
-    port: (server.address() as AddressInfo).port,
-    stop: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      for (const socket of sockets) socket.destroy();
-    }),
-  };
 }
 
 /** One request the token service received. */
@@ -92,7 +67,7 @@ export async function startTokenService(behaviour: TokenServiceBehaviour = {}): 
     realm: (host = '127.0.0.1') => `http://${host}:${service.port}/token`,
     stop: async () => undefined,
   };
-  const server = await listen((req, res) => {
+  const server = await serveOnLoopback((req, res) => {
     const url = new URL(req.url ?? '/', 'http://token.invalid');
     service.requests.push({ path: url.pathname, query: url.searchParams, authorization: req.headers.authorization });
     const b = service.behaviour;
@@ -153,7 +128,7 @@ export interface FakeRegistry {
  */
 export async function startRegistry(judge: (authorization: string | undefined, repository: string) => Verdict): Promise<FakeRegistry> {
   const authorizations: (string | undefined)[] = [];
-  const server = await listen((req, res) => {
+  const server = await serveOnLoopback((req, res) => {
     authorizations.push(req.headers.authorization);
     const match = /^\/v2\/(.+)\/manifests\/[^/]+$/.exec(new URL(req.url ?? '/', 'http://r.invalid').pathname);
     if (!match) {
