@@ -5,7 +5,6 @@
  * resolves every host name to 127.0.0.1 so tests can use realistic names
  * (`registry.example.test`, `auth.evil.test`) for the realm-trust rules.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { serveOnLoopback } from '../fixtures/net.js';
 import { Agent, type Dispatcher } from 'undici';
 import type { ChallengeAuthorizer } from '../../src/upstream/auth/challengeAuthorizer.js';
