@@ -35,6 +35,8 @@ const UpstreamPolicy = {
   tagMaxAge: Type.Optional(Duration),
   /** How long a fill may go on after its last client went away. */
   detachedFillTimeout: Type.Optional(Duration),
+  /** When the upstream fails, a recorded tag older than this is not served stale. Unlimited by default. */
+  maxStale: Type.Optional(Duration),
   /** Never contact the upstream: serve what is cached, answer misses with an "offline" error. */
   offline: Type.Optional(Type.Boolean()),
   /** How long an upstream 404 for a tag or manifest is remembered, so retry storms stay here. */
@@ -121,6 +123,7 @@ export const ConfigSchema = Type.Object({
     detachedFillTimeout: Type.String({ ...Duration, default: '10m' }),
     offline: Type.Boolean({ default: false }),
     notFoundTtl: Type.String({ ...Duration, default: '10s' }),
+    maxStale: Type.Optional(Duration),
   }, { additionalProperties: false, default: {} }),
   /** How long SIGTERM waits for running responses and fills. */
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),

@@ -9,6 +9,7 @@ import type { StorageDriver } from '../storage/driver.js';
 import { blobDataPath } from '../storage/layout.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
+import type { FillSource, ReplicaCoordinator, UploadFactory } from './replica.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
@@ -17,8 +18,11 @@ function repoKey(r: RepositoryRef): string {
 }
 
 interface InFlight {
-  /** Resolves once the upstream answered with headers; rejects on 404 or failure. */
-  readonly started: Promise<BlobFill>;
+  /**
+   * Resolves once the upstream answered with headers (or, with replicas, once
+   * another replica's fill is found to follow); rejects on 404 or failure.
+   */
+  readonly started: Promise<FillSource>;
   /** Repositories the upstream confirmed this blob for: all are linked on commit. */
   readonly repositories: Map<string, RepositoryRef>;
 }
@@ -39,6 +43,8 @@ export class ProxyBlobStore implements BlobStore {
     private readonly driver: StorageDriver,
     private readonly upstreams: UpstreamLookup,
     private readonly logger: Logger,
+    /** With Redis: replicas on this storage root fetch each cold blob once between them. */
+    private readonly replicas?: ReplicaCoordinator,
   ) {}
 
   async stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined> {
@@ -125,7 +131,9 @@ export class ProxyBlobStore implements BlobStore {
   private start(repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
     const parsed = parseDigest(digest);
     const repositories = new Map([[repoKey(repository), repository]]);
-    const started = this.open(repository, parsed);
+    const started: Promise<FillSource> = this.replicas
+      ? this.replicas.claim(parsed, (createUpload) => this.open(repository, parsed, createUpload), () => this.confirm(repository, digest))
+      : this.open(repository, parsed);
     const inFlight: InFlight = { started, repositories };
     this.fills.set(digest, inFlight);
     started.then(
@@ -135,16 +143,21 @@ export class ProxyBlobStore implements BlobStore {
       ),
       () => undefined,
     ).finally(() => this.fills.delete(digest));
-    return started.then((fill) => this.fillHandle(fill, 'miss'));
+    return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 
-  private async open(repository: RepositoryRef, digest: ReturnType<typeof parseDigest>): Promise<BlobFill> {
+  /** One upstream GET into a temp file; `createUpload` makes a temp file other replicas can find. */
+  private async open(
+    repository: RepositoryRef,
+    digest: ReturnType<typeof parseDigest>,
+    createUpload: UploadFactory = () => this.driver.createUpload(),
+  ): Promise<BlobFill> {
     const client = this.upstreams(repository.upstream);
     const response = await client.getBlob(repository.name, digest.digest);
     if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
     let upload;
     try {
-      upload = await this.driver.createUpload();
+      upload = await createUpload(response.size);
     } catch (err) {
       response.body.destroy();
       throw err;
@@ -169,7 +182,7 @@ export class ProxyBlobStore implements BlobStore {
     }
   }
 
-  private fillHandle(fill: BlobFill, cache: CacheOutcome): BlobHandle {
+  private fillHandle(fill: FillSource, cache: CacheOutcome): BlobHandle {
     return {
       digest: fill.digest.digest,
       size: fill.size,

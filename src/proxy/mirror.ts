@@ -18,6 +18,7 @@ import { UpstreamClient } from '../upstream/client.js';
 import type { UpstreamSettings } from '../config/load.js';
 import { ProxyBlobStore } from './blobs.js';
 import { ProxyManifestStore } from './manifests.js';
+import { PinsFile } from './pins.js';
 import { UpstreamRouter, type ImageReference } from './routing.js';
 import { ProxyTagService } from './tags.js';
 import { RedisServices, uploadSweepAgeMs } from './replicaServices.js';
@@ -78,13 +79,16 @@ export class Mirror {
       usage: this.usage,
     });
     const pins = config.pins.map((pin, i) => parsePin(this.router, pin, i));
+    // `warm --pin` writes <root>/pins.json: pins that need no configuration edit, merged with these.
+    const storedPins = new PinsFile(config.storageRoot, (pin) => this.router.parseReference(pin), logger);
     this.evictor = new Evictor(this.driver, {
       maxBytes: config.storage.maxBytes,
       highWatermark: config.storage.highWatermark,
       lowWatermark: config.storage.lowWatermark,
       maxIdleMs: config.storage.maxIdleMs,
       graceMs: config.storage.evictionGraceMs,
-      isPinned: (repository, tags, digest) => pins.some((p) => pinMatches(p, repository, tags, digest)),
+      isPinned: (repository, tags, digest) => pins.some((p) => pinMatches(p, repository, tags, digest))
+        || storedPins.matches(repository, tags, digest),
       inUse: (digest) => this.blobs.isFilling(digest) || localBlobs.isReading(digest),
     }, this.usage, {
       blobRemoved: (digest, repositories) => localBlobs.evicted(digest, repositories),
@@ -122,6 +126,7 @@ export class Mirror {
 
   /** Lets running fills finish (aborting them after `graceMs`), then closes upstream pools. */
   async close(graceMs: number): Promise<void> {
+    this.redis?.beginShutdown();
     await this.blobs.drain(graceMs);
     await this.evictor.stop();
     await this.usage.stop();

@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Descriptor } from '../registry/descriptor.js';
 import { digestOf } from '../registry/digest.js';
-import { RegistryError, isUpstreamFailure } from '../registry/errors.js';
+import { RegistryError, UpstreamOffline, isUpstreamFailure } from '../registry/errors.js';
 import type { Tag } from '../registry/names.js';
 import type { RepositoryRef, TagRecord, TagResolution, TagService } from '../registry/services.js';
 import type { LocalTagStore } from '../storage/tags.js';
@@ -20,8 +20,19 @@ const PERSIST_INTERVAL_MS = 60_000;
 /** Upstream tag-list pages followed at most. */
 const MAX_TAG_PAGES = 20;
 
+/**
+ * Tag records shared by replicas (Redis): between memory and storage, so a tag
+ * one replica just resolved is fresh for all. Never throws: trouble is a miss.
+ */
+export interface SharedTagRecords {
+  get(repository: RepositoryRef, tag: Tag): Promise<TagRecord | undefined>;
+  put(repository: RepositoryRef, tag: Tag, record: TagRecord): Promise<void>;
+}
+
 export interface ProxyTagServiceOptions {
   readonly local: LocalTagStore;
+  /** The Redis tier; without it, memory then storage. */
+  readonly shared?: SharedTagRecords;
   readonly manifests: ProxyManifestStore;
   readonly upstreams: UpstreamLookup;
   readonly logger: Logger;
@@ -48,9 +59,13 @@ export class ProxyTagService implements TagService {
 
   async resolve(repository: RepositoryRef, tag: Tag, accept: readonly string[]): Promise<TagResolution> {
     const key = `${repository.upstream}\0${repository.name}\0${tag}`;
-    const record = this.known.get(key) ?? await this.load(key, repository, tag);
     const client = this.options.upstreams(repository.upstream);
-    if (record && this.now() - record.fetchedAt < client.settings.tagMaxAgeMs) {
+    const isFresh = (r: KnownTag | undefined): boolean => r !== undefined && this.now() - r.fetchedAt < client.settings.tagMaxAgeMs;
+    let record = this.known.get(key);
+    // A fresh record in memory answers with no I/O; otherwise another replica may have asked the upstream lately.
+    if (!isFresh(record)) record = await this.loadShared(key, repository, tag, record) ?? record;
+    record ??= await this.load(key, repository, tag);
+    if (record && isFresh(record)) {
       return { descriptor: record.descriptor, cache: 'hit', stale: false };
     }
     let descriptor: Descriptor;
@@ -59,7 +74,10 @@ export class ProxyTagService implements TagService {
       descriptor = flight.value;
     } catch (err) {
       if (!record || !isUpstreamFailure(err)) throw err;
-      this.options.logger.warn(
+      if (this.now() - record.fetchedAt > client.settings.maxStaleMs) throw err;
+      // Offline is the normal state of an air-gapped mirror, not news worth a warning per request.
+      const level = err instanceof UpstreamOffline ? 'debug' : 'warn';
+      this.options.logger[level](
         { upstream: repository.upstream, repository: repository.name, tag, err: (err as Error).message },
         'upstream failed; serving the recorded tag (stale)',
       );
@@ -97,6 +115,16 @@ export class ProxyTagService implements TagService {
     return tags;
   }
 
+  /** The shared record, when it is newer than what this process knows. */
+  private async loadShared(key: string, repository: RepositoryRef, tag: Tag, known: KnownTag | undefined): Promise<KnownTag | undefined> {
+    const shared = await this.options.shared?.get(repository, tag);
+    if (!shared || (known && shared.fetchedAt <= known.fetchedAt)) return undefined;
+    // The replica that wrote it also wrote storage, if its own rules said so: count that as persisted.
+    const record = { ...shared, persistedAt: known?.persistedAt ?? shared.fetchedAt };
+    this.known.set(key, record);
+    return record;
+  }
+
   private async load(key: string, repository: RepositoryRef, tag: Tag): Promise<KnownTag | undefined> {
     const stored = await this.options.local.get(repository, tag);
     if (!stored) return undefined;
@@ -130,6 +158,8 @@ export class ProxyTagService implements TagService {
     const changed = previous?.descriptor.digest !== descriptor.digest;
     const persist = changed || now - (previous?.persistedAt ?? 0) >= PERSIST_INTERVAL_MS;
     this.known.set(key, { descriptor, fetchedAt: now, persistedAt: persist ? now : previous!.persistedAt });
+    // Every revalidation goes to Redis (one SET): that is what lets the other replicas skip theirs.
+    await this.options.shared?.put(repository, tag, { descriptor, fetchedAt: now });
     if (persist) await this.options.local.put(repository, tag, { descriptor, fetchedAt: now });
   }
 }

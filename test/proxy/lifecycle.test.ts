@@ -70,3 +70,22 @@ test('offline: cached content is served, a miss says it is not cached and the mi
   assert.equal(blobMiss.status, 503);
   assert.deepEqual(fake.requests(), [], 'an offline mirror never contacts its upstream');
 });
+
+test('maxStale bounds how old a tag served stale may be', async () => {
+  const image = makeImage({ layerSizes: [1000] });
+  fake.addImage('stale/app', 'v1', image);
+  const proxy = await proxyWith({ maxStale: '300ms' });
+  assert.equal((await get(`${proxy.url}/v2/stale/app/manifests/v1`)).status, 200);
+  const fault = fake.addFault({ path: '/v2/stale/app/manifests/v1' }, { status: { code: 500 } });
+  try {
+    const young = await get(`${proxy.url}/v2/stale/app/manifests/v1`);
+    assert.equal(young.status, 200, 'a record younger than maxStale is served stale');
+    assert.equal(young.headers['x-pullthrough-cache'], 'stale');
+    await new Promise((r) => setTimeout(r, 400));
+    const old = await get(`${proxy.url}/v2/stale/app/manifests/v1`);
+    assert.equal(old.status, 503, 'an older record is not');
+    assert.equal(JSON.parse(old.body).errors[0].code, 'UNAVAILABLE');
+  } finally {
+    fault.remove();
+  }
+});

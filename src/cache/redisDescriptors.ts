@@ -1,0 +1,74 @@
+import type { Descriptor } from '../registry/descriptor.js';
+import type { Digest } from '../registry/digest.js';
+import type { BlobDescriptorService, RepositoryRef, Scope } from '../registry/services.js';
+import type { RedisConnection } from './redis.js';
+
+/**
+ * The Redis key of a descriptor (README "Redis"):
+ *
+ *   <prefix>blob:<digest>                       the blob is in storage
+ *   <prefix>repo:<upstream>/<name>@<digest>     ...and linked into that repository
+ *
+ * `<upstream>/<name>@<digest>` is the usual image reference form; a name can
+ * contain neither `@` nor `:`, so the key cannot be read two ways.
+ */
+export function descriptorKey(prefix: string, scope: Scope, digest: Digest): string {
+  return scope.kind === 'global'
+    ? `${prefix}blob:${digest}`
+    : `${prefix}repo:${repositoryReference(scope.repository)}@${digest}`;
+}
+
+/** `<upstream>/<name>`, e.g. `docker.io/library/alpine`. */
+export function repositoryReference(repository: RepositoryRef): string {
+  return `${repository.upstream}/${repository.name}`;
+}
+
+/** The value stored under a descriptor key: JSON, the digest being in the key already. */
+interface StoredDescriptor {
+  size: number;
+  mediaType: string;
+}
+
+/**
+ * The shared tier of the cached statter: descriptors in Redis, seen by every
+ * replica. Values are JSON strings `{"size":<bytes>,"mediaType":"..."}` that
+ * live for `keyTtl` after their last write.
+ *
+ * Redis trouble is never an error here: `stat` answers `undefined` (the
+ * caller asks storage), `setDescriptor` and `clear` do nothing. A `clear`
+ * lost that way can leave a descriptor for a removed blob, which the blob
+ * store notices when it opens the file (and clears again); `keyTtl` bounds it.
+ */
+export class RedisBlobDescriptorService implements BlobDescriptorService {
+  constructor(private readonly redis: RedisConnection) {}
+
+  async stat(scope: Scope, digest: Digest): Promise<Descriptor | undefined> {
+    const value = await this.redis.run((c) => c.get(this.key(scope, digest)), null);
+    return value === null ? undefined : parseDescriptor(digest, value);
+  }
+
+  async setDescriptor(scope: Scope, digest: Digest, descriptor: Descriptor): Promise<void> {
+    const value: StoredDescriptor = { size: descriptor.size, mediaType: descriptor.mediaType };
+    await this.redis.run((c) => c.set(this.key(scope, digest), JSON.stringify(value), 'PX', this.redis.settings.keyTtlMs), null);
+  }
+
+  async clear(scope: Scope, digest: Digest): Promise<void> {
+    await this.redis.run((c) => c.del(this.key(scope, digest)), null);
+  }
+
+  private key(scope: Scope, digest: Digest): string {
+    return descriptorKey(this.redis.prefix, scope, digest);
+  }
+}
+
+/** A value that is not what we write (another program, an older format) is no answer. */
+function parseDescriptor(digest: Digest, value: string): Descriptor | undefined {
+  try {
+    const parsed = JSON.parse(value) as Partial<StoredDescriptor>;
+    if (typeof parsed.size !== 'number' || !Number.isSafeInteger(parsed.size) || parsed.size < 0
+      || typeof parsed.mediaType !== 'string') return undefined;
+    return { digest, size: parsed.size, mediaType: parsed.mediaType };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,171 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { RedisConnection } from '../cache/redis.js';
+import type { Digest } from '../registry/digest.js';
+import { ERROR_STATUS, RegistryError, UpstreamUnavailable, type ErrorCode } from '../registry/errors.js';
+
+/**
+ * Fill leases in Redis: which replica fetches a cold blob for all of them,
+ * and where the others find the bytes while it does (README "Replicas").
+ *
+ *   <prefix>lease:<digest>  the owner's id; SET NX PX leaseTtl, renewed every
+ *                           leaseTtl/3 while the fill runs, deleted by its owner
+ *                           only (compare-and-delete script)
+ *   <prefix>fill:<digest>   JSON about the owner's fill, under the same TTL:
+ *                           {"owner","upload","size"} while it runs: `upload`
+ *                           is the temp file's name in <root>/_uploads/, `size`
+ *                           the upstream's Content-Length or null;
+ *                           {"owner","failed":{"code","message"}} for a few
+ *                           seconds after the upstream gave a verdict (404,
+ *                           digest mismatch, 429), so that followers answer
+ *                           what its clients got; a fill merely cut off
+ *                           (connection lost, shutdown) releases the lease
+ *                           without one, and a follower takes over
+ *
+ * Every write is conditional on the lease still being the caller's, so a
+ * replica that lost its lease (paused past the TTL) can never overwrite what
+ * its successor published. Nothing here is needed for correctness: without
+ * Redis a blob may be fetched twice, never served wrong.
+ */
+
+/** What a fill's key says. */
+export type FillInfo =
+  | { readonly owner: string; readonly upload: string; readonly size: number | undefined }
+  | { readonly owner: string; readonly failed: RegistryError };
+
+/** A lease and its fill as read together. */
+export interface LeaseState {
+  /** The current owner's id, or undefined when nobody holds the lease. */
+  readonly owner: string | undefined;
+  readonly fill: FillInfo | undefined;
+}
+
+/** `owned`: ours now; `taken`: another replica's; `unavailable`: Redis did not answer. */
+export type AcquireResult = 'owned' | 'taken' | 'unavailable';
+
+/** How long a failure stays readable for the followers of the failed fill. */
+const FAILURE_TTL_MS = 5000;
+
+/** Temp file names as `FilesystemDriver.createUpload` and `createSharedUpload` make them. */
+const UPLOAD_NAME = /^[0-9a-z]{1,16}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+// KEYS[1] lease, KEYS[2] fill; ARGV[1] owner, ARGV[2] ttl ms.
+const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
+return 0`;
+
+// KEYS[1] lease, KEYS[2] fill; ARGV[1] owner, ARGV[2] fill JSON, ARGV[3] ttl ms.
+const PUBLISH = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`;
+
+// KEYS[1] lease, KEYS[2] fill; ARGV[1] owner.
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 0`;
+
+// KEYS[1] lease, KEYS[2] fill; ARGV[1] owner, ARGV[2] failure JSON, ARGV[3] ttl ms.
+const FAIL = `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0`;
+
+/** A process's id as a lease owner: readable in redis-cli, unique across restarts. */
+export function newOwnerId(): string {
+  return `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * The lease operations of one replica. All of them answer rather than throw
+ * when Redis is unavailable: `acquire` says `unavailable`, `look` answers
+ * undefined, and the writes do nothing.
+ */
+export class FillLeases {
+  readonly ttlMs: number;
+
+  constructor(private readonly redis: RedisConnection, readonly owner: string = newOwnerId()) {
+    this.ttlMs = redis.settings.leaseTtlMs;
+  }
+
+  /** `SET <prefix>lease:<digest> <owner> NX PX <ttl>`. */
+  async acquire(digest: Digest): Promise<AcquireResult> {
+    const reply = await this.redis.run((c) => c.set(this.leaseKey(digest), this.owner, 'PX', this.ttlMs, 'NX'), 'unavailable' as const);
+    if (reply === 'unavailable') return reply;
+    return reply === 'OK' ? 'owned' : 'taken';
+  }
+
+  /** Extends our lease (and its fill key) by a TTL; false when it is no longer ours, undefined when Redis did not answer. */
+  async renew(digest: Digest): Promise<boolean | undefined> {
+    const reply = await this.script(RENEW, digest, [this.owner, String(this.ttlMs)]);
+    return reply === undefined ? undefined : reply === 1;
+  }
+
+  /** Tells followers where our fill's bytes are. */
+  async publish(digest: Digest, upload: string, size: number | undefined): Promise<void> {
+    const info = JSON.stringify({ owner: this.owner, upload, size: size ?? null });
+    await this.script(PUBLISH, digest, [this.owner, info, String(this.ttlMs)]);
+  }
+
+  /** Gives the lease up after a commit: deletes lease and fill key, if the lease is still ours. */
+  async release(digest: Digest): Promise<void> {
+    await this.script(RELEASE, digest, [this.owner]);
+  }
+
+  /** Gives the lease up after a failure, leaving the error for the followers to answer with. */
+  async fail(digest: Digest, err: unknown): Promise<void> {
+    const failure = err instanceof RegistryError
+      ? { code: err.code, message: err.message }
+      : { code: 'UNAVAILABLE', message: `the replica fetching this blob failed: ${(err as Error).message}` };
+    const info = JSON.stringify({ owner: this.owner, failed: failure });
+    await this.script(FAIL, digest, [this.owner, info, String(FAILURE_TTL_MS)]);
+  }
+
+  /** The lease and the fill key, read in one round trip; undefined when Redis did not answer. */
+  async look(digest: Digest): Promise<LeaseState | undefined> {
+    const reply = await this.redis.run((c) => c.mget(this.leaseKey(digest), this.fillKey(digest)), undefined);
+    if (reply === undefined) return undefined;
+    const [owner, fill] = reply;
+    return { owner: owner ?? undefined, fill: fill ? parseFillInfo(fill) : undefined };
+  }
+
+  leaseKey(digest: Digest): string {
+    return this.redis.key(`lease:${digest}`);
+  }
+
+  fillKey(digest: Digest): string {
+    return this.redis.key(`fill:${digest}`);
+  }
+
+  private async script(lua: string, digest: Digest, args: string[]): Promise<number | undefined> {
+    const reply = await this.redis.run((c) => c.eval(lua, 2, this.leaseKey(digest), this.fillKey(digest), ...args), undefined);
+    return typeof reply === 'number' ? reply : undefined;
+  }
+}
+
+/** Reads a fill key; anything malformed (or an upload name that is not a plain temp file name) is no information. */
+export function parseFillInfo(value: string): FillInfo | undefined {
+  try {
+    const parsed = JSON.parse(value) as { owner?: unknown; upload?: unknown; size?: unknown; failed?: { code?: unknown; message?: unknown } };
+    if (typeof parsed.owner !== 'string') return undefined;
+    if (parsed.failed) {
+      const code = typeof parsed.failed.code === 'string' && parsed.failed.code in ERROR_STATUS ? parsed.failed.code as ErrorCode : 'UNAVAILABLE';
+      const message = typeof parsed.failed.message === 'string' ? parsed.failed.message : 'the replica fetching this blob failed';
+      const failed = code === 'UNAVAILABLE' ? new UpstreamUnavailable(message) : new RegistryError(code, message);
+      return { owner: parsed.owner, failed };
+    }
+    // The name becomes a path under _uploads: only the shape our temp files have is accepted.
+    if (typeof parsed.upload !== 'string' || !UPLOAD_NAME.test(parsed.upload)) return undefined;
+    const size = typeof parsed.size === 'number' && Number.isSafeInteger(parsed.size) && parsed.size >= 0 ? parsed.size : undefined;
+    return { owner: parsed.owner, upload: parsed.upload, size };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,57 @@
+import type { Logger } from 'pino';
+import { CachedBlobStatter } from '../cache/cachedStatter.js';
+import { RedisConnection } from '../cache/redis.js';
+import { RedisBlobDescriptorService } from '../cache/redisDescriptors.js';
+import { RedisTagRecords } from '../cache/redisTags.js';
+import type { RedisSettings, UpstreamSettings } from '../config/load.js';
+import type { BlobDescriptorService, BlobStatter } from '../registry/services.js';
+import { FillLeases } from './lease.js';
+import { ReplicaCoordinator } from './replica.js';
+import type { SharedTagRecords } from './tags.js';
+
+/**
+ * What Redis adds to a mirror, built in one place so the composition root
+ * stays a list of parts: the shared descriptor tier, the shared tag records,
+ * and the fill coordinator of replicas. All of them share one connection.
+ */
+export class RedisServices {
+  readonly connection: RedisConnection;
+  readonly tags: SharedTagRecords;
+  readonly replicas: ReplicaCoordinator;
+  private readonly descriptors: RedisBlobDescriptorService;
+
+  constructor(settings: RedisSettings, storageRoot: string, logger: Logger) {
+    this.connection = new RedisConnection(settings, logger.child({ component: 'redis' }));
+    this.descriptors = new RedisBlobDescriptorService(this.connection);
+    this.tags = new RedisTagRecords(this.connection);
+    this.replicas = new ReplicaCoordinator({
+      leases: new FillLeases(this.connection),
+      root: storageRoot,
+      logger: logger.child({ component: 'replicas' }),
+    });
+  }
+
+  /** The Redis tier between the in-process cache and `storage`: memory → Redis → storage once `memory` wraps it. */
+  behind(storage: BlobStatter): BlobDescriptorService {
+    return new CachedBlobStatter(this.descriptors, storage);
+  }
+
+  /** Before fills are drained: fills cut by shutdown hand over to other replicas instead of failing. */
+  beginShutdown(): void {
+    this.replicas.beginShutdown();
+  }
+
+  close(): Promise<void> {
+    return this.connection.close();
+  }
+}
+
+/**
+ * How old a temp file in `_uploads` must be before start-up removes it when
+ * replicas share the storage root: a live fill writes at least once per
+ * body-idle timeout (or fails), so twice the longest one means nobody is
+ * writing it any more. Without replicas every temp file at start-up is dead.
+ */
+export function uploadSweepAgeMs(upstreams: readonly UpstreamSettings[]): number {
+  return 2 * Math.max(...upstreams.map((u) => u.timeouts.bodyIdleMs));
+}

@@ -1,0 +1,227 @@
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { testConfigDocument } from '../fixtures/proxy.js';
+import { findRedis, randomPrefix, redisKeys, startRedisProxy } from '../fixtures/redis.js';
+import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
+import { startServer, type RunningServer } from '../fixtures/server.js';
+import { tempDir, toolSkip } from '../fixtures/tools.js';
+
+const redis = await findRedis();
+const skip = redis.skip || toolSkip('docker-registry');
+const BIG = 33 * 1024 * 1024;
+/** Upstream bytes per second through the throttle: a 33 MiB fill takes about two seconds, long enough to watch. */
+const RATE = 16 * 1024 * 1024;
+const UPSTREAM = 'registry.test';
+
+let upstream: RunningRegistry;
+let throttle: { url: string; close(): Promise<void> };
+let root: string;
+let prefix: string;
+let one: RunningServer;
+let two: RunningServer;
+const big: { repository: string; layer: string; size: number }[] = [];
+
+/**
+ * A TCP proxy in front of the upstream that lets response bytes through at
+ * `bytesPerSecond`, so that fills last long enough to be joined and killed.
+ */
+async function startThrottle(target: string, bytesPerSecond: number): Promise<{ url: string; close(): Promise<void> }> {
+  const [host, port] = target.split(':') as [string, string];
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const origin = connect({ host, port: Number(port) });
+    sockets.add(client).add(origin);
+    const slow = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        setTimeout(() => callback(null, chunk), (chunk.length / bytesPerSecond) * 1000);
+      },
+    });
+    client.pipe(origin);
+    origin.pipe(slow).pipe(client);
+    const end = (): void => { client.destroy(); origin.destroy(); };
+    client.once('error', end).once('close', end);
+    origin.once('error', end).once('close', () => slow.end());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as { port: number };
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Pushes one blob (no image needed to GET a blob) with a monolithic upload: POST, then PUT with the digest. */
+async function pushBlob(registry: string, repository: string, bytes: Buffer): Promise<{ layer: string; size: number }> {
+  const layer = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  const started = await request(`${registry}/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+  await started.body.dump();
+  assert.equal(started.statusCode, 202);
+  const location = new URL(String(started.headers['location']), registry);
+  location.searchParams.set('digest', layer);
+  const put = await request(location, { method: 'PUT', body: bytes, headers: { 'content-type': 'application/octet-stream' } });
+  await put.body.dump();
+  assert.equal(put.statusCode, 201);
+  return { layer, size: bytes.length };
+}
+
+function replicaConfig(): Record<string, unknown> {
+  const document = testConfigDocument({ upstreams: [{ name: UPSTREAM, url: throttle.url }] }, root);
+  return { ...document, redis: { url: redis.url!, keyPrefix: prefix, leaseTtl: '2s' } };
+}
+
+before(async () => {
+  if (skip) return;
+  upstream = await startRegistry();
+  for (const repository of ['replicas/eight', 'replicas/killed']) {
+    big.push({ repository, ...await pushBlob(upstream.url, repository, randomBytes(BIG)) });
+  }
+  throttle = await startThrottle(upstream.host, RATE);
+  root = await tempDir('replicas');
+  prefix = randomPrefix();
+  [one, two] = await Promise.all([startServer(replicaConfig()), startServer(replicaConfig())]);
+});
+
+after(async () => {
+  await Promise.all([one?.stop(), two?.stop()]);
+  await throttle?.close();
+  await upstream?.stop();
+});
+
+interface Download {
+  status: number;
+  bytes: number;
+  digest: string;
+  error?: string;
+}
+
+/** GETs `url`, hashing the body; `progress` sees the byte count as it grows. */
+async function download(url: string, progress?: (bytes: number) => void): Promise<Download> {
+  const res = await request(url);
+  const hash = createHash('sha256');
+  let bytes = 0;
+  try {
+    for await (const chunk of res.body) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+      progress?.(bytes);
+    }
+  } catch (err) {
+    return { status: res.statusCode, bytes, digest: '', error: (err as Error).message };
+  }
+  return { status: res.statusCode, bytes, digest: `sha256:${hash.digest('hex')}` };
+}
+
+async function upstreamBlobGets(digest: string): Promise<number> {
+  return (await upstream.settledRequests()).filter((e) => e.method === 'GET' && e.path.endsWith(`/blobs/${digest}`)).length;
+}
+
+async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+function requestOutcomes(server: RunningServer, digest: string): unknown[] {
+  return server.logs().filter((l) => l['msg'] === 'request' && String(l['url']).endsWith(digest)).map((l) => l['cache']);
+}
+
+test('two replica processes, 8 simultaneous cold GETs of a 33 MiB blob split across them: 1 upstream GET, 8 right bodies', { skip }, async () => {
+  const { repository, layer, size } = big[0]!;
+  await upstream.clearRequests();
+  const results = await Promise.all(Array.from({ length: 8 }, (_, i) =>
+    download(`${(i % 2 === 0 ? one : two).url}/v2/${repository}/blobs/${layer}`)));
+  for (const r of results) {
+    assert.equal(r.error, undefined);
+    assert.equal(r.status, 200);
+    assert.equal(r.bytes, size);
+    assert.equal(r.digest, layer);
+  }
+  assert.equal(await upstreamBlobGets(layer), 1, 'the blob was fetched once across both replicas');
+  const outcomes = (): unknown[] => [...requestOutcomes(one, layer), ...requestOutcomes(two, layer)];
+  // A request's log line is written once its response is done: it may trail the body.
+  await until('8 request log lines', () => outcomes().length === 8);
+  assert.equal(outcomes().filter((c) => c === 'miss').length, 1, 'one request started the fill');
+  assert.equal(outcomes().filter((c) => c === 'coalesced').length, 7, 'the rest streamed it as it arrived, in both replicas');
+  // The commit's bookkeeping (descriptors, links, lease) runs as the last bytes go out: wait for it, briefly.
+  await until('the descriptors in Redis and the lease released', async () => {
+    const keys = await redisKeys(redis.url!, prefix);
+    return keys.has(`blob:${layer}`) && keys.has(`repo:${UPSTREAM}/${repository}@${layer}`)
+      && ![...keys.keys()].some((k) => k.startsWith('lease:') || k.startsWith('fill:'));
+  }, 5000);
+});
+
+test('the lease owner SIGKILLed mid-fill: the other replica takes over, its clients get the right blob, both serve it after', { skip }, async () => {
+  const { repository, layer, size } = big[1]!;
+  await upstream.clearRequests();
+  const path = `/v2/${repository}/blobs/${layer}`;
+  let ownerBytes = 0;
+  const ownerClient = download(`${one.url}${path}`, (n) => { ownerBytes = n; });
+  await until('the owner to stream', () => ownerBytes > 2 * 1024 * 1024);
+  const lease = (await redisKeys(redis.url!, prefix)).get(`lease:${layer}`);
+  assert.match(lease ?? '', new RegExp(`/${one.pid}/`), 'replica one holds the lease');
+
+  const followed = [0, 0];
+  const followers = [0, 1].map((i) => download(`${two.url}${path}`, (n) => { followed[i] = n; }));
+  await until('the followers to stream from the shared file', () => followed.every((n) => n > 1024 * 1024));
+  assert.ok(followed.every((n) => n < size), 'the followers are in the middle of the blob');
+
+  await one.kill('SIGKILL');
+  const broken = await ownerClient;
+  assert.ok(broken.error !== undefined || broken.bytes < size, "the killed replica's own client is cut off");
+
+  for (const result of await Promise.all(followers)) {
+    assert.equal(result.error, undefined, 'the followers never noticed');
+    assert.equal(result.status, 200);
+    assert.equal(result.bytes, size);
+    assert.equal(result.digest, layer);
+  }
+  assert.equal(await upstreamBlobGets(layer), 2, 'the dead fill and the takeover');
+  const hex = layer.split(':')[1]!;
+  const stored = await readFile(join(root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data'));
+  assert.equal(`sha256:${createHash('sha256').update(stored).digest('hex')}`, layer);
+  assert.deepEqual(await readdir(join(root, '_uploads')), [], "the dead replica's temp file was removed by its successor");
+  assert.ok(two.logs().some((l) => l['msg'] === 'took over a fill whose replica stopped renewing its lease'));
+
+  one = await startServer(replicaConfig());
+  await upstream.clearRequests();
+  for (const server of [one, two]) {
+    const before = requestOutcomes(server, layer).length;
+    const again = await download(`${server.url}${path}`);
+    assert.equal(again.digest, layer);
+    await until('the request log line', () => requestOutcomes(server, layer).length > before);
+    assert.equal(requestOutcomes(server, layer).at(-1), 'hit');
+  }
+  assert.equal(await upstreamBlobGets(layer), 0);
+});
+
+test('with replicas, start-up sweeps only temp files nobody has written for twice the body-idle timeout', { skip: redis.skip }, async () => {
+  const shared = await tempDir('sweep');
+  const uploads = join(shared, '_uploads');
+  await mkdir(uploads, { recursive: true });
+  const live = join(uploads, 'live-fill');
+  const dead = join(uploads, 'dead-fill');
+  await writeFile(live, 'written a moment ago by another replica');
+  await writeFile(dead, 'left by a replica that died a while ago');
+  const old = new Date(Date.now() - 60_000);
+  await utimes(dead, old, old);
+  // The test configuration's body-idle timeout is 3 s: 6 s is the line.
+  const proxy = await startRedisProxy({ upstreams: [{ name: UPSTREAM, url: 'http://127.0.0.1:9' }], root: shared, redis: { url: redis.url!, keyPrefix: randomPrefix() } });
+  try {
+    assert.ok(await stat(live), 'a live fill of another replica is left alone');
+    await assert.rejects(stat(dead), /ENOENT/);
+  } finally {
+    await proxy.stop();
+  }
+});
