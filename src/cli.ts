@@ -4,6 +4,9 @@ import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from './config/logger.js';
 import { buildApp } from './http/app.js';
 import { Mirror } from './proxy/mirror.js';
+import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
+import { isReportedError, reportedExitCode } from './cli/errors.js';
+import { collect, warm, type WarmCommandOptions } from './cli/warm.js';
 
 /** `pullthrough serve`: load the configuration, prepare storage, listen; stop gracefully on SIGTERM/SIGINT. */
 async function serve(options: { config?: string }): Promise<void> {
@@ -63,7 +66,38 @@ program.command('gc')
   .option('-n, --dry-run', 'report what would be removed and the bytes it frees, remove nothing')
   .action(gc);
 
+program.command('warm')
+  .description('fetch images into the cache ahead of the pulls that need them')
+  .argument('[references...]', 'image references: alpine:3.20, ghcr.io/org/app:1.2, registry.k8s.io/pause@sha256:...')
+  .option('-c, --config <file>', 'configuration file')
+  .option('-f, --from <file>', 'a list (one reference a line), a lock file, a docker-compose file or Kubernetes manifests; repeatable', collect, [])
+  .option('-p, --platform <list>', 'only these platforms of a multi-platform image, e.g. linux/amd64,linux/arm64')
+  .option('-j, --jobs <n>', 'images and blobs fetched in parallel', '4')
+  .option('--retries <n>', 'retries of an upstream failure, with back-off (Retry-After respected)', '4')
+  .option('--pin', 'protect what was warmed from eviction (recorded in <storage root>/pins.json)')
+  .option('--lock <file>', 'write "<reference> <digest>" for every image; read it back with --from')
+  .action(async (references: string[], options: WarmCommandOptions) => { process.exitCode = await warm(references, options); });
+
+program.command('export')
+  .description('write cached images as one OCI image layout tar')
+  .argument('[references...]', 'images to export (default: every cached image)')
+  .requiredOption('-o, --out <file>', 'the bundle to write, e.g. bundle.tar')
+  .option('-c, --config <file>', 'configuration file')
+  .option('--lock <file>', 'export exactly the images of this lock file (written by warm --lock)')
+  .option('-f, --from <file>', 'references from a list, compose file or Kubernetes manifests; repeatable', collect, [])
+  .action(async (references: string[], options: ExportCommandOptions) => { process.exitCode = await exportCommand(references, options); });
+
+program.command('import')
+  .description('load a bundle written by export (any OCI image layout tar with full ref names) into the cache')
+  .argument('<bundle>', 'the bundle, e.g. bundle.tar')
+  .option('-c, --config <file>', 'configuration file')
+  .action(async (bundle: string, options: { config?: string }) => { process.exitCode = await importCommand(bundle, options); });
+
 program.parseAsync(process.argv).catch((err: unknown) => {
+  if (isReportedError(err)) {
+    process.stderr.write(`pullthrough: ${err.message}\n`);
+    process.exit(reportedExitCode(err));
+  }
   if (err instanceof ConfigError) {
     process.stderr.write(`pullthrough: ${err.message}\n`);
     process.exit(2);

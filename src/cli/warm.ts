@@ -1,0 +1,131 @@
+import { readFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import pino from 'pino';
+import { loadConfig } from '../config/load.js';
+import { createLogger } from '../config/logger.js';
+import { parsePlatforms } from '../registry/imageManifest.js';
+import type { Digest } from '../registry/digest.js';
+import { Mirror } from '../proxy/mirror.js';
+import { PINS_FILE, addStoredPins } from '../proxy/pins.js';
+import { formatLock, fromArguments, parseReferenceFile, type ReferenceEntry } from '../proxy/references.js';
+import { DEFAULT_RETRY, Warmer, type WarmResult } from '../proxy/warm.js';
+import { formatBytes, formatTable } from './format.js';
+import { BarReporter, LineReporter, type ClosableReporter } from './progress.js';
+
+export interface WarmCommandOptions {
+  readonly config?: string;
+  readonly from: string[];
+  readonly platform?: string;
+  readonly jobs: string;
+  readonly retries: string;
+  readonly pin?: boolean;
+  readonly lock?: string;
+}
+
+/** A usage mistake: reported in one line, exit code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** Commander's collector for repeatable options (`--from a --from b`). */
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Every reference from the arguments and the `--from` files (lists, locks, compose files, Kubernetes manifests). */
+export function gatherReferences(references: readonly string[], files: readonly string[]): ReferenceEntry[] {
+  const entries = fromArguments(references);
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    entries.push(...parseReferenceFile(text, file));
+  }
+  return entries;
+}
+
+export function positiveInteger(value: string, name: string, min = 1): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be an integer of at least ${min}, got ${value}`);
+  return n;
+}
+
+/**
+ * `pullthrough warm`: fetch the named images into the configured storage,
+ * whether or not a server runs on it. Resolves with the exit code: 1 when
+ * any reference failed.
+ */
+export async function warm(references: string[], options: WarmCommandOptions): Promise<number> {
+  const config = loadConfig(options.config);
+  const entries = gatherReferences(references, options.from);
+  if (entries.length === 0) throw new UsageError('nothing to warm: give references, or --from FILE');
+  const platforms = options.platform ? parsePlatforms(options.platform) : undefined;
+  const jobs = positiveInteger(options.jobs, '--jobs');
+  const retries = positiveInteger(options.retries, '--retries', 0);
+  const tty = process.stderr.isTTY === true;
+  // Logs go to stderr, and only errors on a terminal, where they would tear the bars apart.
+  const logger = createLogger(tty ? 'error' : 'warn', pino.destination(2));
+  const mirror = new Mirror({ config, logger });
+  // Not mirror.start(): that sweeps _uploads, which would cut the fills of a server running on this root.
+  await mirror.driver.init();
+  const reporter: ClosableReporter = tty ? new BarReporter(process.stderr) : new LineReporter(process.stderr);
+  let results: WarmResult[];
+  try {
+    results = await new Warmer(mirror, { platforms, jobs, retry: { ...DEFAULT_RETRY, retries }, reporter }).run(entries);
+  } finally {
+    reporter.stop();
+    await mirror.close(5_000);
+  }
+  process.stdout.write(summary(results));
+  const ok = results.filter(isWarmed);
+  const failed = results.length - ok.length;
+  if (options.pin && ok.length > 0) {
+    await addStoredPins(mirror.driver, ok.map((r) => ({ pin: `${r.repository.upstream}/${r.repository.name}@${r.digest}`, reference: r.reference })));
+    process.stdout.write(`pinned ${ok.length} images in ${join(mirror.driver.root, PINS_FILE)}\n`);
+  }
+  if (options.lock) {
+    // A lock is only ever complete: with a failed reference it would quietly lose an image.
+    if (failed > 0) process.stderr.write(`pullthrough warm: ${options.lock} not written: ${failed} references failed\n`);
+    else await writeLock(options.lock, ok);
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+type Warmed = WarmResult & { readonly repository: NonNullable<WarmResult['repository']>; readonly digest: Digest };
+
+function isWarmed(r: WarmResult): r is Warmed {
+  return r.status !== 'failed' && r.repository !== undefined && r.digest !== undefined;
+}
+
+async function writeLock(path: string, results: readonly Warmed[]): Promise<void> {
+  const temp = `${path}.${process.pid}.tmp`;
+  await writeFile(temp, formatLock(results.map((r) => ({ reference: r.reference, digest: r.digest }))));
+  await rename(temp, path);
+}
+
+/** The table at the end, then the failures with their reasons, then the totals. */
+export function summary(results: readonly WarmResult[]): string {
+  const rows = [['REFERENCE', 'DIGEST', 'PLATFORMS', 'SIZE', 'FETCHED', 'STATUS']];
+  for (const r of results) {
+    rows.push([
+      r.reference,
+      r.digest ?? '-',
+      r.platforms.length > 0 ? r.platforms.join(',') : '-',
+      r.status === 'failed' ? '-' : formatBytes(r.bytes),
+      r.status === 'failed' ? '-' : formatBytes(r.fetchedBytes),
+      r.status,
+    ]);
+  }
+  const failures = results.filter((r) => r.status === 'failed').map((r) => `failed: ${r.reference} (${r.source}): ${r.error}\n`);
+  const total = results.reduce((n, r) => n + r.bytes, 0);
+  const fetched = results.reduce((n, r) => n + r.fetchedBytes, 0);
+  return `\n${formatTable(rows)}\n${failures.join('')}`
+    + `${results.length} images, ${formatBytes(total)}, fetched ${formatBytes(fetched)}; ${failures.length} failed\n`;
+}
