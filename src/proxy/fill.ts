@@ -1,5 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { Readable, Writable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createDigester, type ParsedDigest } from '../registry/digest.js';
 import type { Descriptor } from '../registry/descriptor.js';
@@ -7,11 +7,10 @@ import { OCTET_STREAM } from '../registry/descriptor.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { ByteRange } from '../registry/services.js';
 import type { Upload } from '../storage/driver.js';
+import { GrowingReader, type GrowingSource } from './growingReader.js';
 
 /** Bytes buffered between the upstream socket and the temp file. */
 const SINK_BUFFER = 1024 * 1024;
-/** Bytes a reader takes from the temp file per read. */
-const READ_CHUNK = 256 * 1024;
 
 export class DigestMismatch extends RegistryError {
   constructor(expected: string, actual: string) {
@@ -44,7 +43,7 @@ type FillState = 'running' | 'committed' | 'failed';
  * byte before the fill is verified, so a fill that turns out wrong can only
  * ever give its clients an aborted response, never a complete wrong one.
  */
-export class BlobFill {
+export class BlobFill implements GrowingSource {
   readonly digest: ParsedDigest;
   private state: FillState = 'running';
   private failure: Error | undefined;
@@ -91,7 +90,7 @@ export class BlobFill {
   /** A stream of the fill's bytes, whole or a range; it errors if the fill fails. */
   reader(range?: ByteRange): Readable {
     if (this.failure) throw this.failure;
-    return new FillReader(this, range?.start ?? 0, range?.end);
+    return new GrowingReader(this, range?.start ?? 0, range?.end);
   }
 
   private nextChange(): Promise<void> {
@@ -104,12 +103,12 @@ export class BlobFill {
     wake?.();
   }
 
-  /** @internal Resolves at the next write, commit or failure. */
+  /** Resolves at the next write, commit or failure. */
   waitForChange(): Promise<void> {
     return this.changed;
   }
 
-  /** @internal How far a reader may read now: all of it once verified, else all but the last byte. */
+  /** How far a reader may read now: all of it once verified, else all but the last byte. */
   readableLimit(): number {
     if (this.state === 'committed') return this.committedSize!;
     return Math.max(0, this.bytesWritten - 1);
@@ -217,58 +216,4 @@ function skipBytes(buffers: Buffer[], count: number): Buffer[] {
     }
   }
   return rest;
-}
-
-/** Reads a fill's temp file from `position` to `end` (inclusive), following it as it grows. */
-class FillReader extends Readable {
-  private position: number;
-  private pumping = false;
-
-  constructor(private readonly fill: BlobFill, start: number, private readonly end: number | undefined) {
-    super({ highWaterMark: READ_CHUNK });
-    this.position = start;
-    fill.attach();
-  }
-
-  override _read(): void {
-    void this.pump();
-  }
-
-  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    this.fill.detach();
-    callback(err);
-  }
-
-  private async pump(): Promise<void> {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      for (;;) {
-        if (this.destroyed) return;
-        const end = this.end !== undefined ? this.end + 1 : this.fill.isRunning ? undefined : this.fill.size;
-        if (end !== undefined && this.position >= end) {
-          this.push(null);
-          return;
-        }
-        if (this.fill.failed) {
-          this.destroy(this.fill.failed);
-          return;
-        }
-        const limit = Math.min(this.fill.readableLimit(), end ?? Infinity);
-        if (this.position >= limit) {
-          await this.fill.waitForChange();
-          continue;
-        }
-        const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - this.position));
-        const { bytesRead } = await this.fill.readAt(buffer, this.position);
-        if (this.destroyed) return;
-        this.position += bytesRead;
-        if (!this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead))) return;
-      }
-    } catch (err) {
-      this.destroy(err as Error);
-    } finally {
-      this.pumping = false;
-    }
-  }
 }

@@ -2,7 +2,7 @@ import { randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
@@ -12,6 +12,7 @@ import type { ByteRange, CacheOutcome } from '../registry/services.js';
 import type { Upload } from '../storage/driver.js';
 import { blobDataPath, UPLOADS_DIR } from '../storage/layout.js';
 import type { BlobFill } from './fill.js';
+import { GrowingReader, READ_CHUNK, type GrowingSource } from './growingReader.js';
 import type { AcquireResult, FillLeases } from './lease.js';
 
 /**
@@ -303,8 +304,6 @@ class CommittedBlob implements FillSource {
   }
 }
 
-/** Bytes read (and hashed) from a followed file per read. */
-const READ_CHUNK = 256 * 1024;
 /** The lease is looked at no more often than this (the committed file is looked for at every poll). */
 const LOOK_INTERVAL_MS = 100;
 
@@ -342,7 +341,7 @@ interface PrefixCheck {
  * grows (see the module comment). One per digest per process; every request
  * of this process for the digest reads through it.
  */
-class ReplicaFollower implements FillSource {
+class ReplicaFollower implements FillSource, GrowingSource {
   readonly outcome: CacheOutcome = 'coalesced';
   readonly digest: ParsedDigest;
   readonly done: Promise<Descriptor>;
@@ -402,7 +401,7 @@ class ReplicaFollower implements FillSource {
 
   reader(range?: ByteRange): Readable {
     if (this.failure) throw this.failure;
-    return new FollowerReader(this, range?.start ?? 0, range?.end);
+    return new GrowingReader(this, range?.start ?? 0, range?.end);
   }
 
   abort(reason: Error): void {
@@ -620,74 +619,5 @@ async function openExisting(path: string): Promise<FileHandle | undefined> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
-  }
-}
-
-/** Reads a follower's bytes from `position` to `end` (inclusive), waiting for them as they are hashed. */
-class FollowerReader extends Readable {
-  private position: number;
-  private pumping = false;
-
-  constructor(private readonly follower: ReplicaFollower, start: number, private readonly end: number | undefined) {
-    super({ highWaterMark: READ_CHUNK });
-    this.position = start;
-    follower.attach();
-  }
-
-  override _read(): void {
-    void this.pump();
-  }
-
-  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    this.follower.detach();
-    callback(err);
-  }
-
-  private async pump(): Promise<void> {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      for (;;) {
-        if (this.destroyed) return;
-        const follower = this.follower;
-        const end = this.end !== undefined ? this.end + 1 : follower.isRunning ? undefined : follower.size;
-        if (end !== undefined && this.position >= end) {
-          this.push(null);
-          return;
-        }
-        if (follower.failed) {
-          this.destroy(follower.failed);
-          return;
-        }
-        const generation = follower.currentGeneration();
-        const limit = Math.min(follower.readableLimit(), end ?? Infinity);
-        if (this.position >= limit) {
-          await follower.waitForChange();
-          continue;
-        }
-        const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - this.position));
-        const read = await follower.readAt(buffer, this.position);
-        if (this.destroyed) return;
-        // The source changed while we read: those bytes were not the hashed ones; read again.
-        if (read.generation !== generation) continue;
-        if (read.bytesRead === 0) {
-          await follower.waitForChange();
-          continue;
-        }
-        this.position += read.bytesRead;
-        const more = this.push(read.bytesRead === buffer.length ? buffer : buffer.subarray(0, read.bytesRead));
-        // The end goes out with the last bytes, so the response finishes as soon as the client has them all.
-        const last = this.end !== undefined ? this.end + 1 : follower.isRunning ? undefined : follower.size;
-        if (last !== undefined && this.position >= last) {
-          this.push(null);
-          return;
-        }
-        if (!more) return;
-      }
-    } catch (err) {
-      this.destroy(err as Error);
-    } finally {
-      this.pumping = false;
-    }
   }
 }

@@ -1,0 +1,108 @@
+import { Readable } from 'node:stream';
+
+/** Bytes a reader takes from a growing file per read. */
+export const READ_CHUNK = 256 * 1024;
+
+/**
+ * A blob being written somewhere readers can follow: this process's fill
+ * (`BlobFill`), or another replica's fill (`ReplicaFollower`).
+ */
+export interface GrowingSource {
+  /** True until the bytes are verified and committed, or the fill failed. */
+  readonly isRunning: boolean;
+  /** The size, once known. */
+  readonly size: number | undefined;
+  /** Set when the fill failed: readers error with it instead of ending. */
+  readonly failed: Error | undefined;
+  /** How far a reader may read now; never the last byte before the blob is verified. */
+  readableLimit(): number;
+  /** Resolves at the next write, commit or failure. */
+  waitForChange(): Promise<void>;
+  /**
+   * Positional read. `generation` changes when the bytes behind positions may
+   * change (a replica taking over a dead owner's fill); a read across such a
+   * change is read again.
+   */
+  readAt(buffer: Buffer, position: number): Promise<{ bytesRead: number; generation?: number }>;
+  currentGeneration?(): number;
+  /** A reader holds the source (and its file) open between attach and detach. */
+  attach(): void;
+  detach(): void;
+}
+
+/**
+ * Reads a growing source from `start` to `end` (inclusive, or to the end),
+ * following it as it grows. Ends only after every promised byte went out;
+ * errors when the source fails.
+ */
+export class GrowingReader extends Readable {
+  private position: number;
+  private pumping = false;
+
+  constructor(private readonly source: GrowingSource, start: number, private readonly end: number | undefined) {
+    super({ highWaterMark: READ_CHUNK });
+    this.position = start;
+    source.attach();
+  }
+
+  override _read(): void {
+    void this.pump();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.source.detach();
+    callback(err);
+  }
+
+  /** Where this reader stops: its range's end, else the size once the source is done. */
+  private stop(): number | undefined {
+    if (this.end !== undefined) return this.end + 1;
+    return this.source.isRunning ? undefined : this.source.size;
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      for (;;) {
+        if (this.destroyed) return;
+        const end = this.stop();
+        if (end !== undefined && this.position >= end) {
+          this.push(null);
+          return;
+        }
+        if (this.source.failed) {
+          this.destroy(this.source.failed);
+          return;
+        }
+        const generation = this.source.currentGeneration?.();
+        const limit = Math.min(this.source.readableLimit(), end ?? Infinity);
+        if (this.position >= limit) {
+          await this.source.waitForChange();
+          continue;
+        }
+        const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - this.position));
+        const read = await this.source.readAt(buffer, this.position);
+        if (this.destroyed) return;
+        if (read.generation !== generation) continue;
+        if (read.bytesRead === 0) {
+          await this.source.waitForChange();
+          continue;
+        }
+        this.position += read.bytesRead;
+        const more = this.push(read.bytesRead === buffer.length ? buffer : buffer.subarray(0, read.bytesRead));
+        // The end goes out with the last bytes, so a response finishes as soon as the client has them all.
+        const last = this.stop();
+        if (last !== undefined && this.position >= last) {
+          this.push(null);
+          return;
+        }
+        if (!more) return;
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.pumping = false;
+    }
+  }
+}
