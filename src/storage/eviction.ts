@@ -1,6 +1,7 @@
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { isValidRepositoryName, type RepositoryName } from '../registry/names.js';
 import type { RepositoryRef } from '../registry/services.js';
+import { decodeTagRecord } from '../registry/tagRecord.js';
 import type { StorageDriver } from './driver.js';
 import { REPOSITORIES_DIR, blobDataPath, layerLinkPath, manifestRevisionPath, repositoryPath, tagPath, tagsPath } from './layout.js';
 
@@ -247,12 +248,6 @@ async function scanUnits(driver: StorageDriver, repository: RepositoryRef): Prom
 }
 
 function tagDigest(content: Buffer | undefined): Digest | undefined {
-  if (!content) return undefined;
-  try {
-    const digest = (JSON.parse(content.toString('utf8')) as { digest?: unknown }).digest;
-    return typeof digest === 'string' ? parseDigest(digest).digest : undefined;
-  } catch {
-    // An unreadable tag record keeps nothing alive.
-    return undefined;
-  }
+  // An unreadable tag record keeps nothing alive.
+  return content && decodeTagRecord(content.toString('utf8'))?.descriptor.digest;
 }

@@ -1,0 +1,38 @@
+import { parseDigest } from './digest.js';
+import type { TagRecord } from './services.js';
+
+/**
+ * The one serialised form of a tag record, used by storage (the tag file) and
+ * Redis (the tag key) alike: `{"digest","mediaType","size","fetchedAt"}`, with
+ * `fetchedAt` in ISO 8601 so a person can read it.
+ */
+interface EncodedTagRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  fetchedAt: string;
+}
+
+export function encodeTagRecord(record: TagRecord): string {
+  const encoded: EncodedTagRecord = {
+    digest: record.descriptor.digest,
+    mediaType: record.descriptor.mediaType,
+    size: record.descriptor.size,
+    fetchedAt: new Date(record.fetchedAt).toISOString(),
+  };
+  return JSON.stringify(encoded);
+}
+
+/** The record, or undefined for anything unreadable: no record, so the tag is resolved upstream again. */
+export function decodeTagRecord(text: string): TagRecord | undefined {
+  try {
+    const value = JSON.parse(text) as Partial<EncodedTagRecord>;
+    if (typeof value.digest !== 'string' || typeof value.mediaType !== 'string'
+      || typeof value.size !== 'number' || typeof value.fetchedAt !== 'string') return undefined;
+    const fetchedAt = Date.parse(value.fetchedAt);
+    if (!Number.isFinite(fetchedAt)) return undefined;
+    return { descriptor: { digest: parseDigest(value.digest).digest, mediaType: value.mediaType, size: value.size }, fetchedAt };
+  } catch {
+    return undefined;
+  }
+}
