@@ -142,7 +142,10 @@ export class ProxyBlobStore implements BlobStore {
         (err: Error) => this.logger.warn({ digest, upstream: repository.upstream, repository: repository.name, err: err.message }, 'blob fill failed'),
       ),
       () => undefined,
-    ).finally(() => this.fills.delete(digest));
+    ).finally(() => {
+      this.fills.delete(digest);
+      void started.then((fill) => fill.retire?.(), () => undefined);
+    });
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 

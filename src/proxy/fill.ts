@@ -50,8 +50,9 @@ export class BlobFill implements GrowingSource {
   private bytesWritten = 0;
   private committedSize: number | undefined;
   private readers = 0;
-  /** The fill itself holds one reference to the temp file's handle; each reader holds one. */
+  /** The fill holds one reference to the temp file's handle until retired; each reader holds one. */
   private handleRefs = 1;
+  private retired = false;
   private detachTimer: NodeJS.Timeout | undefined;
   private wake: (() => void) | undefined;
   private changed: Promise<void>;
@@ -142,6 +143,18 @@ export class BlobFill implements GrowingSource {
     this.detachTimer.unref();
   }
 
+  /**
+   * The store no longer hands this fill to new requests. Until then the fill
+   * keeps its temp file open, even after it finished: a request can join a
+   * committed fill in the moment before the store has linked the blob and
+   * let go of it, and must still be able to read.
+   */
+  retire(): void {
+    if (this.retired) return;
+    this.retired = true;
+    this.release();
+  }
+
   private release(): void {
     if (--this.handleRefs === 0) void this.options.upload.close();
   }
@@ -188,7 +201,6 @@ export class BlobFill implements GrowingSource {
     } finally {
       if (this.detachTimer) clearTimeout(this.detachTimer);
       this.notify();
-      this.release();
     }
   }
 }

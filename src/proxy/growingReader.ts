@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 
 /** Bytes a reader takes from a growing file per read. */
-export const READ_CHUNK = 256 * 1024;
+export const READ_CHUNK = 1024 * 1024;
 
 /**
  * A blob being written somewhere readers can follow: this process's fill

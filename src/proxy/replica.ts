@@ -50,6 +50,11 @@ export interface FillSource {
   reader(range?: ByteRange): Readable;
   /** Stops following or fetching (shutdown); readers see an error. */
   abort(reason: Error): void;
+  /**
+   * The store has stopped handing this source to new requests: what it holds
+   * open for late readers may close once its current readers are done.
+   */
+  retire?(): void;
 }
 
 /** Makes the temp file a fill writes, once the upstream said how long the blob is. */

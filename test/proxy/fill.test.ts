@@ -1,0 +1,60 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { parseDigest } from '../../src/registry/digest.js';
+import { BlobFill } from '../../src/proxy/fill.js';
+import { FilesystemDriver } from '../../src/storage/filesystem.js';
+import { blobDataPath } from '../../src/storage/layout.js';
+
+async function fillOf(bytes: Buffer): Promise<{ fill: BlobFill; driver: FilesystemDriver }> {
+  const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
+  await driver.init();
+  const digest = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+  const fill = new BlobFill({
+    digest,
+    expectedSize: bytes.length,
+    body: Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)]),
+    upload: await driver.createUpload(),
+    commit: (u) => u.commit(blobDataPath(digest)),
+    detachedTimeoutMs: 0,
+  });
+  return { fill, driver };
+}
+
+test('a reader that joins a committed fill before the store retires it still reads every byte', async () => {
+  const bytes = randomBytes(300_000);
+  const { fill } = await fillOf(bytes);
+  const first = await buffer(fill.reader());
+  await fill.done;
+  assert.ok(first.equals(bytes));
+  // The first reader is gone and the fill is committed: a late request (the store has not let go yet) joins it.
+  const late = await buffer(fill.reader());
+  assert.ok(late.equals(bytes));
+  const range = await buffer(fill.reader({ start: 10, end: 19 }));
+  assert.ok(range.equals(bytes.subarray(10, 20)));
+  fill.retire();
+});
+
+test('a fill whose bytes do not match its digest errors its readers, who never get the last byte', async () => {
+  const bytes = randomBytes(100_000);
+  const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
+  await driver.init();
+  const wrong = parseDigest(`sha256:${'0'.repeat(64)}`);
+  const fill = new BlobFill({
+    digest: wrong, expectedSize: bytes.length, body: Readable.from([bytes]),
+    upload: await driver.createUpload(), commit: (u) => u.commit(blobDataPath(wrong)), detachedTimeoutMs: 0,
+  });
+  let received = 0;
+  const reader = fill.reader();
+  reader.on('data', (c: Buffer) => { received += c.length; });
+  await assert.rejects(new Promise((resolve, reject) => { reader.on('end', resolve); reader.on('error', reject); }));
+  assert.ok(received < bytes.length, `got ${received} of ${bytes.length}`);
+  await assert.rejects(fill.done);
+  assert.equal(await driver.stat(blobDataPath(wrong)), undefined);
+  fill.retire();
+});
