@@ -37,7 +37,7 @@ async function startOnce(root: string): Promise<number> {
     upstreams: [{ name: 'docker.io', url: 'https://registry-1.docker.io' }],
   }, 'startup-time');
   const begin = performance.now();
-  const mirror = new Mirror({ config, logger: createLogger('silent') });
+  const mirror = await Mirror.create({ config, logger: createLogger('silent') });
   await mirror.start();
   const app = buildApp({ mirror, logger: createLogger('silent') });
   await app.listen({ host: '127.0.0.1', port: 0 });

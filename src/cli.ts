@@ -12,7 +12,7 @@ import { collect, warm, type WarmCommandOptions } from './cli/warm.js';
 async function serve(options: { config?: string }): Promise<void> {
   const config = loadConfig(options.config);
   const logger = createLogger(config.logLevel);
-  const mirror = new Mirror({ config, logger });
+  const mirror = await Mirror.create({ config, logger });
   await mirror.start();
   const app = buildApp({ mirror, logger });
   await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -42,7 +42,7 @@ async function serve(options: { config?: string }): Promise<void> {
 async function gc(options: { config?: string; dryRun?: boolean }): Promise<void> {
   const config = loadConfig(options.config);
   const logger = createLogger('warn');
-  const mirror = new Mirror({ config, logger });
+  const mirror = await Mirror.create({ config, logger });
   const report = await mirror.evictor.collect(options.dryRun === true);
   const verb = report.dryRun ? 'would remove' : 'removed';
   for (const image of report.removedImages) process.stdout.write(`${verb} ${image}\n`);

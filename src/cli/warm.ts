@@ -72,7 +72,7 @@ export async function warm(references: string[], options: WarmCommandOptions): P
   const tty = process.stderr.isTTY === true;
   // Logs go to stderr, and only errors on a terminal, where they would tear the bars apart.
   const logger = createLogger(tty ? 'error' : 'warn', pino.destination(2));
-  const mirror = new Mirror({ config, logger });
+  const mirror = await Mirror.create({ config, logger });
   // Not mirror.start(): that sweeps _uploads, which would cut the fills of a server running on this root.
   await mirror.driver.init();
   const reporter: ClosableReporter = tty ? new BarReporter(process.stderr) : new LineReporter(process.stderr);

@@ -21,13 +21,16 @@ import { ProxyManifestStore } from './manifests.js';
 import { PinsFile } from './pins.js';
 import { UpstreamRouter, type ImageReference } from './routing.js';
 import { ProxyTagService } from './tags.js';
-import { RedisServices, uploadSweepAgeMs } from './replicaServices.js';
+// Types only: ioredis and the replica code load when Redis is configured (Mirror.create), not in every process.
+import type { RedisServices } from './replicaServices.js';
 
 export interface MirrorOptions {
   readonly config: ResolvedConfig;
   readonly logger: Logger;
   /** Builds the authorizer of one upstream; by default one that learns Bearer or Basic from the upstream's 401s. */
   readonly authorizerFor?: (upstream: UpstreamSettings, logger: Logger) => UpstreamAuthorizer;
+  /** The Redis parts, when `redis` is configured; `Mirror.create` builds them. */
+  readonly redis?: RedisServices;
 }
 
 /**
@@ -47,6 +50,18 @@ export class Mirror {
   /** Present when `redis` is configured: shared caches, and replicas on this root. */
   private readonly redis: RedisServices | undefined;
 
+  /**
+   * Builds a mirror, loading the Redis parts (ioredis, leases, replica
+   * followers) only when `redis` is configured: a process without Redis does
+   * not pay their memory.
+   */
+  static async create(options: Omit<MirrorOptions, 'redis'>): Promise<Mirror> {
+    const { config, logger } = options;
+    if (!config.redis) return new Mirror(options);
+    const { RedisServices } = await import('./replicaServices.js');
+    return new Mirror({ ...options, redis: new RedisServices(config.redis, config.storageRoot, logger) });
+  }
+
   constructor(private readonly options: MirrorOptions) {
     const { config, logger } = options;
     this.driver = new FilesystemDriver(config.storageRoot);
@@ -61,7 +76,8 @@ export class Mirror {
       if (!client) throw new Error(`no upstream named ${name}`);
       return client;
     };
-    this.redis = config.redis && new RedisServices(config.redis, config.storageRoot, logger);
+    if (config.redis && !options.redis) throw new Error('redis is configured: build the mirror with Mirror.create');
+    this.redis = options.redis;
     const storageStatter = new StorageBlobStatter(this.driver);
     const descriptors = new CachedBlobStatter(
       new MemoryBlobDescriptorService(config.cache.memoryEntries),
@@ -151,4 +167,14 @@ function pinMatches(pin: ImageReference, repository: RepositoryRef, tags: readon
   if (pin.digest) return pin.digest === digest;
   if (pin.tag) return tags.includes(pin.tag);
   return true;
+}
+
+/**
+ * How old a temp file in `_uploads` must be before start-up removes it when
+ * replicas share the storage root: a live fill writes at least once per
+ * body-idle timeout (or fails), so twice the longest one means nobody is
+ * writing it any more. Without replicas every temp file at start-up is dead.
+ */
+export function uploadSweepAgeMs(upstreams: readonly UpstreamSettings[]): number {
+  return 2 * Math.max(...upstreams.map((u) => u.timeouts.bodyIdleMs));
 }

@@ -3,7 +3,7 @@ import { CachedBlobStatter } from '../cache/cachedStatter.js';
 import { RedisConnection } from '../cache/redis.js';
 import { RedisBlobDescriptorService } from '../cache/redisDescriptors.js';
 import { RedisTagRecords } from '../cache/redisTags.js';
-import type { RedisSettings, UpstreamSettings } from '../config/load.js';
+import type { RedisSettings } from '../config/load.js';
 import type { BlobDescriptorService, BlobStatter } from '../registry/services.js';
 import { FillLeases } from './lease.js';
 import { ReplicaCoordinator } from './replica.js';
@@ -44,14 +44,4 @@ export class RedisServices {
   close(): Promise<void> {
     return this.connection.close();
   }
-}
-
-/**
- * How old a temp file in `_uploads` must be before start-up removes it when
- * replicas share the storage root: a live fill writes at least once per
- * body-idle timeout (or fails), so twice the longest one means nobody is
- * writing it any more. Without replicas every temp file at start-up is dead.
- */
-export function uploadSweepAgeMs(upstreams: readonly UpstreamSettings[]): number {
-  return 2 * Math.max(...upstreams.map((u) => u.timeouts.bodyIdleMs));
 }
