@@ -7,7 +7,7 @@ import { OCTET_STREAM } from '../registry/descriptor.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { ByteRange } from '../registry/services.js';
 import type { Upload } from '../storage/driver.js';
-import { GrowingReader, type GrowingSource } from './growingReader.js';
+import { ChangeSignal, GrowingReader, type GrowingSource } from './growingReader.js';
 
 /** Bytes buffered between the upstream socket and the temp file. */
 const SINK_BUFFER = 1024 * 1024;
@@ -54,13 +54,11 @@ export class BlobFill implements GrowingSource {
   private handleRefs = 1;
   private retired = false;
   private detachTimer: NodeJS.Timeout | undefined;
-  private wake: (() => void) | undefined;
-  private changed: Promise<void>;
+  private readonly signal = new ChangeSignal();
   readonly done: Promise<Descriptor>;
 
   constructor(private readonly options: BlobFillOptions) {
     this.digest = options.digest;
-    this.changed = this.nextChange();
     this.armDetachTimer();
     this.done = this.run();
     this.done.catch(() => undefined);
@@ -94,19 +92,13 @@ export class BlobFill implements GrowingSource {
     return new GrowingReader(this, range?.start ?? 0, range?.end);
   }
 
-  private nextChange(): Promise<void> {
-    return new Promise((resolve) => { this.wake = resolve; });
-  }
-
   private notify(): void {
-    const wake = this.wake;
-    this.changed = this.nextChange();
-    wake?.();
+    this.signal.notify();
   }
 
   /** Resolves at the next write, commit or failure. */
   waitForChange(): Promise<void> {
-    return this.changed;
+    return this.signal.wait();
   }
 
   /** How far a reader may read now: all of it once verified, else all but the last byte. */

@@ -106,3 +106,27 @@ export class GrowingReader extends Readable {
     }
   }
 }
+
+/**
+ * "Something changed" for readers waiting on a growing source: `wait()`
+ * resolves at the next `notify()`. Cheaper than an EventEmitter per reader,
+ * and a waiter can never miss a notification that came after it asked.
+ */
+export class ChangeSignal {
+  private wake: (() => void) | undefined;
+  private changed = this.next();
+
+  wait(): Promise<void> {
+    return this.changed;
+  }
+
+  notify(): void {
+    const wake = this.wake;
+    this.changed = this.next();
+    wake?.();
+  }
+
+  private next(): Promise<void> {
+    return new Promise((resolve) => { this.wake = resolve; });
+  }
+}

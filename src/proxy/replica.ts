@@ -12,7 +12,7 @@ import type { ByteRange, CacheOutcome } from '../registry/services.js';
 import type { Upload } from '../storage/driver.js';
 import { blobDataPath, UPLOADS_DIR } from '../storage/layout.js';
 import type { BlobFill } from './fill.js';
-import { GrowingReader, READ_CHUNK, type GrowingSource } from './growingReader.js';
+import { ChangeSignal, GrowingReader, READ_CHUNK, type GrowingSource } from './growingReader.js';
 import type { AcquireResult, FillLeases } from './lease.js';
 
 /**
@@ -371,8 +371,7 @@ class ReplicaFollower implements FillSource, GrowingSource {
   private lastProgress = Date.now();
   private lastLook = 0;
   private readonly buffer = Buffer.allocUnsafe(READ_CHUNK);
-  private wake: (() => void) | undefined;
-  private changed: Promise<void>;
+  private readonly signal = new ChangeSignal();
 
   /** Starts following the file at `source.path`; undefined if it no longer exists. */
   static async follow(context: FollowerContext, source: Source): Promise<ReplicaFollower | undefined> {
@@ -387,7 +386,6 @@ class ReplicaFollower implements FillSource, GrowingSource {
     this.handles.push(handle);
     this.expectedSize = source.size;
     this.hash = createDigester(this.digest.algorithm);
-    this.changed = this.nextChange();
     this.done = this.run();
     this.done.catch(() => undefined);
   }
@@ -437,7 +435,7 @@ class ReplicaFollower implements FillSource, GrowingSource {
 
   /** @internal Resolves at the next hashed bytes, change of source, verification or failure. */
   waitForChange(): Promise<void> {
-    return this.changed;
+    return this.signal.wait();
   }
 
   /** @internal */
@@ -452,14 +450,8 @@ class ReplicaFollower implements FillSource, GrowingSource {
     this.release();
   }
 
-  private nextChange(): Promise<void> {
-    return new Promise((resolve) => { this.wake = resolve; });
-  }
-
   private notify(): void {
-    const wake = this.wake;
-    this.changed = this.nextChange();
-    wake?.();
+    this.signal.notify();
   }
 
   private release(): void {
