@@ -20,5 +20,7 @@ export function markCache(request: FastifyRequest, reply: FastifyReply, outcome:
 /** Counts what a streamed body delivered, for the log line. */
 export function countBytes(request: FastifyRequest, stream: Readable): Readable {
   stream.on('data', (chunk: Buffer) => { request.bodyBytes += chunk.length; });
+  // A 'data' listener starts the flow at once; paused, nothing is emitted until fastify's pipe resumes it.
+  stream.pause();
   return stream;
 }
