@@ -16,7 +16,6 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { RunningRegistry } from '../test/fixtures/registry.js';
 import type { BenchOptions } from './options.js';
 import {
@@ -352,11 +351,9 @@ export async function profilePullthrough(ctx: BenchContext, profileRoot: string)
     const notes: string[] = [];
     let skipMs = 0;
     try {
-      // One GET, then time for the fill to be committed and linked: a GET that arrives while the
-      // finished fill is still being linked can read its closed temp file (EBADF, a 500).
+      // One GET fills the cache; stopping the server drains the fill and its linking.
       await concurrentGets(filler.url, workload.big, 1);
       await waitForFiles([filler.blobPath(workload.big.digest)]);
-      await sleep(500);
       await filler.stop();
       proxy = current = await startPullthrough({ ...base, cpuProfDir: dir, reuseDir: filler.dir });
       const reads = Math.max(options.blobReads, options.quick ? 1 : 4);
