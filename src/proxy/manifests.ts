@@ -56,8 +56,8 @@ export class ProxyManifestStore implements ManifestService {
   }
 
   async get(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<ManifestResult> {
-    const local = await this.local.stat(repository, digest);
-    if (local) return this.local.get(repository, digest);
+    const local = await this.local.find(repository, digest);
+    if (local) return local;
     const key = `${repository.upstream}\0${repository.name}\0${digest}`;
     const { value, shared } = await this.flights.do(key, () => this.fetch(repository, digest, accept));
     return { manifest: value, cache: shared ? 'coalesced' : 'miss' };

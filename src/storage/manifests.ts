@@ -41,9 +41,16 @@ export class LocalManifestStore implements ManifestService {
   }
 
   async get(repository: RepositoryRef, digest: Digest): Promise<ManifestResult> {
+    const found = await this.find(repository, digest);
+    if (!found) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+    return found;
+  }
+
+  /** The manifest when this repository has it; undefined otherwise (no exception on the miss path). */
+  async find(repository: RepositoryRef, digest: Digest): Promise<ManifestResult | undefined> {
     const revision = await this.revision(repository, digest);
     const body = revision && await this.body(digest);
-    if (!revision || !body) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+    if (!revision || !body) return undefined;
     this.usage?.used(manifestRevisionPath(repository, parseDigest(digest)));
     return { manifest: { digest, mediaType: revision.mediaType, body }, cache: 'hit' };
   }
