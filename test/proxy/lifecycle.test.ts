@@ -74,14 +74,14 @@ test('offline: cached content is served, a miss says it is not cached and the mi
 test('maxStale bounds how old a tag served stale may be', async () => {
   const image = makeImage({ layerSizes: [1000] });
   fake.addImage('stale/app', 'v1', image);
-  const proxy = await proxyWith({ maxStale: '300ms' });
+  const proxy = await proxyWith({ maxStale: '2s' });
   assert.equal((await get(`${proxy.url}/v2/stale/app/manifests/v1`)).status, 200);
   const fault = fake.addFault({ path: '/v2/stale/app/manifests/v1' }, { status: { code: 500 } });
   try {
     const young = await get(`${proxy.url}/v2/stale/app/manifests/v1`);
     assert.equal(young.status, 200, 'a record younger than maxStale is served stale');
     assert.equal(young.headers['x-pullthrough-cache'], 'stale');
-    await new Promise((r) => setTimeout(r, 400));
+    await new Promise((r) => setTimeout(r, 2100));
     const old = await get(`${proxy.url}/v2/stale/app/manifests/v1`);
     assert.equal(old.status, 503, 'an older record is not');
     assert.equal(JSON.parse(old.body).errors[0].code, 'UNAVAILABLE');
