@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { resolveConfig } from '../src/config/load.js';
 import { createLogger } from '../src/config/logger.js';
 import { buildApp } from '../src/http/app.js';
-import { Mirror } from '../src/proxy/mirror.js';
+import { Mirror } from '../src/mirror.js';
 import { tempDir } from '../test/fixtures/tools.js';
 
 async function fill(root: string, count: number): Promise<void> {

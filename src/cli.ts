@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from './config/logger.js';
 import { buildApp } from './http/app.js';
-import { Mirror } from './proxy/mirror.js';
+import { Mirror } from './mirror.js';
 import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
 import { isReportedError, reportedExitCode } from './cli/errors.js';
 import { collect, warm, type WarmCommandOptions } from './cli/warm.js';

@@ -1,7 +1,7 @@
 import { ManifestParseError } from '../registry/imageManifest.js';
 import { RegistryError } from '../registry/errors.js';
-import { ReferenceSourceError } from '../proxy/references.js';
-import { BundleError } from '../storage/bundle.js';
+import { ReferenceSourceError } from '../warm/references.js';
+import { BundleError } from '../airgap/bundle.js';
 import { UsageError } from './warm.js';
 
 /** Errors the commands explain in one line, without a stack: the user's input or the bundle is at fault. */

@@ -1,5 +1,5 @@
 import { MultiBar, type SingleBar } from 'cli-progress';
-import type { WarmReporter, WarmResult } from '../proxy/warm.js';
+import type { WarmReporter, WarmResult } from '../warm/warm.js';
 import { formatBytes, formatDuration } from './format.js';
 
 /** A reporter that also has something to tidy up at the end. */

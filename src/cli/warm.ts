@@ -6,10 +6,10 @@ import { loadConfig } from '../config/load.js';
 import { createLogger } from '../config/logger.js';
 import { parsePlatforms } from '../registry/imageManifest.js';
 import type { Digest } from '../registry/digest.js';
-import { Mirror } from '../proxy/mirror.js';
-import { PINS_FILE, addStoredPins } from '../proxy/pins.js';
-import { formatLock, fromArguments, parseReferenceFile, type ReferenceEntry } from '../proxy/references.js';
-import { DEFAULT_RETRY, Warmer, type WarmResult } from '../proxy/warm.js';
+import { Mirror } from '../mirror.js';
+import { PINS_FILE, addStoredPins } from '../storage/pins.js';
+import { formatLock, fromArguments, parseReferenceFile, type ReferenceEntry } from '../warm/references.js';
+import { DEFAULT_RETRY, Warmer, type WarmResult } from '../warm/warm.js';
 import { formatBytes, formatTable } from './format.js';
 import { BarReporter, LineReporter, type ClosableReporter } from './progress.js';
 

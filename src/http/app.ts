@@ -1,6 +1,6 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { Mirror } from '../proxy/mirror.js';
+import type { Mirror } from '../mirror.js';
 import { registerErrorHandling } from './errors.js';
 import { registryRoutes } from './routes/registry.js';
 

@@ -9,7 +9,7 @@ import type { StorageDriver } from '../storage/driver.js';
 import { blobDataPath } from '../storage/layout.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
-import type { FillSource, ReplicaCoordinator, UploadFactory } from './replica.js';
+import type { FillSource, ReplicaCoordinator, UploadFactory } from './replicas/coordinator.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 

@@ -5,7 +5,7 @@
  */
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { formatLock, interpolate, parseReferenceFile, ReferenceSourceError } from '../../src/proxy/references.js';
+import { formatLock, interpolate, parseReferenceFile, ReferenceSourceError } from '../../src/warm/references.js';
 import { parseDigest } from '../../src/registry/digest.js';
 import { parsePlatforms, platformMatches } from '../../src/registry/imageManifest.js';
 

@@ -1,8 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
-import type { Mirror } from '../../proxy/mirror.js';
-import type { Route } from '../../proxy/routing.js';
+import type { Mirror } from '../../mirror.js';
+import type { Route } from '../../routing/router.js';
 import { countBytes, markCache } from '../context.js';
 import { parseRange } from '../range.js';
 

@@ -4,8 +4,8 @@ import { isDigestReference, parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
 import { acceptedManifestTypes } from '../../registry/mediaTypes.js';
 import { parseTag } from '../../registry/names.js';
-import type { Mirror } from '../../proxy/mirror.js';
-import type { Route } from '../../proxy/routing.js';
+import type { Mirror } from '../../mirror.js';
+import type { Route } from '../../routing/router.js';
 import { markCache } from '../context.js';
 
 /** True when `If-None-Match` names this digest (quoted or not, weak or not, or `*`). */

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { RegistryError } from '../../registry/errors.js';
-import type { Mirror } from '../../proxy/mirror.js';
+import type { Mirror } from '../../mirror.js';
 import { parseRegistryPath } from '../paths.js';
 import { serveBlob } from './blobs.js';
 import { serveManifest } from './manifests.js';

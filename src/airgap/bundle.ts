@@ -10,11 +10,11 @@ import { parseManifest, registryBlobs, type ParsedManifest } from '../registry/i
 import { MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../registry/mediaTypes.js';
 import type { Tag } from '../registry/names.js';
 import type { RepositoryRef } from '../registry/services.js';
-import type { LocalBlobStore } from './blobs.js';
-import type { FilesystemDriver } from './filesystem.js';
-import { UPLOADS_DIR, blobDataPath } from './layout.js';
-import type { LocalManifestStore } from './manifests.js';
-import type { LocalTagStore } from './tags.js';
+import type { LocalBlobStore } from '../storage/blobs.js';
+import type { FilesystemDriver } from '../storage/filesystem.js';
+import { UPLOADS_DIR, blobDataPath } from '../storage/layout.js';
+import type { LocalManifestStore } from '../storage/manifests.js';
+import type { LocalTagStore } from '../storage/tags.js';
 
 /**
  * Cached images as ONE OCI image layout tar (`oci-layout`, `index.json`,

@@ -5,14 +5,14 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
-import { createDigester, type ParsedDigest } from '../registry/digest.js';
-import { UpstreamUnavailable } from '../registry/errors.js';
-import type { ByteRange, CacheOutcome } from '../registry/services.js';
-import type { Upload } from '../storage/driver.js';
-import { blobDataPath, UPLOADS_DIR } from '../storage/layout.js';
-import type { BlobFill } from './fill.js';
-import { ChangeSignal, GrowingReader, READ_CHUNK, type GrowingSource } from './growingReader.js';
+import { OCTET_STREAM, type Descriptor } from '../../registry/descriptor.js';
+import { createDigester, type ParsedDigest } from '../../registry/digest.js';
+import { UpstreamUnavailable } from '../../registry/errors.js';
+import type { ByteRange, CacheOutcome } from '../../registry/services.js';
+import type { Upload } from '../../storage/driver.js';
+import { blobDataPath, UPLOADS_DIR } from '../../storage/layout.js';
+import type { BlobFill } from '../fill.js';
+import { ChangeSignal, GrowingReader, READ_CHUNK, type GrowingSource } from '../growingReader.js';
 import type { AcquireResult, FillLeases } from './lease.js';
 
 /**

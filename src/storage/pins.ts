@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Digest } from '../registry/digest.js';
 import type { RepositoryRef } from '../registry/services.js';
-import type { StorageDriver } from '../storage/driver.js';
-import type { ImageReference } from './routing.js';
+import type { StorageDriver } from './driver.js';
+import type { ImageReference } from '../routing/router.js';
 
 /**
  * Pins kept in the storage root (`<root>/pins.json`), beside the ones in the

@@ -10,7 +10,7 @@ import { parseTag, type Tag } from '../registry/names.js';
 import type { BlobHandle, ManifestService, RepositoryRef, TagService } from '../registry/services.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import type { ReferenceEntry } from './references.js';
-import type { ImageReference, UpstreamRouter } from './routing.js';
+import type { ImageReference, UpstreamRouter } from '../routing/router.js';
 
 /**
  * `pullthrough warm`: fill the cache with named images, ahead of the pulls

@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
-import { CachedBlobStatter } from '../cache/cachedStatter.js';
-import { RedisConnection } from '../cache/redis.js';
-import { RedisBlobDescriptorService } from '../cache/redisDescriptors.js';
-import { RedisTagRecords } from '../cache/redisTags.js';
-import type { RedisSettings } from '../config/load.js';
-import type { BlobDescriptorService, BlobStatter } from '../registry/services.js';
+import { CachedBlobStatter } from '../../cache/cachedStatter.js';
+import { RedisConnection } from '../../cache/redis.js';
+import { RedisBlobDescriptorService } from '../../cache/redisDescriptors.js';
+import { RedisTagRecords } from '../../cache/redisTags.js';
+import type { RedisSettings } from '../../config/load.js';
+import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
 import { FillLeases } from './lease.js';
-import { ReplicaCoordinator } from './replica.js';
-import type { SharedTagRecords } from './tags.js';
+import { ReplicaCoordinator } from './coordinator.js';
+import type { SharedTagRecords } from '../tags.js';
 
 /**
  * What Redis adds to a mirror, built in one place so the composition root

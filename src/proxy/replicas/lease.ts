@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { RedisConnection } from '../cache/redis.js';
-import type { Digest } from '../registry/digest.js';
-import { ERROR_STATUS, RegistryError, UpstreamUnavailable, type ErrorCode } from '../registry/errors.js';
+import type { RedisConnection } from '../../cache/redis.js';
+import type { Digest } from '../../registry/digest.js';
+import { ERROR_STATUS, RegistryError, UpstreamUnavailable, type ErrorCode } from '../../registry/errors.js';
 
 /**
  * Fill leases in Redis: which replica fetches a cold blob for all of them,

@@ -1,28 +1,28 @@
 import type { Logger } from 'pino';
-import { CachedBlobStatter } from '../cache/cachedStatter.js';
-import { MemoryBlobDescriptorService } from '../cache/memory.js';
-import type { ResolvedConfig } from '../config/load.js';
-import { LocalBlobStore, StorageBlobStatter } from '../storage/blobs.js';
-import { listCachedRepositories } from '../storage/catalog.js';
-import { FilesystemDriver } from '../storage/filesystem.js';
-import { LocalManifestStore } from '../storage/manifests.js';
-import { LocalTagStore } from '../storage/tags.js';
-import { Evictor } from '../storage/evictor.js';
-import { UsageRecorder } from '../storage/usage.js';
-import { ConfigError } from '../config/load.js';
-import type { Digest } from '../registry/digest.js';
-import type { RepositoryRef } from '../registry/services.js';
-import type { UpstreamAuthorizer } from '../upstream/auth/authorizer.js';
-import { authorizerFor as challengeAuthorizerFor } from '../upstream/auth/authorizerFor.js';
-import { UpstreamClient } from '../upstream/client.js';
-import type { UpstreamSettings } from '../config/load.js';
-import { ProxyBlobStore } from './blobs.js';
-import { ProxyManifestStore } from './manifests.js';
-import { PinsFile } from './pins.js';
-import { UpstreamRouter, type ImageReference } from './routing.js';
-import { ProxyTagService } from './tags.js';
+import { CachedBlobStatter } from './cache/cachedStatter.js';
+import { MemoryBlobDescriptorService } from './cache/memory.js';
+import type { ResolvedConfig } from './config/load.js';
+import { LocalBlobStore, StorageBlobStatter } from './storage/blobs.js';
+import { listCachedRepositories } from './storage/catalog.js';
+import { FilesystemDriver } from './storage/filesystem.js';
+import { LocalManifestStore } from './storage/manifests.js';
+import { LocalTagStore } from './storage/tags.js';
+import { Evictor } from './storage/evictor.js';
+import { UsageRecorder } from './storage/usage.js';
+import { ConfigError } from './config/load.js';
+import type { Digest } from './registry/digest.js';
+import type { RepositoryRef } from './registry/services.js';
+import type { UpstreamAuthorizer } from './upstream/auth/authorizer.js';
+import { authorizerFor as challengeAuthorizerFor } from './upstream/auth/authorizerFor.js';
+import { UpstreamClient } from './upstream/client.js';
+import type { UpstreamSettings } from './config/load.js';
+import { ProxyBlobStore } from './proxy/blobs.js';
+import { ProxyManifestStore } from './proxy/manifests.js';
+import { PinsFile } from './storage/pins.js';
+import { UpstreamRouter, type ImageReference } from './routing/router.js';
+import { ProxyTagService } from './proxy/tags.js';
 // Types only: ioredis and the replica code load when Redis is configured (Mirror.create), not in every process.
-import type { RedisServices } from './replicaServices.js';
+import type { RedisServices } from './proxy/replicas/services.js';
 
 export interface MirrorOptions {
   readonly config: ResolvedConfig;
@@ -58,7 +58,7 @@ export class Mirror {
   static async create(options: Omit<MirrorOptions, 'redis'>): Promise<Mirror> {
     const { config, logger } = options;
     if (!config.redis) return new Mirror(options);
-    const { RedisServices } = await import('./replicaServices.js');
+    const { RedisServices } = await import('./proxy/replicas/services.js');
     return new Mirror({ ...options, redis: new RedisServices(config.redis, config.storageRoot, logger) });
   }
 
