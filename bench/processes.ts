@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { resolveConfig } from '../src/config/load.js';
-import { parseDigest } from '../src/registry/digest.js';
+import { parseDigest, type Digest } from '../src/registry/digest.js';
 import { blobDataPath } from '../src/storage/layout.js';
 import { freePort, waitForHttp } from '../test/fixtures/net.js';
 import { registryConfig } from '../test/fixtures/registry.js';
@@ -162,7 +162,7 @@ export async function startPullthrough(options: PullthroughOptions): Promise<Pro
   const url = `http://127.0.0.1:${port}`;
   const spawned = await spawnServer(process.execPath, [...nodeFlags, CLI, 'serve', '--config', configPath], process.env,
     `${url}/v2/`, 'pullthrough');
-  return describe('pullthrough', port, root, dir, spawned, (digest) => join(root, blobDataPath(parseDigest(digest))));
+  return describe('pullthrough', port, root, dir, spawned, (digest) => join(root, blobDataPath(digest as Digest)));
 }
 
 /** This environment without `REGISTRY_*` variables (docker-registry reads them as config overrides). */

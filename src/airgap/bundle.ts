@@ -140,7 +140,7 @@ async function collect(storage: BundleStorage, image: ExportImage, digest: Diges
     return manifest;
   }
   for (const blob of registryBlobs(parsed)) {
-    const info = await storage.driver.stat(blobDataPath(parseDigest(blob.digest)));
+    const info = await storage.driver.stat(blobDataPath(blob.digest));
     if (!info) throw new BundleError(`${where} is not completely cached: blob ${blob.digest} is missing (warm it again)`);
     if (info.size !== blob.size) throw new BundleError(`${where}: cached blob ${blob.digest} has ${info.size} bytes, the manifest says ${blob.size}`);
     plan.blobs.set(blob.digest, blob.size);
@@ -202,7 +202,7 @@ function addEntry(pack: tar.Pack, name: string, body: Buffer): Promise<void> {
 
 /** Streams one blob from storage into the tar, hashing it: the size goes in the header, so it is known first. */
 async function addBlobEntry(storage: BundleStorage, pack: tar.Pack, digest: ParsedDigest, size: number): Promise<void> {
-  const source = await storage.driver.openReader(blobDataPath(digest));
+  const source = await storage.driver.openReader(blobDataPath(digest.digest));
   if (!source) throw new BundleError(`blob ${digest.digest} vanished from the cache during the export`);
   const hash = createHash(digest.algorithm);
   let finish!: (err?: Error | null) => void;
@@ -531,7 +531,7 @@ async function commit(
 
 /** Renames a verified temp file into place; resolves with the bytes added (0 when the blob was already there). */
 async function commitBlob(driver: FilesystemDriver, file: Staged): Promise<number> {
-  const target = join(driver.root, blobDataPath(file.digest));
+  const target = join(driver.root, blobDataPath(file.digest.digest));
   if (await stat(target).catch(() => undefined)) return 0;
   await mkdir(dirname(target), { recursive: true });
   await rename(file.path, target);

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { RedisSettings } from '../config/load.js';
+import type { RedisSettings } from '../config/settings.js';
 
 /** Longest pause between two reconnection attempts while Redis is away. */
 const MAX_RECONNECT_DELAY_MS = 2000;

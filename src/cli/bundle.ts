@@ -115,7 +115,7 @@ async function untaggedTopLevel(storage: BundleStorage, repository: RepositoryRe
     for (const hex of await storage.driver.list(`${dir}/${algorithm}`)) {
       try {
         const parsed = parseDigest(`${algorithm}:${hex}`);
-        if (await storage.driver.stat(manifestRevisionPath(repository, parsed))) revisions.push(parsed.digest);
+        if (await storage.driver.stat(manifestRevisionPath(repository, parsed.digest))) revisions.push(parsed.digest);
       } catch {
         // Not a revision record.
       }

@@ -7,7 +7,8 @@ import { createLogger } from '../config/logger.js';
 import { parsePlatforms } from '../registry/imageManifest.js';
 import type { Digest } from '../registry/digest.js';
 import { Mirror } from '../mirror.js';
-import { PINS_FILE, addStoredPins } from '../storage/pins.js';
+import { addStoredPins } from '../storage/pins.js';
+import { PINS_PATH } from '../storage/layout.js';
 import { formatLock, fromArguments, parseReferenceFile, type ReferenceEntry } from '../warm/references.js';
 import { DEFAULT_RETRY, Warmer, type WarmResult } from '../warm/warm.js';
 import { formatBytes, formatTable } from './format.js';
@@ -87,8 +88,9 @@ export async function warm(references: string[], options: WarmCommandOptions): P
   const ok = results.filter(isWarmed);
   const failed = results.length - ok.length;
   if (options.pin && ok.length > 0) {
-    await addStoredPins(mirror.driver, ok.map((r) => ({ pin: `${r.repository.upstream}/${r.repository.name}@${r.digest}`, reference: r.reference })));
-    process.stdout.write(`pinned ${ok.length} images in ${join(mirror.driver.root, PINS_FILE)}\n`);
+    const pins = ok.map((r) => ({ pin: `${r.repository.upstream}/${r.repository.name}@${r.digest}`, reference: r.reference }));
+    await addStoredPins(mirror.driver, pins, mirror.clock.now());
+    process.stdout.write(`pinned ${ok.length} images in ${join(config.storageRoot, PINS_PATH)}\n`);
   }
   if (options.lock) {
     // A lock is only ever complete: with a failed reference it would quietly lose an image.

@@ -3,67 +3,12 @@ import { resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import ms from 'ms';
 import { ConfigSchema, type Config, type RedisConfig, type UpstreamConfig } from './schema.js';
-import type { UpstreamCredentials } from '../upstream/auth/authorizer.js';
+import { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamSettings } from './settings.js';
+
+export { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamSettings } from './settings.js';
 
 /** The embedded default, shipped beside package.json. */
 export const DEFAULT_CONFIG_PATH = new URL('../../../proxy.config.json', import.meta.url);
-
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
-
-/** Per-upstream settings after defaults are applied and durations parsed. */
-export interface UpstreamSettings {
-  readonly name: string;
-  readonly url: URL;
-  readonly aliases: readonly string[];
-  readonly dockerHub: boolean;
-  readonly credentials: UpstreamCredentials | undefined;
-  readonly trustedRealms: readonly string[];
-  readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
-  readonly tagMaxAgeMs: number;
-  readonly detachedFillTimeoutMs: number;
-  readonly offline: boolean;
-  readonly notFoundTtlMs: number;
-  /** Infinity when unlimited. */
-  readonly maxStaleMs: number;
-}
-
-export interface StorageSettings {
-  readonly maxBytes: number | undefined;
-  readonly highWatermark: number;
-  readonly lowWatermark: number;
-  readonly maxIdleMs: number | undefined;
-  readonly evictionIntervalMs: number;
-  readonly evictionGraceMs: number;
-  readonly usageFlushIntervalMs: number;
-}
-
-export interface ResolvedConfig {
-  readonly listen: { readonly host: string; readonly port: number };
-  readonly storageRoot: string;
-  readonly storage: StorageSettings;
-  readonly pins: readonly string[];
-  readonly logLevel: string;
-  readonly cache: { readonly memoryEntries: number; readonly manifestMemoryBytes: number };
-  readonly upstreams: readonly UpstreamSettings[];
-  readonly defaultUpstream: string;
-  readonly shutdownGraceMs: number;
-  /** Undefined when no `redis` key is configured: memory and storage only, one process per storage root. */
-  readonly redis: RedisSettings | undefined;
-}
-
-/** The `redis` block with defaults applied and durations parsed. */
-export interface RedisSettings {
-  readonly url: string;
-  readonly keyPrefix: string;
-  readonly commandTimeoutMs: number;
-  readonly keyTtlMs: number;
-  readonly leaseTtlMs: number;
-}
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 const validate = ajv.compile<Config>(ConfigSchema);

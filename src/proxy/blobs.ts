@@ -1,30 +1,49 @@
 import type { Logger } from 'pino';
-import type { Descriptor } from '../registry/descriptor.js';
-import { OCTET_STREAM } from '../registry/descriptor.js';
-import { parseDigest, type Digest } from '../registry/digest.js';
+import type { Clock } from '../registry/clock.js';
+import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
+import { parseDigest, type Digest, type ParsedDigest } from '../registry/digest.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
-import type { BlobHandle, BlobStore, CacheOutcome, RepositoryRef } from '../registry/services.js';
+import { repositoryKey, type BlobHandle, type BlobStore, type CacheOutcome, type RepositoryRef } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
-import type { StorageDriver } from '../storage/driver.js';
-import { blobDataPath } from '../storage/layout.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
-import type { FillSource, ReplicaCoordinator, UploadFactory } from './replicas/coordinator.js';
+import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
-function repoKey(r: RepositoryRef): string {
-  return `${r.upstream}\0${r.name}`;
-}
-
-interface InFlight {
+/** A cold blob on its way in this process, and the repositories waiting for it. */
+class InFlight {
   /**
    * Resolves once the upstream answered with headers (or, with replicas, once
    * another replica's fill is found to follow); rejects on 404 or failure.
    */
-  readonly started: Promise<FillSource>;
-  /** Repositories the upstream confirmed this blob for: all are linked on commit. */
-  readonly repositories: Map<string, RepositoryRef>;
+  started!: Promise<FillSource>;
+  /** Repositories the upstream confirmed this blob for: all are linked by the commit. */
+  readonly repositories = new Map<string, RepositoryRef>();
+  /**
+   * Set when the commit has taken `repositories`: a repository confirmed
+   * after that is linked by its own request, once the fill is done.
+   */
+  sealed = false;
+
+  constructor(first: RepositoryRef) {
+    this.repositories.set(repositoryKey(first), first);
+  }
+
+  /** The repositories the commit links; from now on a newly confirmed one links itself. */
+  seal(): RepositoryRef[] {
+    this.sealed = true;
+    return [...this.repositories.values()];
+  }
+}
+
+export interface ProxyBlobStoreOptions {
+  readonly local: LocalBlobStore;
+  readonly upstreams: UpstreamLookup;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** With Redis: replicas on this storage root fetch each cold blob once between them. */
+  readonly coordinator?: FillCoordinator;
 }
 
 /**
@@ -37,26 +56,22 @@ interface InFlight {
  */
 export class ProxyBlobStore implements BlobStore {
   private readonly fills = new Map<Digest, InFlight>();
+  private readonly local: LocalBlobStore;
 
-  constructor(
-    private readonly local: LocalBlobStore,
-    private readonly driver: StorageDriver,
-    private readonly upstreams: UpstreamLookup,
-    private readonly logger: Logger,
-    /** With Redis: replicas on this storage root fetch each cold blob once between them. */
-    private readonly replicas?: ReplicaCoordinator,
-  ) {}
+  constructor(private readonly options: ProxyBlobStoreOptions) {
+    this.local = options.local;
+  }
 
   async stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined> {
     const local = await this.local.stat(repository, digest);
     if (local) return local;
     const inFlight = this.fills.get(digest);
-    if (inFlight?.repositories.has(repoKey(repository))) {
+    if (inFlight?.repositories.has(repositoryKey(repository))) {
       const fill = await inFlight.started.catch(() => undefined);
       if (fill?.size !== undefined) return { digest, size: fill.size, mediaType: OCTET_STREAM };
     }
     // A HEAD on a miss costs one upstream HEAD and stores nothing.
-    const head = await this.upstreams(repository.upstream).headBlob(repository.name, digest);
+    const head = await this.options.upstreams(repository.upstream).headBlob(repository.name, digest);
     if (!head) return undefined;
     const global = await this.local.statGlobal(digest);
     if (global) {
@@ -101,28 +116,33 @@ export class ProxyBlobStore implements BlobStore {
   async drain(timeoutMs: number): Promise<void> {
     const pending = [...this.fills.values()].map((f) => f.started.then((fill) => fill.done).catch(() => undefined));
     if (pending.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), timeoutMs); });
-    const outcome = await Promise.race([Promise.all(pending), timeout]);
-    clearTimeout(timer);
-    if (outcome === 'timeout') {
+    let timedOut = false;
+    const timer = this.options.clock.setTimeout(() => {
+      timedOut = true;
       for (const f of this.fills.values()) {
         void f.started.then((fill) => fill.abort(new UpstreamUnavailable('pullthrough is shutting down')), () => undefined);
       }
-      await Promise.all(pending);
-    }
+    }, timeoutMs);
+    await Promise.all(pending);
+    if (!timedOut) timer.cancel();
   }
 
   /** Asks the upstream whether `repository` has the blob; throws BLOB_UNKNOWN when not. */
   private async confirm(repository: RepositoryRef, digest: Digest): Promise<void> {
-    const head = await this.upstreams(repository.upstream).headBlob(repository.name, digest);
+    const head = await this.options.upstreams(repository.upstream).headBlob(repository.name, digest);
     if (!head) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
 
   private async follow(inFlight: InFlight, repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
-    const key = repoKey(repository);
+    const key = repositoryKey(repository);
     if (!inFlight.repositories.has(key)) {
       await this.confirm(repository, digest);
+      if (inFlight.sealed) {
+        // The commit has already taken its repositories: this one is linked here, and read from storage.
+        const descriptor = await (await inFlight.started).done;
+        await this.local.link(repository, descriptor);
+        return this.local.handle(descriptor, repository);
+      }
       inFlight.repositories.set(key, repository);
     }
     return this.fillHandle(await inFlight.started, 'coalesced');
@@ -130,32 +150,30 @@ export class ProxyBlobStore implements BlobStore {
 
   private start(repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
     const parsed = parseDigest(digest);
-    const repositories = new Map([[repoKey(repository), repository]]);
-    const started: Promise<FillSource> = this.replicas
-      ? this.replicas.claim(parsed, (createUpload) => this.open(repository, parsed, createUpload), () => this.confirm(repository, digest))
-      : this.open(repository, parsed);
-    const inFlight: InFlight = { started, repositories };
+    const inFlight = new InFlight(repository);
+    const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
+    inFlight.started = this.options.coordinator
+      ? this.options.coordinator.claim(parsed, {
+        fetch,
+        confirm: () => this.confirm(repository, digest),
+        record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
+      })
+      : fetch();
     this.fills.set(digest, inFlight);
+    const { started } = inFlight;
     started.then(
-      (fill) => fill.done.then(
-        (descriptor) => this.committed(descriptor, inFlight),
-        (err: Error) => this.logger.warn({ digest, upstream: repository.upstream, repository: repository.name, err: err.message }, 'blob fill failed'),
-      ),
+      (fill) => fill.done.catch((err: Error) => this.options.logger.warn(
+        { digest, upstream: repository.upstream, repository: repository.name, err: err.message }, 'blob fill failed')),
       () => undefined,
-    ).finally(() => {
-      this.fills.delete(digest);
-      void started.then((fill) => fill.retire?.(), () => undefined);
-    });
+    ).finally(() => this.fills.delete(digest));
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 
-  /** One upstream GET into a temp file; `createUpload` makes a temp file other replicas can find. */
-  private async open(
-    repository: RepositoryRef,
-    digest: ReturnType<typeof parseDigest>,
-    createUpload: UploadFactory = () => this.driver.createUpload(),
+  /** One upstream GET into an upload; `createUpload` makes one whose name other replicas are told. */
+  private async fetch(
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(),
   ): Promise<BlobFill> {
-    const client = this.upstreams(repository.upstream);
+    const client = this.options.upstreams(repository.upstream);
     const response = await client.getBlob(repository.name, digest.digest);
     if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
     let upload;
@@ -170,19 +188,11 @@ export class ProxyBlobStore implements BlobStore {
       expectedSize: response.size,
       body: response.body,
       upload,
-      commit: (u) => u.commit(blobDataPath(digest)),
+      commit: (u, descriptor) => this.local.commit(u, descriptor, inFlight.seal()),
+      openCommitted: (range) => this.local.open({ digest: digest.digest, size: 0, mediaType: OCTET_STREAM }, repository, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
+      clock: this.options.clock,
     });
-  }
-
-  /** Caches learn of the blob, then every confirmed repository is linked, before the fill leaves the map. */
-  private async committed(descriptor: Descriptor, inFlight: InFlight): Promise<void> {
-    try {
-      await this.local.committed(descriptor);
-      for (const repository of inFlight.repositories.values()) await this.local.link(repository, descriptor);
-    } catch (err) {
-      this.logger.error({ digest: descriptor.digest, err: (err as Error).message }, 'linking a committed blob failed');
-    }
   }
 
   private fillHandle(fill: FillSource, cache: CacheOutcome): BlobHandle {

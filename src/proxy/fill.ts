@@ -1,22 +1,15 @@
-import type { FileHandle } from 'node:fs/promises';
-import { Writable, type Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createDigester, type ParsedDigest } from '../registry/digest.js';
-import type { Descriptor } from '../registry/descriptor.js';
-import { OCTET_STREAM } from '../registry/descriptor.js';
+import type { Clock, Timer } from '../registry/clock.js';
+import { DigestVerifier, type ParsedDigest } from '../registry/digest.js';
+import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { ByteRange } from '../registry/services.js';
 import type { Upload } from '../storage/driver.js';
 import { ChangeSignal, GrowingReader, type GrowingSource } from './growingReader.js';
 
-/** Bytes buffered between the upstream socket and the temp file. */
+/** Bytes buffered between the upstream socket and the upload. */
 const SINK_BUFFER = 1024 * 1024;
-
-export class DigestMismatch extends RegistryError {
-  constructor(expected: string, actual: string) {
-    super('UPSTREAM_INVALID', 'upstream sent bytes that do not match the digest', { expected, actual });
-  }
-}
 
 export interface BlobFillOptions {
   readonly digest: ParsedDigest;
@@ -24,24 +17,40 @@ export interface BlobFillOptions {
   readonly expectedSize: number | undefined;
   readonly body: Readable;
   readonly upload: Upload;
-  /** Moves the verified temp file to its final place (Upload.commit with the blob's path). */
-  readonly commit: (upload: Upload) => Promise<void>;
+  /**
+   * The one storage commit of the verified upload (`LocalBlobStore.commit`:
+   * bytes into place, every cache tier, every repository linked, the
+   * evictor told). The fill is done only when it has returned.
+   */
+  readonly commit: (upload: Upload, descriptor: Descriptor) => Promise<void>;
+  /** Opens the committed blob, for a reader that arrives after the fill has let go of its upload. */
+  readonly openCommitted: (range?: ByteRange) => Promise<Readable>;
   /** How long the fill goes on once no reader is left. */
   readonly detachedTimeoutMs: number;
+  readonly clock: Clock;
 }
 
 type FillState = 'running' | 'committed' | 'failed';
 
 /**
- * One upstream fetch of one blob into a temp file, hashed as it is written,
+ * One upstream fetch of one blob into an upload, hashed as it is written,
  * and committed only if its size and digest match.
  *
- * Every client of the fill, the first one included, is a reader of the temp
- * file: the fill runs at the upstream's pace whatever the clients do, a
+ * Every client of the fill, the first one included, is a reader of the
+ * upload: the fill runs at the upstream's pace whatever the clients do, a
  * client that leaves does not stop it, and a client that arrives late reads
  * what is already written and follows the rest. Readers never see the last
- * byte before the fill is verified, so a fill that turns out wrong can only
- * ever give its clients an aborted response, never a complete wrong one.
+ * byte before the fill is verified and committed, so a fill that turns out
+ * wrong can only ever give its clients an aborted response, never a complete
+ * wrong one.
+ *
+ * The upload stays open while the fill runs and while any reader holds it;
+ * a reader takes hold in the same synchronous step in which it checks that
+ * the upload is open. A reader that comes once the fill has settled and let
+ * go reads the committed blob from storage instead. So no reader can ever
+ * read an upload that was closed under it, whatever the fill does meanwhile:
+ * commit, rename, close, or eviction of the committed blob (an open upload
+ * keeps its bytes).
  */
 export class BlobFill implements GrowingSource {
   readonly digest: ParsedDigest;
@@ -50,10 +59,8 @@ export class BlobFill implements GrowingSource {
   private bytesWritten = 0;
   private committedSize: number | undefined;
   private readers = 0;
-  /** The fill holds one reference to the temp file's handle until retired; each reader holds one. */
-  private handleRefs = 1;
-  private retired = false;
-  private detachTimer: NodeJS.Timeout | undefined;
+  private uploadOpen = true;
+  private detachTimer: Timer | undefined;
   private readonly signal = new ChangeSignal();
   readonly done: Promise<Descriptor>;
 
@@ -89,11 +96,12 @@ export class BlobFill implements GrowingSource {
   /** A stream of the fill's bytes, whole or a range; it errors if the fill fails. */
   reader(range?: ByteRange): Readable {
     if (this.failure) throw this.failure;
-    return new GrowingReader(this, range?.start ?? 0, range?.end);
-  }
-
-  private notify(): void {
-    this.signal.notify();
+    if (this.uploadOpen) return new GrowingReader(this, range?.start ?? 0, range?.end);
+    // Committed, and the upload is closed: the bytes are in storage now.
+    const open = this.options.openCommitted;
+    return Readable.from((async function* committed() {
+      yield* await open(range);
+    })(), { objectMode: false });
   }
 
   /** Resolves at the next write, commit or failure. */
@@ -101,60 +109,49 @@ export class BlobFill implements GrowingSource {
     return this.signal.wait();
   }
 
-  /** How far a reader may read now: all of it once verified, else all but the last byte. */
+  /** How far a reader may read now: all of it once committed, else all but the last byte. */
   readableLimit(): number {
     if (this.state === 'committed') return this.committedSize!;
     return Math.max(0, this.bytesWritten - 1);
   }
 
   /** @internal */
-  readAt(buffer: Buffer, position: number): Promise<{ bytesRead: number }> {
-    return this.options.upload.handle.read(buffer, 0, buffer.length, position);
+  async readAt(buffer: Buffer, position: number): Promise<{ bytesRead: number }> {
+    return { bytesRead: await this.options.upload.read(buffer, position) };
   }
 
-  /** @internal */
+  /** @internal Called by a reader's constructor, in the same step as `reader()` saw the upload open. */
   attach(): void {
     this.readers++;
-    this.handleRefs++;
-    if (this.detachTimer) clearTimeout(this.detachTimer);
+    this.detachTimer?.cancel();
     this.detachTimer = undefined;
   }
 
   /** @internal */
   detach(): void {
     this.readers--;
-    if (this.readers === 0) this.armDetachTimer();
-    this.release();
+    if (this.readers > 0) return;
+    if (this.state === 'running') this.armDetachTimer();
+    else this.closeUpload();
   }
 
   private armDetachTimer(): void {
     if (this.state !== 'running' || this.options.detachedTimeoutMs <= 0) return;
-    this.detachTimer = setTimeout(() => {
+    this.detachTimer = this.options.clock.setTimeout(() => {
       this.abort(new UpstreamUnavailable('blob fill abandoned: no client for the detached-fill timeout'));
     }, this.options.detachedTimeoutMs);
-    this.detachTimer.unref();
   }
 
-  /**
-   * The store no longer hands this fill to new requests. Until then the fill
-   * keeps its temp file open, even after it finished: a request can join a
-   * committed fill in the moment before the store has linked the blob and
-   * let go of it, and must still be able to read.
-   */
-  retire(): void {
-    if (this.retired) return;
-    this.retired = true;
-    this.release();
-  }
-
-  private release(): void {
-    if (--this.handleRefs === 0) void this.options.upload.close();
+  /** Once the fill has settled and no reader holds it: later readers go to storage. */
+  private closeUpload(): void {
+    if (!this.uploadOpen) return;
+    this.uploadOpen = false;
+    void this.options.upload.close();
   }
 
   private async run(): Promise<Descriptor> {
     const { body, upload, expectedSize } = this.options;
-    const hash = createDigester(this.digest.algorithm);
-    const handle = upload.handle;
+    const verifier = new DigestVerifier(this.digest);
     const sink = new Writable({
       highWaterMark: SINK_BUFFER,
       writev: (chunks, callback) => {
@@ -164,10 +161,10 @@ export class BlobFill implements GrowingSource {
           callback(new UpstreamUnavailable('upstream sent more bytes than it announced'));
           return;
         }
-        for (const b of buffers) hash.update(b);
-        writeAll(handle, buffers, this.bytesWritten).then(() => {
+        for (const b of buffers) verifier.update(b);
+        upload.write(buffers, this.bytesWritten).then(() => {
           this.bytesWritten += length;
-          this.notify();
+          this.signal.notify();
           callback();
         }, callback);
       },
@@ -177,12 +174,12 @@ export class BlobFill implements GrowingSource {
       if (expectedSize !== undefined && this.bytesWritten !== expectedSize) {
         throw new UpstreamUnavailable(`upstream sent ${this.bytesWritten} of ${expectedSize} bytes`);
       }
-      const actual = `${this.digest.algorithm}:${hash.digest('hex')}`;
-      if (actual !== this.digest.digest) throw new DigestMismatch(this.digest.digest, actual);
-      await this.options.commit(upload);
+      verifier.check();
+      const descriptor: Descriptor = { digest: this.digest.digest, size: this.bytesWritten, mediaType: OCTET_STREAM };
+      await this.options.commit(upload, descriptor);
       this.committedSize = this.bytesWritten;
       this.state = 'committed';
-      return { digest: this.digest.digest, size: this.bytesWritten, mediaType: OCTET_STREAM };
+      return descriptor;
     } catch (err) {
       this.state = 'failed';
       this.failure = err instanceof RegistryError ? err
@@ -191,33 +188,9 @@ export class BlobFill implements GrowingSource {
       await upload.discard();
       throw this.failure;
     } finally {
-      if (this.detachTimer) clearTimeout(this.detachTimer);
-      this.notify();
+      this.detachTimer?.cancel();
+      if (this.readers === 0) this.closeUpload();
+      this.signal.notify();
     }
   }
-}
-
-/** Writes every byte of `buffers` at `position` (positional writes: readers read concurrently). */
-async function writeAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
-  let pending = buffers;
-  let at = position;
-  while (pending.length > 0) {
-    const { bytesWritten } = await handle.writev(pending, at);
-    at += bytesWritten;
-    pending = skipBytes(pending, bytesWritten);
-  }
-}
-
-function skipBytes(buffers: Buffer[], count: number): Buffer[] {
-  let left = count;
-  const rest: Buffer[] = [];
-  for (const b of buffers) {
-    if (left >= b.length) {
-      left -= b.length;
-    } else {
-      rest.push(left > 0 ? b.subarray(left) : b);
-      left = 0;
-    }
-  }
-  return rest;
 }

@@ -47,3 +47,60 @@ export function createDigester(algorithm: DigestAlgorithm): Hash {
 export function digestOf(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): Digest {
   return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}` as Digest;
 }
+
+/**
+ * Hashes bytes as they stream past and says whether they are the content a
+ * digest names: the one place where a fill, a replica follower, an import
+ * and an export check what they read. `check` throws `DigestMismatch`.
+ */
+export class DigestVerifier {
+  private hash: Hash;
+  private count = 0;
+
+  constructor(readonly expected: ParsedDigest) {
+    this.hash = createHash(expected.algorithm);
+  }
+
+  update(chunk: Uint8Array): void {
+    this.hash.update(chunk);
+    this.count += chunk.length;
+  }
+
+  /** Bytes hashed so far. */
+  get bytes(): number {
+    return this.count;
+  }
+
+  /** The digest of what was hashed so far (the verifier goes on). */
+  current(): string {
+    return `${this.expected.algorithm}:${this.hash.copy().digest('hex')}`;
+  }
+
+  /** The hex of what was hashed so far, for comparing a prefix of two sources. */
+  prefixHex(): string {
+    return this.hash.copy().digest('hex');
+  }
+
+  /** Starts again from zero bytes. */
+  reset(): void {
+    this.hash = createHash(this.expected.algorithm);
+    this.count = 0;
+  }
+
+  matches(): boolean {
+    return this.current() === this.expected.digest;
+  }
+
+  /** Throws `DigestMismatch` unless the bytes hashed are exactly the digest's content. */
+  check(): void {
+    const actual = this.current();
+    if (actual !== this.expected.digest) throw new DigestMismatch(this.expected.digest, actual);
+  }
+}
+
+/** Bytes that do not hash to the digest they were asked for. */
+export class DigestMismatch extends RegistryError {
+  constructor(expected: string, actual: string) {
+    super('UPSTREAM_INVALID', 'upstream sent bytes that do not match the digest', { expected, actual });
+  }
+}

@@ -17,6 +17,19 @@ export interface RepositoryRef {
   readonly name: RepositoryName;
 }
 
+/**
+ * The one in-process key of a repository, and of something in it (a tag, a
+ * digest): names hold no NUL, so the parts cannot run into each other. Every
+ * memory cache, single-flight and in-flight map keys by these.
+ */
+export function repositoryKey(r: RepositoryRef): string {
+  return `${r.upstream}\0${r.name}`;
+}
+
+export function repositoryItemKey(r: RepositoryRef, item: string): string {
+  return `${r.upstream}\0${r.name}\0${item}`;
+}
+
 /** Where a descriptor lookup applies: the digest exists at all, or it is linked into one repository. */
 export type Scope =
   | { readonly kind: 'global' }

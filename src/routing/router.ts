@@ -1,4 +1,4 @@
-import type { UpstreamSettings } from '../config/load.js';
+import type { UpstreamSettings } from '../config/settings.js';
 import { RegistryError } from '../registry/errors.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { parseRepositoryName, parseTag, type RepositoryName, type Tag } from '../registry/names.js';

@@ -1,12 +1,12 @@
+import type { Readable } from 'node:stream';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
-import { parseDigest, type Digest } from '../registry/digest.js';
+import type { Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import {
   GLOBAL_SCOPE, repositoryScope,
   type BlobDescriptorService, type BlobHandle, type BlobStatter, type BlobStore, type ByteRange, type RepositoryRef, type Scope,
 } from '../registry/services.js';
-import type { Readable } from 'node:stream';
-import type { StorageDriver } from './driver.js';
+import type { StorageDriver, Upload } from './driver.js';
 import type { UsageRecorder } from './usage.js';
 import { blobDataPath, layerLinkPath } from './layout.js';
 
@@ -19,37 +19,77 @@ export class StorageBlobStatter implements BlobStatter {
   constructor(private readonly driver: StorageDriver) {}
 
   async stat(scope: Scope, digest: Digest): Promise<Descriptor | undefined> {
-    const parsed = parseDigest(digest);
     if (scope.kind === 'repository') {
-      const link = await this.driver.stat(layerLinkPath(scope.repository, parsed));
+      const link = await this.driver.stat(layerLinkPath(scope.repository, digest));
       if (!link) return undefined;
     }
-    const data = await this.driver.stat(blobDataPath(parsed));
+    const data = await this.driver.stat(blobDataPath(digest));
     return data ? { digest, size: data.size, mediaType: OCTET_STREAM } : undefined;
   }
+}
+
+export interface LocalBlobStoreOptions {
+  readonly driver: StorageDriver;
+  /** The cached statter: memory (and Redis) in front of `StorageBlobStatter`. */
+  readonly descriptors: BlobDescriptorService;
+  /** Notes each read, for least-recently-used eviction. */
+  readonly usage?: UsageRecorder;
+  /** Told of every blob whose bytes a commit added (the evictor's size estimate). */
+  readonly onCommitted?: (descriptor: Descriptor) => void;
 }
 
 /**
  * Blobs in local storage. `stat` and `get` answer only for blobs linked into
  * the repository; the proxy decides what to do about the rest.
  */
-export interface LocalBlobStoreOptions {
-  /** Notes each read, for least-recently-used eviction. */
-  readonly usage?: UsageRecorder;
-  /** Told of every committed blob (the evictor's size estimate). */
-  readonly onCommitted?: (descriptor: Descriptor) => void;
-}
-
 export class LocalBlobStore implements BlobStore {
   /** Open readers per digest: eviction never removes a blob being read. */
   private readonly readers = new Map<Digest, number>();
+  private readonly driver: StorageDriver;
+  /** Every descriptor tier, for commits, evictions and lookups. */
+  readonly descriptors: BlobDescriptorService;
 
-  constructor(
-    private readonly driver: StorageDriver,
-    /** The cached statter: memory (and Redis) in front of `StorageBlobStatter`. */
-    readonly descriptors: BlobDescriptorService,
-    private readonly options: LocalBlobStoreOptions = {},
-  ) {}
+  constructor(private readonly options: LocalBlobStoreOptions) {
+    this.driver = options.driver;
+    this.descriptors = options.descriptors;
+  }
+
+  /**
+   * The one commit of a verified upload (Distribution's `blobWriter.Commit`):
+   * moves the bytes into place, records the descriptor in every cache tier,
+   * links every repository given, and tells the evictor. When it returns the
+   * blob is served under each of those repositories; a caller that streams
+   * the upload's bytes lets its readers have the last byte only then.
+   *
+   * A blob already in storage (content-addressed: the same bytes) is kept,
+   * and the upload discarded.
+   */
+  async commit(upload: Upload, descriptor: Descriptor, repositories: Iterable<RepositoryRef>): Promise<void> {
+    const path = blobDataPath(descriptor.digest);
+    const existing = await this.driver.stat(path);
+    if (existing?.size === descriptor.size) {
+      await upload.discard();
+    } else {
+      await upload.commit(path);
+      this.options.onCommitted?.(descriptor);
+    }
+    await this.recordCommitted(descriptor, repositories);
+  }
+
+  /**
+   * The rest of a commit, for bytes another process moved into place (a
+   * replica on the same root): the cache tiers learn of the blob and every
+   * repository is linked.
+   */
+  async recordCommitted(descriptor: Descriptor, repositories: Iterable<RepositoryRef>): Promise<void> {
+    await this.descriptors.setDescriptor(GLOBAL_SCOPE, descriptor.digest, descriptor);
+    for (const repository of repositories) await this.link(repository, descriptor);
+  }
+
+  /** A new upload for a fill, on the same storage as the blobs. */
+  createUpload(): Promise<Upload> {
+    return this.driver.createUpload();
+  }
 
   /** True while a reader has this blob open. */
   isReading(digest: Digest): boolean {
@@ -79,31 +119,28 @@ export class LocalBlobStore implements BlobStore {
 
   /** A handle on a blob known to exist; opening it re-checks, since eviction may have removed it. */
   handle(descriptor: Descriptor, repository: RepositoryRef): BlobHandle {
-    const path = blobDataPath(parseDigest(descriptor.digest));
     return {
       digest: descriptor.digest,
       size: descriptor.size,
       cache: 'hit',
       knownSize: async () => descriptor.size,
-      open: async (range?: ByteRange) => {
-        const stream = await this.driver.openReader(path, range);
-        if (stream) return this.track(descriptor.digest, path, stream);
-        await this.forget(repository, descriptor.digest);
-        throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: descriptor.digest });
-      },
+      open: (range?: ByteRange) => this.open(descriptor, repository, range),
     };
+  }
+
+  /** Streams a committed blob, whole or a range; BLOB_UNKNOWN (and forgotten) when it vanished. */
+  async open(descriptor: Descriptor, repository: RepositoryRef, range?: ByteRange): Promise<Readable> {
+    const path = blobDataPath(descriptor.digest);
+    const stream = await this.driver.openReader(path, range);
+    if (stream) return this.track(descriptor.digest, path, stream);
+    await this.forget(repository, descriptor.digest);
+    throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: descriptor.digest });
   }
 
   /** Records that `repository` may use this blob (which must already be in storage). */
   async link(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
-    await this.driver.putContent(layerLinkPath(repository, parseDigest(descriptor.digest)), descriptor.digest);
+    await this.driver.putContent(layerLinkPath(repository, descriptor.digest), descriptor.digest);
     await this.descriptors.setDescriptor(repositoryScope(repository), descriptor.digest, descriptor);
-  }
-
-  /** Tells the caches that a blob was just committed to storage. */
-  async committed(descriptor: Descriptor): Promise<void> {
-    await this.descriptors.setDescriptor(GLOBAL_SCOPE, descriptor.digest, descriptor);
-    this.options.onCommitted?.(descriptor);
   }
 
   private track(digest: Digest, path: string, stream: Readable): Readable {

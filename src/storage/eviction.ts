@@ -20,6 +20,8 @@ export interface EvictionPolicy {
   readonly isPinned: (repository: RepositoryRef, tags: readonly string[], digest: Digest) => boolean;
   /** Blobs being read or filled in this process. */
   readonly inUse: (digest: Digest) => boolean;
+  /** Called before each run: loads what `isPinned` reads (the pins file). */
+  readonly prepare?: () => Promise<void>;
 }
 
 /** An image as eviction sees it: a top-level manifest, its children, its tags, its blobs. */
@@ -89,9 +91,9 @@ export function referencedDigests(body: Buffer): Digest[] {
  * is touched, and every removal is of a whole file.
  */
 export async function collectGarbage(
-  driver: StorageDriver, policy: EvictionPolicy, options: { dryRun: boolean; now?: number; hooks?: EvictionHooks },
+  driver: StorageDriver, policy: EvictionPolicy, options: { dryRun: boolean; now: number; hooks?: EvictionHooks },
 ): Promise<EvictionReport> {
-  const now = options.now ?? Date.now();
+  const now = options.now;
   const blobs = await scanBlobs(driver);
   const repositories = await scanRepositories(driver);
   const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository)))).flat();
@@ -146,11 +148,11 @@ export async function collectGarbage(
   for (const [digest] of doomedBlobs) {
     // Checked again: a pull may have started on it since the scan.
     if (policy.inUse(digest)) continue;
-    const info = await driver.stat(blobDataPath(parseDigest(digest)));
+    const info = await driver.stat(blobDataPath(digest));
     if (info && recent(info.modifiedMs)) continue;
     const linked = linksByDigest.get(digest) ?? [];
-    for (const repository of linked) await driver.delete(layerLinkPath(repository, parseDigest(digest)));
-    await driver.delete(blobDataPath(parseDigest(digest)).replace(/\/data$/, ''));
+    for (const repository of linked) await driver.delete(layerLinkPath(repository, digest));
+    await driver.delete(blobDataPath(digest).replace(/\/data$/, ''));
     await options.hooks?.blobRemoved?.(digest, linked);
   }
   return report;
@@ -159,7 +161,7 @@ export async function collectGarbage(
 async function removeUnit(driver: StorageDriver, unit: Unit, hooks: EvictionHooks | undefined): Promise<void> {
   for (const tag of unit.tags) await driver.delete(tagPath(unit.repository, tag));
   for (const digest of unit.manifests) {
-    await driver.delete(manifestRevisionPath(unit.repository, parseDigest(digest)));
+    await driver.delete(manifestRevisionPath(unit.repository, digest));
     await hooks?.manifestRemoved?.(unit.repository, digest);
   }
 }
@@ -217,8 +219,8 @@ async function digestsIn(driver: StorageDriver, dir: string): Promise<Digest[]> 
 async function scanUnits(driver: StorageDriver, repository: RepositoryRef): Promise<Unit[]> {
   const revisions = new Map<Digest, { lastUsed: number; references: Digest[] }>();
   for (const digest of await digestsIn(driver, `${repositoryPath(repository)}/_manifests/revisions`)) {
-    const info = await driver.stat(manifestRevisionPath(repository, parseDigest(digest)));
-    const body = await driver.getContent(blobDataPath(parseDigest(digest)));
+    const info = await driver.stat(manifestRevisionPath(repository, digest));
+    const body = await driver.getContent(blobDataPath(digest));
     if (info) revisions.set(digest, { lastUsed: info.modifiedMs, references: body ? referencedDigests(body) : [] });
   }
   const tagsByDigest = new Map<Digest, string[]>();

@@ -1,7 +1,20 @@
 import type { Logger } from 'pino';
+import type { Clock, Timer } from '../registry/clock.js';
 import type { StorageDriver } from './driver.js';
 import { collectGarbage, type EvictionHooks, type EvictionPolicy, type EvictionReport } from './eviction.js';
 import type { UsageRecorder } from './usage.js';
+
+export interface EvictorOptions {
+  readonly driver: StorageDriver;
+  readonly policy: EvictionPolicy;
+  /** Flushed before each run, so last-use times are current. */
+  readonly usage: UsageRecorder;
+  readonly hooks: EvictionHooks;
+  readonly logger: Logger;
+  /** How often a run happens in the background. */
+  readonly intervalMs: number;
+  readonly clock: Clock;
+}
 
 /**
  * Keeps the cache under its size cap in the background: a run every
@@ -13,16 +26,12 @@ export class Evictor {
   private estimate: number | undefined;
   private running: Promise<void> | undefined;
   private again = false;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
+  private readonly policy: EvictionPolicy;
 
-  constructor(
-    private readonly driver: StorageDriver,
-    private readonly policy: EvictionPolicy,
-    private readonly usage: UsageRecorder,
-    private readonly hooks: EvictionHooks,
-    private readonly logger: Logger,
-    private readonly intervalMs: number,
-  ) {}
+  constructor(private readonly options: EvictorOptions) {
+    this.policy = options.policy;
+  }
 
   get enabled(): boolean {
     return this.policy.maxBytes !== undefined || this.policy.maxIdleMs !== undefined;
@@ -30,8 +39,7 @@ export class Evictor {
 
   start(): void {
     if (!this.enabled) return;
-    this.timer = setInterval(() => this.trigger(), this.intervalMs);
-    this.timer.unref();
+    this.timer = this.options.clock.setInterval(() => this.trigger(), this.options.intervalMs);
     setImmediate(() => this.trigger());
   }
 
@@ -61,8 +69,7 @@ export class Evictor {
   /** One run now, on demand (`pullthrough gc`): reports what goes, and with `dryRun` removes nothing. */
   async collect(dryRun: boolean): Promise<EvictionReport> {
     await this.idle();
-    await this.usage.flush();
-    return collectGarbage(this.driver, this.policy, { dryRun, hooks: this.hooks });
+    return this.collectNow(dryRun);
   }
 
   /** Resolves when no run is in progress (tests, shutdown). */
@@ -71,21 +78,27 @@ export class Evictor {
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.cancel();
     this.timer = undefined;
     await this.idle();
   }
 
   private async run(): Promise<void> {
     try {
-      await this.usage.flush();
-      const report: EvictionReport = await collectGarbage(this.driver, this.policy, { dryRun: false, hooks: this.hooks });
+      const report = await this.collectNow(false);
       this.estimate = report.totalBytes - report.freedBytes;
       if (report.removedBlobs > 0 || report.removedImages.length > 0) {
-        this.logger.info({ freedBytes: report.freedBytes, removedImages: report.removedImages, removedBlobs: report.removedBlobs, bytes: this.estimate }, 'evicted');
+        this.options.logger.info({ freedBytes: report.freedBytes, removedImages: report.removedImages, removedBlobs: report.removedBlobs, bytes: this.estimate }, 'evicted');
       }
     } catch (err) {
-      this.logger.error({ err }, 'eviction run failed');
+      this.options.logger.error({ err }, 'eviction run failed');
     }
+  }
+
+  private async collectNow(dryRun: boolean): Promise<EvictionReport> {
+    const { driver, usage, hooks, clock } = this.options;
+    await usage.flush();
+    await this.policy.prepare?.();
+    return collectGarbage(driver, this.policy, { dryRun, hooks, now: clock.now() });
   }
 }

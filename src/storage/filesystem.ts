@@ -1,10 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { FileInfo, StorageDriver, Upload } from './driver.js';
-import { UPLOADS_DIR } from './layout.js';
+import type { FileInfo, FileReader, StorageDriver, Upload } from './driver.js';
+import { UPLOADS_DIR, newUploadName, uploadPath } from './layout.js';
 
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
@@ -13,6 +12,10 @@ function isMissing(err: unknown): boolean {
 
 /** Streams read in 1 MiB chunks: fewer syscalls and event-loop turns per blob (the bench measured 2.3× the MB/s of 256 KiB for a cached blob). */
 const READ_CHUNK = 1024 * 1024;
+
+function fileId(info: { dev: number; ino: number }): string {
+  return `${info.dev}:${info.ino}`;
+}
 
 /**
  * The filesystem driver. All writes go through a temp file in `_uploads`
@@ -23,28 +26,8 @@ export class FilesystemDriver implements StorageDriver {
 
   constructor(readonly root: string) {}
 
-  /** Creates the root and the uploads directory; never walks the tree. */
   async init(): Promise<void> {
     await this.ensureDir(join(this.root, UPLOADS_DIR));
-  }
-
-  /**
-   * Removes temp files of fills that died with their process. With several
-   * processes on one root, only files untouched for `olderThanMs` go, since a
-   * live fill writes more often than its body-idle timeout.
-   */
-  async sweepUploads(olderThanMs: number, now = Date.now()): Promise<number> {
-    const dir = join(this.root, UPLOADS_DIR);
-    let removed = 0;
-    for (const name of await readdir(dir).catch(() => [] as string[])) {
-      const path = join(dir, name);
-      const info = await stat(path).catch(() => undefined);
-      if (info && now - info.mtimeMs >= olderThanMs) {
-        await rm(path, { recursive: true, force: true });
-        removed++;
-      }
-    }
-    return removed;
   }
 
   private full(path: string): string {
@@ -71,7 +54,7 @@ export class FilesystemDriver implements StorageDriver {
   async putContent(path: string, content: Uint8Array | string): Promise<void> {
     const upload = await this.createUpload();
     try {
-      await upload.handle.writeFile(content);
+      await upload.write([typeof content === 'string' ? Buffer.from(content) : Buffer.from(content.buffer, content.byteOffset, content.byteLength)], 0);
       await upload.commit(path);
     } catch (err) {
       await upload.discard();
@@ -84,7 +67,7 @@ export class FilesystemDriver implements StorageDriver {
   async stat(path: string): Promise<FileInfo | undefined> {
     try {
       const info = await stat(this.full(path));
-      return { size: info.size, modifiedMs: info.mtimeMs, isDirectory: info.isDirectory() };
+      return { size: info.size, modifiedMs: info.mtimeMs, isDirectory: info.isDirectory(), id: fileId(info) };
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
@@ -92,15 +75,31 @@ export class FilesystemDriver implements StorageDriver {
   }
 
   async openReader(path: string, range?: { start: number; end: number }): Promise<Readable | undefined> {
-    let handle: FileHandle;
+    const handle = await this.openHandle(path);
+    // Opened before the caller answers, so a file that vanished is a clean miss, not a broken response.
+    if (!handle) return undefined;
+    return createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+  }
+
+  async openFile(path: string): Promise<FileReader | undefined> {
+    const handle = await this.openHandle(path);
+    if (!handle) return undefined;
+    const id = fileId(await handle.stat());
+    return {
+      id,
+      read: async (buffer, position) => (await handle.read(buffer, 0, buffer.length, position)).bytesRead,
+      size: async () => (await handle.stat()).size,
+      close: () => handle.close().catch(() => undefined),
+    };
+  }
+
+  private async openHandle(path: string): Promise<FileHandle | undefined> {
     try {
-      // Opened before the caller answers, so a file that vanished is a clean miss, not a broken response.
-      handle = await open(this.full(path), constants.O_RDONLY);
+      return await open(this.full(path), constants.O_RDONLY);
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
     }
-    return createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
   }
 
   async list(path: string): Promise<string[]> {
@@ -116,35 +115,69 @@ export class FilesystemDriver implements StorageDriver {
     await rm(this.full(path), { recursive: true, force: true });
   }
 
+  async touch(paths: Iterable<string>, timeMs: number): Promise<void> {
+    const time = new Date(timeMs);
+    for (const path of paths) await utimes(this.full(path), time, time).catch(() => undefined);
+  }
+
   async createUpload(): Promise<Upload> {
-    const tempPath = join(this.root, UPLOADS_DIR, `${Date.now().toString(36)}-${randomUUID()}`);
+    const name = newUploadName();
+    const tempPath = this.full(uploadPath(name));
     await this.ensureDir(dirname(tempPath));
     const handle = await open(tempPath, 'w+', 0o644);
-    return new FilesystemUpload(handle, tempPath, (path, force) => this.ensureDir(dirname(this.full(path)), force), (p) => this.full(p));
+    return new FilesystemUpload({
+      name,
+      handle,
+      tempPath,
+      prepare: (path, force) => this.ensureDir(dirname(this.full(path)), force),
+      resolvePath: (p) => this.full(p),
+    });
   }
 }
 
+interface FilesystemUploadOptions {
+  readonly name: string;
+  readonly handle: FileHandle;
+  readonly tempPath: string;
+  /** Creates the destination's parent directory. */
+  readonly prepare: (path: string, force: boolean) => Promise<void>;
+  readonly resolvePath: (path: string) => string;
+}
+
 class FilesystemUpload implements Upload {
+  readonly name: string;
   private closed = false;
   private gone = false;
 
-  constructor(
-    readonly handle: FileHandle,
-    private readonly tempPath: string,
-    private readonly prepare: (path: string, force: boolean) => Promise<void>,
-    private readonly resolvePath: (path: string) => string,
-  ) {}
+  constructor(private readonly options: FilesystemUploadOptions) {
+    this.name = options.name;
+  }
+
+  async write(chunks: readonly Buffer[], position: number): Promise<void> {
+    let pending = chunks;
+    let at = position;
+    while (pending.length > 0) {
+      const { bytesWritten } = await this.options.handle.writev(pending as Buffer[], at);
+      at += bytesWritten;
+      pending = skipBytes(pending, bytesWritten);
+    }
+  }
+
+  async read(buffer: Buffer, position: number): Promise<number> {
+    return (await this.options.handle.read(buffer, 0, buffer.length, position)).bytesRead;
+  }
 
   async commit(path: string): Promise<void> {
-    await this.handle.sync();
-    await this.prepare(path, false);
+    const { handle, prepare, tempPath, resolvePath } = this.options;
+    await handle.sync();
+    await prepare(path, false);
     try {
-      await rename(this.tempPath, this.resolvePath(path));
+      await rename(tempPath, resolvePath(path));
     } catch (err) {
       if (!isMissing(err)) throw err;
       // The directory was removed (eviction) after we remembered it: create it again.
-      await this.prepare(path, true);
-      await rename(this.tempPath, this.resolvePath(path));
+      await prepare(path, true);
+      await rename(tempPath, resolvePath(path));
     }
     this.gone = true;
   }
@@ -152,12 +185,27 @@ class FilesystemUpload implements Upload {
   async discard(): Promise<void> {
     if (this.gone) return;
     this.gone = true;
-    await unlink(this.tempPath).catch(() => undefined);
+    await unlink(this.options.tempPath).catch(() => undefined);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.handle.close().catch(() => undefined);
+    await this.options.handle.close().catch(() => undefined);
   }
+}
+
+/** What is left of `buffers` after the first `count` bytes. */
+function skipBytes(buffers: readonly Buffer[], count: number): Buffer[] {
+  let left = count;
+  const rest: Buffer[] = [];
+  for (const b of buffers) {
+    if (left >= b.length) {
+      left -= b.length;
+    } else {
+      rest.push(left > 0 ? b.subarray(left) : b);
+      left = 0;
+    }
+  }
+  return rest;
 }

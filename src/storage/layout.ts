@@ -1,4 +1,5 @@
-import type { ParsedDigest } from '../registry/digest.js';
+import { randomUUID } from 'node:crypto';
+import type { Digest } from '../registry/digest.js';
 import type { RepositoryRef } from '../registry/services.js';
 
 /**
@@ -8,34 +9,114 @@ import type { RepositoryRef } from '../registry/services.js';
  *   repositories/<upstream>/<repo>/_layers/<alg>/<hex>        link: blob usable in this repository
  *   repositories/<upstream>/<repo>/_manifests/revisions/<alg>/<hex>   link + media type
  *   repositories/<upstream>/<repo>/_manifests/tags/<tag>      tag record (JSON)
- *   _uploads/<random>                                         in-flight fills
+ *   _uploads/<uuid>                                           in-flight fills and staged imports
+ *   pins.json                                                 pins written by `warm --pin`
  *
  * Every argument has passed the name, tag or digest grammar, so no path
- * here can climb out of the root.
+ * here can climb out of the root. Nothing else builds or edits a path.
  */
 export const UPLOADS_DIR = '_uploads';
 export const REPOSITORIES_DIR = 'repositories';
+export const BLOBS_DIR = 'blobs';
+export const PINS_PATH = 'pins.json';
 
-export function blobDataPath(d: ParsedDigest): string {
-  return `blobs/${d.algorithm}/${d.hex.slice(0, 2)}/${d.hex}/data`;
+/** Directory names inside a repository; anything else below `repositories/` is a name component. */
+export const LAYERS_DIR = '_layers';
+export const MANIFESTS_DIR = '_manifests';
+
+/**
+ * The parts of a validated digest. A `Digest` passed the grammar once, at
+ * the edge, so this is a split, not a second parse.
+ */
+export function digestParts(digest: Digest): { algorithm: string; hex: string } {
+  const colon = digest.indexOf(':');
+  return { algorithm: digest.slice(0, colon), hex: digest.slice(colon + 1) };
 }
 
-export function repositoryPath(r: RepositoryRef): string {
-  return `${REPOSITORIES_DIR}/${r.upstream}/${r.name}`;
+/** `blobs/<alg>/<hex[0:2]>/<hex>`: the directory that holds a blob (eviction removes it whole). */
+export function blobDir(digest: Digest): string {
+  const { algorithm, hex } = digestParts(digest);
+  return `${BLOBS_DIR}/${algorithm}/${hex.slice(0, 2)}/${hex}`;
 }
 
-export function layerLinkPath(r: RepositoryRef, d: ParsedDigest): string {
-  return `${repositoryPath(r)}/_layers/${d.algorithm}/${d.hex}`;
+export function blobDataPath(digest: Digest): string {
+  return `${blobDir(digest)}/data`;
 }
 
-export function manifestRevisionPath(r: RepositoryRef, d: ParsedDigest): string {
-  return `${repositoryPath(r)}/_manifests/revisions/${d.algorithm}/${d.hex}`;
+/** The levels below `blobs/`, for a walk over every blob: algorithms, then prefixes, then digests. */
+export function blobAlgorithmDir(algorithm: string): string {
+  return `${BLOBS_DIR}/${algorithm}`;
+}
+
+export function blobPrefixDir(algorithm: string, prefix: string): string {
+  return `${BLOBS_DIR}/${algorithm}/${prefix}`;
+}
+
+/** The data file of a blob found by walking `blobs/<alg>/<prefix>/<hex>`. */
+export function walkedBlobDataPath(algorithm: string, prefix: string, hex: string): string {
+  return `${BLOBS_DIR}/${algorithm}/${prefix}/${hex}/data`;
+}
+
+export function upstreamRepositoriesDir(upstream: string): string {
+  return `${REPOSITORIES_DIR}/${upstream}`;
+}
+
+/** A repository, or a name prefix of one while walking the tree (`name` may be empty). */
+export function repositoryPath(r: RepositoryRef | { upstream: string; name: string }): string {
+  return r.name ? `${REPOSITORIES_DIR}/${r.upstream}/${r.name}` : upstreamRepositoriesDir(r.upstream);
+}
+
+export function layersDir(r: RepositoryRef): string {
+  return `${repositoryPath(r)}/${LAYERS_DIR}`;
+}
+
+export function layerLinkPath(r: RepositoryRef, digest: Digest): string {
+  const { algorithm, hex } = digestParts(digest);
+  return `${layersDir(r)}/${algorithm}/${hex}`;
+}
+
+export function revisionsDir(r: RepositoryRef): string {
+  return `${repositoryPath(r)}/${MANIFESTS_DIR}/revisions`;
+}
+
+export function manifestRevisionPath(r: RepositoryRef, digest: Digest): string {
+  const { algorithm, hex } = digestParts(digest);
+  return `${revisionsDir(r)}/${algorithm}/${hex}`;
 }
 
 export function tagsPath(r: RepositoryRef): string {
-  return `${repositoryPath(r)}/_manifests/tags`;
+  return `${repositoryPath(r)}/${MANIFESTS_DIR}/tags`;
 }
 
 export function tagPath(r: RepositoryRef, tag: string): string {
   return `${tagsPath(r)}/${tag}`;
+}
+
+/** `<dir>/<algorithm>` and `<dir>/<algorithm>/<hex>` of a directory of digest-named records. */
+export function digestRecordDir(dir: string, algorithm: string): string {
+  return `${dir}/${algorithm}`;
+}
+
+// ---------------------------------------------------------------- uploads
+
+/** Upload names are random UUIDs: unguessable, and a safe path component. */
+const UPLOAD_NAME = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function newUploadName(): string {
+  return randomUUID();
+}
+
+/** True for a name `newUploadName` makes; anything else (from Redis, from a listing) is not an upload of ours. */
+export function isUploadName(name: string): boolean {
+  return UPLOAD_NAME.test(name);
+}
+
+export function uploadPath(name: string): string {
+  if (!isUploadName(name)) throw new Error(`not an upload name: ${name.slice(0, 80)}`);
+  return `${UPLOADS_DIR}/${name}`;
+}
+
+/** Any entry found by listing the uploads directory (a name from a listing holds no `/`). */
+export function uploadsEntryPath(entry: string): string {
+  return `${UPLOADS_DIR}/${entry}`;
 }

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Descriptor } from '../registry/descriptor.js';
-import { parseDigest, type Digest } from '../registry/digest.js';
+import type { Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Manifest, ManifestResult, ManifestService, RepositoryRef } from '../registry/services.js';
 import type { StorageDriver } from './driver.js';
@@ -51,18 +51,17 @@ export class LocalManifestStore implements ManifestService {
     const revision = await this.revision(repository, digest);
     const body = revision && await this.body(digest);
     if (!revision || !body) return undefined;
-    this.usage?.used(manifestRevisionPath(repository, parseDigest(digest)));
+    this.usage?.used(manifestRevisionPath(repository, digest));
     return { manifest: { digest, mediaType: revision.mediaType, body }, cache: 'hit' };
   }
 
   /** Stores a manifest whose digest the caller has verified. Bytes are kept exactly. */
   async put(repository: RepositoryRef, manifest: Manifest): Promise<void> {
-    const parsed = parseDigest(manifest.digest);
-    if (!(await this.driver.stat(blobDataPath(parsed)))) {
-      await this.driver.putContent(blobDataPath(parsed), manifest.body);
+    if (!(await this.driver.stat(blobDataPath(manifest.digest)))) {
+      await this.driver.putContent(blobDataPath(manifest.digest), manifest.body);
     }
     const record: RevisionRecord = { mediaType: manifest.mediaType, size: manifest.body.length };
-    await this.driver.putContent(manifestRevisionPath(repository, parsed), JSON.stringify(record));
+    await this.driver.putContent(manifestRevisionPath(repository, manifest.digest), JSON.stringify(record));
     this.revisions.set(revisionKey(repository, manifest.digest), record);
     this.bodies.set(manifest.digest, manifest.body);
   }
@@ -76,7 +75,7 @@ export class LocalManifestStore implements ManifestService {
     const key = revisionKey(repository, digest);
     const cached = this.revisions.get(key);
     if (cached) return cached;
-    const content = await this.driver.getContent(manifestRevisionPath(repository, parseDigest(digest)));
+    const content = await this.driver.getContent(manifestRevisionPath(repository, digest));
     const record = content && parseRevision(content);
     if (record) this.revisions.set(key, record);
     return record;
@@ -85,7 +84,7 @@ export class LocalManifestStore implements ManifestService {
   private async body(digest: Digest): Promise<Buffer | undefined> {
     const cached = this.bodies.get(digest);
     if (cached) return cached;
-    const body = await this.driver.getContent(blobDataPath(parseDigest(digest)));
+    const body = await this.driver.getContent(blobDataPath(digest));
     if (body) this.bodies.set(digest, body);
     return body;
   }

@@ -1,16 +1,15 @@
-import { readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Digest } from '../registry/digest.js';
 import type { RepositoryRef } from '../registry/services.js';
 import type { StorageDriver } from './driver.js';
-import type { ImageReference } from '../routing/router.js';
+import { PINS_PATH } from './layout.js';
 
 /**
- * Pins kept in the storage root (`<root>/pins.json`), beside the ones in the
- * configuration: `pullthrough warm --pin` records what it warmed here, so
- * that protecting an image from eviction needs no configuration edit and no
- * restart, and travels with the storage it protects.
+ * Pins: images eviction never removes. They come from the configuration
+ * (`pins`) and from the storage root (`pins.json`), where `pullthrough warm
+ * --pin` records what it warmed, so that protecting an image needs no
+ * configuration edit and no restart, and travels with the storage it
+ * protects:
  *
  * ```json
  * { "pins": [ { "pin": "ghcr.io/org/app@sha256:…", "reference": "ghcr.io/org/app:1.2", "pinnedAt": "2026-…" } ] }
@@ -20,7 +19,21 @@ import type { ImageReference } from '../routing/router.js';
  * Warming the same `reference` again replaces its entry, so a tag that moved
  * does not keep its old image pinned forever.
  */
-export const PINS_FILE = 'pins.json';
+
+/** A pin as eviction matches it, once the routing has read its text. */
+export interface PinRule {
+  readonly repository: RepositoryRef;
+  readonly tag: string | undefined;
+  readonly digest: Digest | undefined;
+}
+
+/** The one pin matcher. A pin without tag or digest keeps the whole repository. */
+export function pinMatches(pin: PinRule, repository: RepositoryRef, tags: readonly string[], digest: Digest): boolean {
+  if (pin.repository.upstream !== repository.upstream || pin.repository.name !== repository.name) return false;
+  if (pin.digest) return pin.digest === digest;
+  if (pin.tag) return tags.includes(pin.tag);
+  return true;
+}
 
 export interface StoredPin {
   readonly pin: string;
@@ -30,7 +43,7 @@ export interface StoredPin {
 
 /** Reads the pins file; missing or unreadable is no pins. */
 export async function readStoredPins(driver: StorageDriver): Promise<StoredPin[]> {
-  const content = await driver.getContent(PINS_FILE);
+  const content = await driver.getContent(PINS_PATH);
   return content ? parsePinsFile(content) : [];
 }
 
@@ -39,11 +52,12 @@ export async function readStoredPins(driver: StorageDriver): Promise<StoredPin[]
  * Two warms pinning at the same moment may lose one's entries (read, then
  * write); pins are for images chosen on purpose, rarely written at once.
  */
-export async function addStoredPins(driver: StorageDriver, pins: readonly { pin: string; reference: string }[], now = new Date()): Promise<void> {
+export async function addStoredPins(driver: StorageDriver, pins: readonly { pin: string; reference: string }[], nowMs: number): Promise<void> {
   const byReference = new Map((await readStoredPins(driver)).map((p) => [p.reference, p]));
-  for (const p of pins) byReference.set(p.reference, { pin: p.pin, reference: p.reference, pinnedAt: now.toISOString() });
+  const pinnedAt = new Date(nowMs).toISOString();
+  for (const p of pins) byReference.set(p.reference, { pin: p.pin, reference: p.reference, pinnedAt });
   const document = { pins: [...byReference.values()].sort((a, b) => a.reference.localeCompare(b.reference)) };
-  await driver.putContent(PINS_FILE, JSON.stringify(document, null, 2) + '\n');
+  await driver.putContent(PINS_PATH, JSON.stringify(document, null, 2) + '\n');
 }
 
 function parsePinsFile(content: Buffer): StoredPin[] {
@@ -58,69 +72,49 @@ function parsePinsFile(content: Buffer): StoredPin[] {
   }
 }
 
-/** How often the file is looked at again for changes. */
-const RECHECK_MS = 1000;
+export interface PinSetOptions {
+  readonly driver: StorageDriver;
+  /** The pins of the configuration, already read. */
+  readonly configured: readonly PinRule[];
+  /** Reads a stored pin's text (the routing of a reference); throws for one that no longer routes. */
+  readonly parse: (pin: string) => PinRule;
+  readonly logger?: Logger;
+}
 
 /**
- * The pins file as eviction sees it. `matches` is synchronous because the
- * eviction policy's `isPinned` is; it looks at the file at most once a
- * second (one stat, and a read only when it changed), which in practice is
- * once per eviction run: never on the request path. A `warm --pin` beside a
- * running server is therefore seen by that server's next eviction run.
+ * The pins eviction honours: the configuration's and the pins file's.
+ * `refresh` (before each eviction run: never on the request path) looks at
+ * the file once, and reads it only when it changed; `matches` is then
+ * synchronous. A `warm --pin` beside a running server is therefore seen by
+ * that server's next eviction run.
  */
-export class PinsFile {
-  private pins: ImageReference[] = [];
-  private checkedAt = -Infinity;
+export class PinSet {
+  private stored: PinRule[] = [];
   private version = '';
-  private readonly path: string;
 
-  constructor(root: string, private readonly parse: (pin: string) => ImageReference, private readonly logger?: Logger) {
-    this.path = join(root, PINS_FILE);
+  constructor(private readonly options: PinSetOptions) {}
+
+  async refresh(): Promise<void> {
+    const info = await this.options.driver.stat(PINS_PATH);
+    const version = info ? `${info.modifiedMs}:${info.size}` : '';
+    if (version === this.version) return;
+    this.version = version;
+    this.stored = version ? this.parseAll(await readStoredPins(this.options.driver)) : [];
   }
 
-  /** A pin without tag or digest keeps the whole repository, as in the configuration. */
   matches(repository: RepositoryRef, tags: readonly string[], digest: Digest): boolean {
-    return this.current().some((pin) => {
-      const r = pin.route.repository;
-      if (r.upstream !== repository.upstream || r.name !== repository.name) return false;
-      if (pin.digest) return pin.digest === digest;
-      if (pin.tag) return tags.includes(pin.tag);
-      return true;
-    });
+    return this.options.configured.some((p) => pinMatches(p, repository, tags, digest))
+      || this.stored.some((p) => pinMatches(p, repository, tags, digest));
   }
 
-  private current(): ImageReference[] {
-    const now = Date.now();
-    if (now - this.checkedAt < RECHECK_MS) return this.pins;
-    this.checkedAt = now;
-    let version = '';
-    try {
-      const info = statSync(this.path);
-      version = `${info.mtimeMs}:${info.size}`;
-    } catch {
-      // No pins file: no stored pins.
-    }
-    if (version !== this.version) {
-      this.version = version;
-      this.pins = version ? this.load() : [];
-    }
-    return this.pins;
-  }
-
-  private load(): ImageReference[] {
-    let stored: StoredPin[];
-    try {
-      stored = parsePinsFile(readFileSync(this.path));
-    } catch {
-      return [];
-    }
-    const parsed: ImageReference[] = [];
+  private parseAll(stored: readonly StoredPin[]): PinRule[] {
+    const parsed: PinRule[] = [];
     for (const p of stored) {
       try {
-        parsed.push(this.parse(p.pin));
+        parsed.push(this.options.parse(p.pin));
       } catch (err) {
         // An upstream removed from the configuration leaves its pins behind: harmless, worth a word.
-        this.logger?.warn({ pin: p.pin, err: (err as Error).message }, `ignoring a pin in ${PINS_FILE}`);
+        this.options.logger?.warn({ pin: p.pin, err: (err as Error).message }, `ignoring a pin in ${PINS_PATH}`);
       }
     }
     return parsed;

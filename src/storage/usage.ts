@@ -1,23 +1,29 @@
-import { utimes } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { Clock, Timer } from '../registry/clock.js';
+import type { StorageDriver } from './driver.js';
+
+export interface UsageRecorderOptions {
+  readonly driver: StorageDriver;
+  /** How often pending uses are written; 0: only on `flush` and `stop`. */
+  readonly intervalMs: number;
+  readonly clock: Clock;
+}
 
 /**
  * Records when content was last used without a disk write per request: a use
- * only adds the path to a set; `flush` (on a timer, and at shutdown) sets the
- * modification time of each used file once. The file system itself is the
- * persisted state, so there is nothing to rebuild after a crash; at worst the
- * uses of the last interval are forgotten.
+ * only adds the path to a set; `flush` (on a timer, and at shutdown) marks
+ * each used file once through the driver (`touch`). The storage itself is
+ * the persisted state, so there is nothing to rebuild after a crash; at worst
+ * the uses of the last interval are forgotten.
  */
 export class UsageRecorder {
   private pending = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
 
-  constructor(private readonly root: string, private readonly intervalMs: number, private readonly now: () => number = Date.now) {}
+  constructor(private readonly options: UsageRecorderOptions) {}
 
   start(): void {
-    if (this.timer || this.intervalMs <= 0) return;
-    this.timer = setInterval(() => void this.flush(), this.intervalMs);
-    this.timer.unref();
+    if (this.timer || this.options.intervalMs <= 0) return;
+    this.timer = this.options.clock.setInterval(() => void this.flush(), this.options.intervalMs);
   }
 
   /** Notes a use of a storage path (relative to the root). */
@@ -30,12 +36,11 @@ export class UsageRecorder {
     if (this.pending.size === 0) return;
     const paths = this.pending;
     this.pending = new Set();
-    const time = new Date(this.now());
-    for (const path of paths) await utimes(join(this.root, path), time, time).catch(() => undefined);
+    await this.options.driver.touch(paths, this.options.clock.now());
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    this.timer?.cancel();
     this.timer = undefined;
     await this.flush();
   }

@@ -2,7 +2,8 @@ import { PassThrough, type Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { Agent, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
-import type { UpstreamSettings } from '../config/load.js';
+import type { Clock } from '../registry/clock.js';
+import type { UpstreamSettings } from '../config/settings.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
 import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
@@ -36,15 +37,11 @@ export interface BlobResponse {
   readonly body: Readable;
 }
 
-/** Something watching upstream manifest responses, e.g. the rate-limit tracker. */
-export type ResponseObserver = (response: { statusCode: number; headers: Headers }, kind: 'manifest' | 'blob' | 'tags') => void;
-
 export interface UpstreamClientOptions {
   readonly authorizer: UpstreamAuthorizer;
   readonly logger: Logger;
-  /** For tests; by default an Agent per upstream with the configured timeouts. */
-  readonly dispatcher?: Dispatcher;
-  readonly observe?: ResponseObserver;
+  /** Back-off windows, the negative cache and Retry-After dates are read against it. */
+  readonly clock: Clock;
 }
 
 const MAX_REDIRECTS = 5;
@@ -84,12 +81,12 @@ function digestHeader(headers: Headers): Digest | undefined {
   }
 }
 
-function retryAfterSeconds(headers: Headers): number | undefined {
+function retryAfterSeconds(headers: Headers, nowMs: number): number | undefined {
   const value = header(headers, 'retry-after');
   if (!value) return undefined;
   if (/^[0-9]+$/.test(value)) return Number(value);
   const date = Date.parse(value);
-  return Number.isFinite(date) ? Math.max(0, Math.ceil((date - Date.now()) / 1000)) : undefined;
+  return Number.isFinite(date) ? Math.max(0, Math.ceil((date - nowMs) / 1000)) : undefined;
 }
 
 function errorCode(err: unknown): string | undefined {
@@ -106,7 +103,6 @@ function errorCode(err: unknown): string | undefined {
  */
 export class UpstreamClient {
   private readonly dispatcher: Dispatcher;
-  private readonly ownsDispatcher: boolean;
   private readonly origin: string;
   /** Rate-limit readings and the 429 back-off, for this upstream and its one set of credentials. */
   readonly rateLimit: RateLimitTracker;
@@ -115,10 +111,11 @@ export class UpstreamClient {
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
-    this.rateLimit = new RateLimitTracker(settings.name, options.logger);
-    this.notFound = new LRUCache({ max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false });
-    this.ownsDispatcher = options.dispatcher === undefined;
-    this.dispatcher = options.dispatcher ?? new Agent({
+    this.rateLimit = new RateLimitTracker({ upstream: settings.name, logger: options.logger, clock: options.clock });
+    this.notFound = new LRUCache({
+      max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false, perf: { now: () => options.clock.now() },
+    });
+    this.dispatcher = new Agent({
       connect: { timeout: settings.timeouts.connectMs },
       headersTimeout: settings.timeouts.headersMs,
       bodyTimeout: settings.timeouts.bodyIdleMs,
@@ -132,7 +129,7 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    if (this.ownsDispatcher) await this.dispatcher.close();
+    await this.dispatcher.close();
   }
 
   /** HEAD a manifest by tag or digest; undefined when the upstream has no such manifest. */
@@ -206,9 +203,8 @@ export class UpstreamClient {
     const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, signal));
     if (kind === 'manifest') {
       this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
-      if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers));
+      if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
     }
-    this.options.observe?.(res, kind);
     // A 405 to a HEAD means "ask with GET": the caller decides.
     if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) return res;
     await res.body.dump().catch(() => undefined);
@@ -222,7 +218,7 @@ export class UpstreamClient {
   private statusError(res: UpstreamResponse, repository: string): Error {
     const status = res.statusCode;
     if (status === 429) {
-      return new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls`, retryAfterSeconds(res.headers));
+      return new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls`, retryAfterSeconds(res.headers, this.options.clock.now()));
     }
     if (status === 401 || status === 403) {
       return new RegistryError('DENIED', `upstream ${this.name} denied access to ${repository}`, { upstream: this.name, status });
@@ -239,7 +235,7 @@ export class UpstreamClient {
         const code = errorCode(err);
         if (RETRYABLE_CODES.has(code ?? '') && i < RETRY_DELAYS_MS.length) {
           this.options.logger.debug({ upstream: this.name, method, code, attempt: i + 1 }, 'retrying upstream request');
-          await new Promise((r) => setTimeout(r, RETRY_DELAYS_MS[i]));
+          await this.options.clock.sleep(RETRY_DELAYS_MS[i]!);
           continue;
         }
         throw new UpstreamUnavailable(`upstream ${this.name} is unreachable (${code ?? (err as Error).message})`, { upstream: this.name });

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Clock } from '../registry/clock.js';
 
 /** The latest rate-limit state an upstream reported (Docker Hub's `ratelimit-*` headers). */
 export interface RateLimitState {
@@ -30,9 +31,17 @@ export class RateLimitTracker {
   private blockedUntil = 0;
   private warnedAtRemaining: number | undefined;
 
-  constructor(private readonly upstream: string, private readonly logger: Logger, private readonly now: () => number = Date.now) {}
+  private readonly upstream: string;
+  private readonly logger: Logger;
+  private readonly clock: Clock;
 
-  /** The latest reading, for metrics and the status endpoint. */
+  constructor(options: { readonly upstream: string; readonly logger: Logger; readonly clock: Clock }) {
+    this.upstream = options.upstream;
+    this.logger = options.logger;
+    this.clock = options.clock;
+  }
+
+  /** The latest reading. */
   get latest(): RateLimitState | undefined {
     return this.state;
   }
@@ -42,7 +51,7 @@ export class RateLimitTracker {
     const limit = parseRateLimitHeader(headers.limit);
     const remaining = parseRateLimitHeader(headers.remaining);
     if (!limit || !remaining) return;
-    this.state = { limit: limit.count, remaining: remaining.count, windowSeconds: remaining.windowSeconds ?? limit.windowSeconds, observedAt: this.now() };
+    this.state = { limit: limit.count, remaining: remaining.count, windowSeconds: remaining.windowSeconds ?? limit.windowSeconds, observedAt: this.clock.now() };
     if (remaining.count <= limit.count * LOW_SHARE && remaining.count !== this.warnedAtRemaining) {
       this.warnedAtRemaining = remaining.count;
       this.logger.warn({ upstream: this.upstream, limit: limit.count, remaining: remaining.count, windowSeconds: this.state.windowSeconds },
@@ -52,13 +61,13 @@ export class RateLimitTracker {
 
   /** A 429: no manifest request until `retryAfterSeconds` (60 s when the upstream gave none) have passed. */
   limited(retryAfterSeconds: number | undefined): void {
-    this.blockedUntil = Math.max(this.blockedUntil, this.now() + (retryAfterSeconds ?? 60) * 1000);
+    this.blockedUntil = Math.max(this.blockedUntil, this.clock.now() + (retryAfterSeconds ?? 60) * 1000);
     this.logger.warn({ upstream: this.upstream, retryAfterSeconds }, 'upstream is rate-limiting: backing off manifest requests');
   }
 
   /** Seconds left of the back-off, or 0 when requests may go. */
   backoffSeconds(): number {
-    const left = this.blockedUntil - this.now();
+    const left = this.blockedUntil - this.clock.now();
     return left > 0 ? Math.ceil(left / 1000) : 0;
   }
 }

@@ -27,8 +27,6 @@ export interface WarmMirror {
   readonly manifests: ManifestService;
   readonly blobs: {
     get(repository: RepositoryRef, digest: Digest): Promise<BlobHandle>;
-    /** True while a fill of this digest (and its linking) is still running. */
-    isFilling(digest: Digest): boolean;
   };
   upstream(name: string): UpstreamClient | undefined;
 }
@@ -282,18 +280,9 @@ export class Warmer {
       this.reporter.progressed?.(reference, -read);
       throw err;
     }
-    await this.linked(blob.digest);
+    // The stream ends only once the blob is committed and linked into the repository.
     // Coalesced: another image of this run is filling the same blob; its bytes count there.
     return handle.cache === 'miss' ? read : 0;
-  }
-
-  /**
-   * A fill's stream ends once the blob is committed, and the fill links it
-   * into the repositories a moment later: wait for that, so that a process
-   * exiting right after warm leaves the link behind.
-   */
-  private async linked(digest: Digest): Promise<void> {
-    for (let i = 0; i < 3000 && this.mirror.blobs.isFilling(digest); i++) await sleep(10);
   }
 
   /** For a single image: the platform its config describes (small configs only). */

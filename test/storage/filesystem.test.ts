@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { FilesystemDriver } from '../../src/storage/filesystem.js';
+import { sweepUploads } from '../../src/storage/uploads.js';
 
 async function driver(): Promise<FilesystemDriver> {
   const d = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fs-')));
@@ -24,7 +25,7 @@ test('putContent is atomic: concurrent writers leave one whole version, no temp 
 test('an upload is invisible under its final name until committed, and discard leaves nothing', async () => {
   const d = await driver();
   const upload = await d.createUpload();
-  await upload.handle.write(Buffer.from('half of a blob'));
+  await upload.write([Buffer.from('half of a blob')], 0);
   assert.equal(await d.stat('blobs/x/data'), undefined);
   await upload.discard();
   await upload.close();
@@ -32,7 +33,7 @@ test('an upload is invisible under its final name until committed, and discard l
   assert.equal(await d.stat('blobs/x/data'), undefined);
 
   const done = await d.createUpload();
-  await done.handle.write(Buffer.from('whole blob'));
+  await done.write([Buffer.from('whole blob')], 0);
   await done.commit('blobs/x/data');
   await done.close();
   assert.equal(await readFile(join(d.root, 'blobs/x/data'), 'utf8'), 'whole blob');
@@ -49,10 +50,10 @@ test('a commit recreates a directory that was removed after it was first made', 
 test('the sweep removes temp files of dead fills, and only those older than asked', async () => {
   const d = await driver();
   const dead = await d.createUpload();
-  await dead.handle.write(Buffer.from('left behind by a killed process'));
+  await dead.write([Buffer.from('left behind by a killed process')], 0);
   await dead.close();
-  assert.equal(await d.sweepUploads(60_000), 0, 'a fresh temp file may belong to a live fill');
-  assert.equal(await d.sweepUploads(0), 1);
+  assert.equal(await sweepUploads(d, 60_000, Date.now()), 0, 'a fresh temp file may belong to a live fill');
+  assert.equal(await sweepUploads(d, 0, Date.now()), 1);
   assert.deepEqual(await readdir(join(d.root, '_uploads')), []);
 });
 

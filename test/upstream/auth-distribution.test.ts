@@ -13,6 +13,7 @@ import type { Digest } from '../../src/registry/digest.js';
 import { UpstreamAuthError } from '../../src/upstream/auth/authError.js';
 import { authorizerFor } from '../../src/upstream/auth/authorizerFor.js';
 import type { UpstreamCredentials } from '../../src/upstream/auth/authorizer.js';
+import { systemClock } from '../../src/registry/clock.js';
 import { UpstreamClient } from '../../src/upstream/client.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { seedImages, type SeededImage } from '../fixtures/seed.js';
@@ -60,7 +61,7 @@ function client(credentials: UpstreamCredentials | undefined): { client: Upstrea
     },
   }));
   const s = settings(credentials);
-  return { client: new UpstreamClient(s, { authorizer: authorizerFor(s, logger), logger }), logs: () => raw };
+  return { client: new UpstreamClient(s, { authorizer: authorizerFor(s, logger), logger, clock: systemClock }), logs: () => raw };
 }
 
 test('with credentials: manifests and blobs pull, one token per repository, credentials only to the token server', { skip }, async () => {

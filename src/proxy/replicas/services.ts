@@ -3,11 +3,21 @@ import { CachedBlobStatter } from '../../cache/cachedStatter.js';
 import { RedisConnection } from '../../cache/redis.js';
 import { RedisBlobDescriptorService } from '../../cache/redisDescriptors.js';
 import { RedisTagRecords } from '../../cache/redisTags.js';
-import type { RedisSettings } from '../../config/load.js';
+import type { RedisSettings } from '../../config/settings.js';
+import type { Clock } from '../../registry/clock.js';
+import type { StorageDriver } from '../../storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
 import { FillLeases } from './lease.js';
 import { ReplicaCoordinator } from './coordinator.js';
 import type { SharedTagRecords } from '../tags.js';
+
+export interface RedisServicesOptions {
+  readonly settings: RedisSettings;
+  /** The storage root the replicas share. */
+  readonly driver: StorageDriver;
+  readonly logger: Logger;
+  readonly clock: Clock;
+}
 
 /**
  * What Redis adds to a mirror, built in one place so the composition root
@@ -20,14 +30,16 @@ export class RedisServices {
   readonly replicas: ReplicaCoordinator;
   private readonly descriptors: RedisBlobDescriptorService;
 
-  constructor(settings: RedisSettings, storageRoot: string, logger: Logger) {
+  constructor(options: RedisServicesOptions) {
+    const { settings, driver, logger, clock } = options;
     this.connection = new RedisConnection(settings, logger.child({ component: 'redis' }));
     this.descriptors = new RedisBlobDescriptorService(this.connection);
     this.tags = new RedisTagRecords(this.connection);
     this.replicas = new ReplicaCoordinator({
       leases: new FillLeases(this.connection),
-      root: storageRoot,
+      driver,
       logger: logger.child({ component: 'replicas' }),
+      clock,
     });
   }
 

@@ -27,14 +27,4 @@ export interface UpstreamAuthorizer {
   challenged(repository: string, wwwAuthenticate: readonly string[], signal?: AbortSignal): Promise<boolean>;
 }
 
-/** Credentials configured for one upstream, with the secret already resolved. */
-export interface UpstreamCredentials {
-  username: string;
-  password: string;
-}
-
-/** Sends nothing: the upstream serves anonymous pulls. */
-export const anonymousAuthorizer: UpstreamAuthorizer = {
-  authorize: async () => undefined,
-  challenged: async () => false,
-};
+export type { UpstreamCredentials } from '../../config/settings.js';

@@ -3,7 +3,8 @@
  * Pass `authorizerFor` as `MirrorOptions.authorizerFor`.
  */
 import type { Logger } from 'pino';
-import type { UpstreamSettings } from '../../config/load.js';
+import type { UpstreamSettings } from '../../config/settings.js';
+import { systemClock, type Clock } from '../../registry/clock.js';
 import type { UpstreamAuthorizer } from './authorizer.js';
 import { ChallengeAuthorizer } from './challengeAuthorizer.js';
 import type { TokenCache } from './tokenCache.js';
@@ -16,7 +17,7 @@ import type { TokenCache } from './tokenCache.js';
  * for headers on an upstream request. `tokenCache` lets upstreams share one
  * bounded cache (keys include the upstream name).
  */
-export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenCache?: TokenCache): UpstreamAuthorizer {
+export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenCache?: TokenCache, clock: Clock = systemClock): UpstreamAuthorizer {
   return new ChallengeAuthorizer({
     upstreamName: upstream.name,
     upstreamUrl: upstream.url,
@@ -24,6 +25,7 @@ export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenC
     trustedRealms: upstream.trustedRealms,
     logger,
     tokenTimeoutMs: upstream.timeouts.connectMs + upstream.timeouts.headersMs,
+    now: () => clock.now(),
     ...(tokenCache ? { tokenCache } : {}),
   });
 }
