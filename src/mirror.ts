@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { CachedBlobStatter } from './cache/cachedStatter.js';
-import { MemoryBlobDescriptorService } from './cache/memory.js';
+import { CachedTagRecords } from './cache/cachedTags.js';
+import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } from './cache/memory.js';
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
@@ -10,9 +11,10 @@ import { UpstreamRouter } from './routing/router.js';
 import { LocalBlobStore, StorageBlobStatter } from './storage/blobs.js';
 import { listCachedRepositories } from './storage/catalog.js';
 import type { StorageDriver } from './storage/driver.js';
+import type { BlobDescriptorService, BlobStatter } from './registry/services.js';
 import { Evictor } from './storage/evictor.js';
 import { FilesystemDriver } from './storage/filesystem.js';
-import { LocalManifestStore } from './storage/manifests.js';
+import { LocalManifestStore, StorageRevisionStatter } from './storage/manifests.js';
 import { PinSet, type PinRule } from './storage/pins.js';
 import { LocalTagStore } from './storage/tags.js';
 import { sweepUploads } from './storage/uploads.js';
@@ -86,10 +88,14 @@ export class Mirror {
     };
     if (config.redis && !options.redis) throw new Error('redis is configured: build the mirror with Mirror.create');
     this.redis = options.redis;
-    const storageStatter = new StorageBlobStatter(this.driver);
-    const descriptors = new CachedBlobStatter(
-      new MemoryBlobDescriptorService(config.cache.memoryEntries),
-      this.redis ? this.redis.behind(storageStatter) : storageStatter,
+    // One caching pattern for blobs, manifest revisions and tags: memory → Redis (when configured) → storage.
+    const memory = new MemoryBlobDescriptorService(config.cache.memoryEntries);
+    const tiered = (storage: BlobStatter): BlobDescriptorService => new CachedBlobStatter(memory, this.redis ? this.redis.behind(storage) : storage);
+    const descriptors = tiered(new StorageBlobStatter(this.driver));
+    this.localTags = new LocalTagStore(this.driver);
+    const tagRecords = new CachedTagRecords(
+      new MemoryTagRecords(config.cache.memoryEntries),
+      this.redis ? new CachedTagRecords(this.redis.tags, this.localTags) : this.localTags,
     );
     this.usage = new UsageRecorder({ driver: this.driver, intervalMs: config.storage.usageFlushIntervalMs, clock });
     this.localBlobs = new LocalBlobStore({
@@ -101,12 +107,12 @@ export class Mirror {
     this.blobs = new ProxyBlobStore({
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
     });
-    this.localManifests = new LocalManifestStore(this.driver, {
-      memoryEntries: config.cache.memoryEntries,
-      memoryBytes: config.cache.manifestMemoryBytes,
+    this.localManifests = new LocalManifestStore({
+      driver: this.driver,
+      revisions: tiered(new StorageRevisionStatter(this.driver)),
+      bodies: new MemoryManifestBodies(config.cache.manifestMemoryBytes),
       usage: this.usage,
     });
-    this.localTags = new LocalTagStore(this.driver);
     const pins = new PinSet({
       driver: this.driver,
       configured: config.pins.map((pin, i) => this.configuredPin(pin, i)),
@@ -135,15 +141,7 @@ export class Mirror {
       clock,
     });
     this.manifests = new ProxyManifestStore(this.localManifests, upstreams);
-    this.tags = new ProxyTagService({
-      local: this.localTags,
-      ...(this.redis ? { shared: this.redis.tags } : {}),
-      manifests: this.manifests,
-      upstreams,
-      logger,
-      memoryEntries: config.cache.memoryEntries,
-      now: () => clock.now(),
-    });
+    this.tags = new ProxyTagService({ records: tagRecords, local: this.localTags, manifests: this.manifests, upstreams, logger, clock });
   }
 
   /** Prepares storage; never contacts an upstream and never walks the tree. */

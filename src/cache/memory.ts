@@ -1,18 +1,20 @@
 import { LRUCache } from 'lru-cache';
 import type { Descriptor } from '../registry/descriptor.js';
 import type { Digest } from '../registry/digest.js';
-import type { BlobDescriptorService, Scope } from '../registry/services.js';
+import type { Tag } from '../registry/names.js';
+import {
+  repositoryItemKey,
+  type BlobDescriptorService, type RepositoryRef, type Scope, type TagRecord, type TagRecordService,
+} from '../registry/services.js';
 
-/** The key of a descriptor in any cache tier: the scope, then the digest. */
+/** The key of a descriptor in the memory tier: the scope's kind and repository, then the digest. */
 export function scopeKey(scope: Scope, digest: Digest): string {
-  return scope.kind === 'global'
-    ? `g\0${digest}`
-    : `r\0${scope.repository.upstream}\0${scope.repository.name}\0${digest}`;
+  return scope.kind === 'global' ? `g\0${digest}` : `${scope.kind === 'repository' ? 'r' : 'm'}\0${repositoryItemKey(scope.repository, digest)}`;
 }
 
 /**
- * The in-process tier: an LRU bounded by entry count. Answers in memory, with
- * no I/O; forgets the least recently used descriptors first.
+ * The in-process descriptor tier: an LRU bounded by entry count. Answers in
+ * memory, with no I/O; forgets the least recently used descriptors first.
  */
 export class MemoryBlobDescriptorService implements BlobDescriptorService {
   private readonly entries: LRUCache<string, Descriptor>;
@@ -31,5 +33,39 @@ export class MemoryBlobDescriptorService implements BlobDescriptorService {
 
   async clear(scope: Scope, digest: Digest): Promise<void> {
     this.entries.delete(scopeKey(scope, digest));
+  }
+}
+
+/** The in-process tag tier: an LRU of records, bounded by entry count. */
+export class MemoryTagRecords implements TagRecordService {
+  private readonly records: LRUCache<string, TagRecord>;
+
+  constructor(maxEntries: number) {
+    this.records = new LRUCache({ max: Math.max(1, maxEntries) });
+  }
+
+  async get(repository: RepositoryRef, tag: Tag): Promise<TagRecord | undefined> {
+    return this.records.get(repositoryItemKey(repository, tag));
+  }
+
+  async put(repository: RepositoryRef, tag: Tag, record: TagRecord): Promise<void> {
+    this.records.set(repositoryItemKey(repository, tag), record);
+  }
+}
+
+/** Manifest bodies in memory by digest, bounded in bytes: the hot path of a cached manifest GET reads no file. */
+export class MemoryManifestBodies {
+  private readonly bodies: LRUCache<string, Buffer>;
+
+  constructor(maxBytes: number) {
+    this.bodies = new LRUCache({ maxSize: Math.max(1, maxBytes), sizeCalculation: (b) => Math.max(1, b.length) });
+  }
+
+  get(digest: Digest): Buffer | undefined {
+    return this.bodies.get(digest);
+  }
+
+  set(digest: Digest, body: Buffer): void {
+    this.bodies.set(digest, body);
   }
 }

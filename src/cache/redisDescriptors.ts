@@ -8,14 +8,14 @@ import type { RedisConnection } from './redis.js';
  *
  *   <prefix>blob:<digest>                       the blob is in storage
  *   <prefix>repo:<upstream>/<name>@<digest>     ...and linked into that repository
+ *   <prefix>manifest:<upstream>/<name>@<digest> a manifest revision of that repository
  *
  * `<upstream>/<name>@<digest>` is the usual image reference form; a name can
  * contain neither `@` nor `:`, so the key cannot be read two ways.
  */
 export function descriptorKey(prefix: string, scope: Scope, digest: Digest): string {
-  return scope.kind === 'global'
-    ? `${prefix}blob:${digest}`
-    : `${prefix}repo:${repositoryReference(scope.repository)}@${digest}`;
+  if (scope.kind === 'global') return `${prefix}blob:${digest}`;
+  return `${prefix}${scope.kind === 'repository' ? 'repo' : 'manifest'}:${repositoryReference(scope.repository)}@${digest}`;
 }
 
 /** `<upstream>/<name>`, e.g. `docker.io/library/alpine`. */

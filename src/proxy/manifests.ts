@@ -1,8 +1,9 @@
 import type { Descriptor } from '../registry/descriptor.js';
-import { digestOf, parseDigest, type Digest } from '../registry/digest.js';
+import { digestOf, splitDigest, type Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
+import { manifestMediaType } from '../registry/imageManifest.js';
 import { DEFAULT_MANIFEST_ACCEPT } from '../registry/mediaTypes.js';
-import type { Manifest, ManifestResult, ManifestService, RepositoryRef } from '../registry/services.js';
+import { repositoryItemKey, type Manifest, type ManifestResult, type ManifestService, type RepositoryRef } from '../registry/services.js';
 import type { LocalManifestStore } from '../storage/manifests.js';
 import type { UpstreamLookup } from './blobs.js';
 import { SingleFlight } from './singleFlight.js';
@@ -14,23 +15,6 @@ import { SingleFlight } from './singleFlight.js';
  */
 function acceptForDigest(accept: readonly string[]): string[] {
   return [...new Set([...accept, ...DEFAULT_MANIFEST_ACCEPT])];
-}
-
-/**
- * The media type of a manifest: the upstream's Content-Type, unless that is
- * generic, then the `mediaType` field the manifest declares.
- */
-export function manifestMediaType(contentType: string | undefined, body: Buffer): string {
-  if (contentType && contentType !== 'application/json' && contentType !== 'text/plain' && contentType !== 'application/octet-stream') {
-    return contentType;
-  }
-  try {
-    const declared = (JSON.parse(body.toString('utf8')) as { mediaType?: unknown }).mediaType;
-    if (typeof declared === 'string' && declared.length > 0) return declared;
-  } catch {
-    // Not JSON: keep what the upstream said.
-  }
-  return contentType ?? 'application/octet-stream';
 }
 
 /**
@@ -58,21 +42,23 @@ export class ProxyManifestStore implements ManifestService {
   async get(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<ManifestResult> {
     const local = await this.local.find(repository, digest);
     if (local) return local;
-    const key = `${repository.upstream}\0${repository.name}\0${digest}`;
+    const key = repositoryItemKey(repository, digest);
     const { value, shared } = await this.flights.do(key, () => this.fetch(repository, digest, accept));
     return { manifest: value, cache: shared ? 'coalesced' : 'miss' };
   }
 
-  /** Stores a manifest fetched by someone else (a tag GET) after checking its digest. */
+  /**
+   * Stores a manifest the tag service fetched by tag. Its digest was computed
+   * from these very bytes, so it names them; nothing else needs checking.
+   */
   async store(repository: RepositoryRef, manifest: Manifest): Promise<void> {
     await this.local.put(repository, manifest);
   }
 
   private async fetch(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Manifest> {
-    const parsed = parseDigest(digest);
     const fetched = await this.upstreams(repository.upstream).getManifest(repository.name, digest, acceptForDigest(accept));
     if (!fetched) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
-    const actual = digestOf(fetched.body, parsed.algorithm);
+    const actual = digestOf(fetched.body, splitDigest(digest).algorithm);
     if (actual !== digest) {
       throw new RegistryError('UPSTREAM_INVALID', 'upstream sent a manifest that does not match its digest', { expected: digest, actual });
     }

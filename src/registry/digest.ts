@@ -36,6 +36,15 @@ export function parseDigest(value: string): ParsedDigest {
   return { digest: value as Digest, algorithm: alg, hex };
 }
 
+/**
+ * The parts of a `Digest`, which passed the grammar once, at the edge: a
+ * split, not a second parse (the request path parses each digest once).
+ */
+export function splitDigest(digest: Digest): { algorithm: DigestAlgorithm; hex: string } {
+  const colon = digest.indexOf(':');
+  return { algorithm: digest.slice(0, colon) as DigestAlgorithm, hex: digest.slice(colon + 1) };
+}
+
 export function isDigestReference(reference: string): boolean {
   return reference.includes(':');
 }

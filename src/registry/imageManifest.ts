@@ -1,6 +1,6 @@
 import type { Descriptor } from './descriptor.js';
-import { parseDigest } from './digest.js';
-import { INDEX_MEDIA_TYPES } from './mediaTypes.js';
+import { parseDigest, type Digest } from './digest.js';
+import { INDEX_MEDIA_TYPES, MEDIA_TYPES } from './mediaTypes.js';
 
 /**
  * What warm, export and import need to know about a manifest: an index lists
@@ -34,18 +34,77 @@ export class ManifestParseError extends Error {
 }
 
 /**
+ * The one reading of a manifest's JSON, for everything that looks inside a
+ * manifest (parsing, media-type sniffing, eviction's references, bundles):
+ * the top-level object, or undefined when the body is not a JSON object.
+ */
+export function readManifestJson(body: Buffer): Record<string, unknown> | undefined {
+  try {
+    const json: unknown = JSON.parse(body.toString('utf8'));
+    return typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `mediaType` a manifest declares, if any. */
+export function declaredMediaType(body: Buffer): string | undefined {
+  const declared = readManifestJson(body)?.['mediaType'];
+  return typeof declared === 'string' && declared.length > 0 ? declared : undefined;
+}
+
+/**
+ * The media type of a manifest from an upstream: its Content-Type, unless
+ * that is generic, then the `mediaType` field the manifest declares.
+ */
+export function manifestMediaType(contentType: string | undefined, body: Buffer): string {
+  if (contentType && contentType !== 'application/json' && contentType !== 'text/plain' && contentType !== 'application/octet-stream') {
+    return contentType;
+  }
+  return declaredMediaType(body) ?? contentType ?? 'application/octet-stream';
+}
+
+/**
+ * The media type of a manifest whose descriptor leaves it out (OCI lets both
+ * the descriptor and the manifest omit it): declared, else an index when it
+ * lists manifests, else an image manifest.
+ */
+export function impliedMediaType(body: Buffer): string {
+  const declared = declaredMediaType(body);
+  if (declared) return declared;
+  return Array.isArray(readManifestJson(body)?.['manifests']) ? MEDIA_TYPES.ociIndex : MEDIA_TYPES.ociManifest;
+}
+
+/** The digests a manifest references, whatever its kind: config, layers, children, blobs, subject. */
+export function referencedDigests(body: Buffer): Digest[] {
+  const m = readManifestJson(body);
+  if (!m) return [];
+  const found: Digest[] = [];
+  const take = (d: unknown): void => {
+    const digest = (d as { digest?: unknown } | undefined)?.digest;
+    if (typeof digest !== 'string') return;
+    try {
+      found.push(parseDigest(digest).digest);
+    } catch {
+      // Not a digest we store; nothing to keep for it.
+    }
+  };
+  take(m['config']);
+  take(m['subject']);
+  for (const key of ['layers', 'manifests', 'blobs']) {
+    const list = m[key];
+    if (Array.isArray(list)) list.forEach(take);
+  }
+  return found;
+}
+
+/**
  * Parses a manifest body. `mediaType` is what the store recorded (it wins
  * over the body's own field, which OCI lets a manifest leave out).
  */
 export function parseManifest(body: Buffer, mediaType: string): ParsedManifest {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new ManifestParseError('manifest is not JSON');
-  }
-  if (typeof json !== 'object' || json === null) throw new ManifestParseError('manifest is not a JSON object');
-  const m = json as Record<string, unknown>;
+  const m = readManifestJson(body);
+  if (!m) throw new ManifestParseError('manifest is not a JSON object');
   // Schema 1 lists `fsLayers`, not descriptors: read as an image it would seem to have no blobs at all.
   if (m['schemaVersion'] === 1) throw new ManifestParseError('docker schema 1 manifests are not supported');
   if (INDEX_MEDIA_TYPES.has(mediaType) || Array.isArray(m['manifests'])) {

@@ -30,14 +30,24 @@ export function repositoryItemKey(r: RepositoryRef, item: string): string {
   return `${r.upstream}\0${r.name}\0${item}`;
 }
 
-/** Where a descriptor lookup applies: the digest exists at all, or it is linked into one repository. */
+/**
+ * Where a descriptor lookup applies: the blob exists at all (`global`), it is
+ * linked into one repository (`repository`), or it is a manifest revision of
+ * one repository (`manifest`: the descriptor carries the manifest's media
+ * type). One descriptor service, tiered memory → Redis → storage, answers
+ * all three.
+ */
 export type Scope =
   | { readonly kind: 'global' }
-  | { readonly kind: 'repository'; readonly repository: RepositoryRef };
+  | { readonly kind: 'repository'; readonly repository: RepositoryRef }
+  | { readonly kind: 'manifest'; readonly repository: RepositoryRef };
 
 export const GLOBAL_SCOPE: Scope = { kind: 'global' };
 export function repositoryScope(repository: RepositoryRef): Scope {
   return { kind: 'repository', repository };
+}
+export function manifestScope(repository: RepositoryRef): Scope {
+  return { kind: 'manifest', repository };
 }
 
 /**
@@ -114,6 +124,22 @@ export interface ManifestService {
 export interface TagRecord {
   readonly descriptor: Descriptor;
   readonly fetchedAt: number;
+}
+
+/**
+ * Tag records, the tag counterpart of `BlobDescriptorService`: memory, Redis
+ * and storage are each one, and `CachedTagRecords` composes a faster tier in
+ * front of a slower one. `get` answers `undefined` for "not known here";
+ * a tier never throws for trouble of its own (Redis away is a miss).
+ */
+export interface TagRecordService {
+  /**
+   * The newest record this tier (and those behind it) knows. With `goodEnough`,
+   * a tier that holds a record failing it (a stale one) asks the tiers behind
+   * it as well, and the newest of their answers wins.
+   */
+  get(repository: RepositoryRef, tag: Tag, goodEnough?: (record: TagRecord) => boolean): Promise<TagRecord | undefined>;
+  put(repository: RepositoryRef, tag: Tag, record: TagRecord): Promise<void>;
 }
 
 export interface TagResolution {

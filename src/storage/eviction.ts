@@ -2,6 +2,7 @@ import { parseDigest, type Digest } from '../registry/digest.js';
 import { isValidRepositoryName, type RepositoryName } from '../registry/names.js';
 import type { RepositoryRef } from '../registry/services.js';
 import { decodeTagRecord } from '../registry/tagRecord.js';
+import { referencedDigests } from '../registry/imageManifest.js';
 import type { StorageDriver } from './driver.js';
 import { REPOSITORIES_DIR, blobDataPath, layerLinkPath, manifestRevisionPath, repositoryPath, tagPath, tagsPath } from './layout.js';
 
@@ -53,34 +54,6 @@ export interface EvictionReport {
 export interface EvictionHooks {
   readonly blobRemoved?: (digest: Digest, repositories: readonly RepositoryRef[]) => Promise<void> | void;
   readonly manifestRemoved?: (repository: RepositoryRef, digest: Digest) => Promise<void> | void;
-}
-
-/** The digests a manifest references: config, layers, children, blobs, subject. */
-export function referencedDigests(body: Buffer): Digest[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(body.toString('utf8'));
-  } catch {
-    return [];
-  }
-  const found: Digest[] = [];
-  const take = (d: unknown): void => {
-    const digest = (d as { digest?: unknown } | undefined)?.digest;
-    if (typeof digest !== 'string') return;
-    try {
-      found.push(parseDigest(digest).digest);
-    } catch {
-      // Not a digest we store; nothing to keep for it.
-    }
-  };
-  const m = parsed as Record<string, unknown>;
-  take(m['config']);
-  take(m['subject']);
-  for (const key of ['layers', 'manifests', 'blobs']) {
-    const list = m[key];
-    if (Array.isArray(list)) list.forEach(take);
-  }
-  return found;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Digest } from '../registry/digest.js';
+import { splitDigest, type Digest } from '../registry/digest.js';
 import type { RepositoryRef } from '../registry/services.js';
 
 /**
@@ -24,18 +24,9 @@ export const PINS_PATH = 'pins.json';
 export const LAYERS_DIR = '_layers';
 export const MANIFESTS_DIR = '_manifests';
 
-/**
- * The parts of a validated digest. A `Digest` passed the grammar once, at
- * the edge, so this is a split, not a second parse.
- */
-export function digestParts(digest: Digest): { algorithm: string; hex: string } {
-  const colon = digest.indexOf(':');
-  return { algorithm: digest.slice(0, colon), hex: digest.slice(colon + 1) };
-}
-
 /** `blobs/<alg>/<hex[0:2]>/<hex>`: the directory that holds a blob (eviction removes it whole). */
 export function blobDir(digest: Digest): string {
-  const { algorithm, hex } = digestParts(digest);
+  const { algorithm, hex } = splitDigest(digest);
   return `${BLOBS_DIR}/${algorithm}/${hex.slice(0, 2)}/${hex}`;
 }
 
@@ -71,7 +62,7 @@ export function layersDir(r: RepositoryRef): string {
 }
 
 export function layerLinkPath(r: RepositoryRef, digest: Digest): string {
-  const { algorithm, hex } = digestParts(digest);
+  const { algorithm, hex } = splitDigest(digest);
   return `${layersDir(r)}/${algorithm}/${hex}`;
 }
 
@@ -80,7 +71,7 @@ export function revisionsDir(r: RepositoryRef): string {
 }
 
 export function manifestRevisionPath(r: RepositoryRef, digest: Digest): string {
-  const { algorithm, hex } = digestParts(digest);
+  const { algorithm, hex } = splitDigest(digest);
   return `${revisionsDir(r)}/${algorithm}/${hex}`;
 }
 

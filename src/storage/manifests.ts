@@ -1,43 +1,67 @@
-import { LRUCache } from 'lru-cache';
 import type { Descriptor } from '../registry/descriptor.js';
 import type { Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
-import type { Manifest, ManifestResult, ManifestService, RepositoryRef } from '../registry/services.js';
+import {
+  manifestScope,
+  type BlobDescriptorService, type BlobStatter, type Manifest, type ManifestResult, type ManifestService, type RepositoryRef, type Scope,
+} from '../registry/services.js';
 import type { StorageDriver } from './driver.js';
 import type { UsageRecorder } from './usage.js';
 import { blobDataPath, manifestRevisionPath } from './layout.js';
 
+/** What a revision record holds: the media type the upstream gave, and the size. */
 interface RevisionRecord {
   mediaType: string;
   size: number;
 }
 
-function revisionKey(r: RepositoryRef, digest: Digest): string {
-  return `${r.upstream}\0${r.name}\0${digest}`;
+/**
+ * Answers `stat` in the `manifest` scope from the revision records in
+ * storage: the slow tier that the descriptor caches sit in front of, as
+ * `StorageBlobStatter` is for blobs.
+ */
+export class StorageRevisionStatter implements BlobStatter {
+  constructor(private readonly driver: StorageDriver) {}
+
+  async stat(scope: Scope, digest: Digest): Promise<Descriptor | undefined> {
+    if (scope.kind !== 'manifest') return undefined;
+    const content = await this.driver.getContent(manifestRevisionPath(scope.repository, digest));
+    const record = content && parseRevision(content);
+    return record ? { digest, size: record.size, mediaType: record.mediaType } : undefined;
+  }
+}
+
+/** Manifest bodies kept in memory by digest; a miss is read from storage. */
+export interface ManifestBodyCache {
+  get(digest: Digest): Buffer | undefined;
+  set(digest: Digest, body: Buffer): void;
+}
+
+export interface LocalManifestStoreOptions {
+  readonly driver: StorageDriver;
+  /** Every descriptor tier (memory → Redis → `StorageRevisionStatter`); revisions live in the `manifest` scope. */
+  readonly revisions: BlobDescriptorService;
+  readonly bodies: ManifestBodyCache;
+  readonly usage?: UsageRecorder;
 }
 
 /**
  * Manifests in local storage: the bytes as a content-addressed blob, and a
  * revision record per repository holding the media type the upstream gave.
- *
- * Two memory caches keep the hot path free of syscalls: revision records by
- * (upstream, repository, digest), and bodies by digest, bounded in bytes.
+ * The hot path is free of syscalls: revisions come from the descriptor
+ * tiers, bodies from the body cache.
  */
 export class LocalManifestStore implements ManifestService {
-  private readonly revisions: LRUCache<string, RevisionRecord>;
-  private readonly bodies: LRUCache<string, Buffer>;
+  private readonly driver: StorageDriver;
+  private readonly revisions: BlobDescriptorService;
 
-  private readonly usage: UsageRecorder | undefined;
-
-  constructor(private readonly driver: StorageDriver, options: { memoryEntries: number; memoryBytes: number; usage?: UsageRecorder }) {
-    this.usage = options.usage;
-    this.revisions = new LRUCache({ max: Math.max(1, options.memoryEntries) });
-    this.bodies = new LRUCache({ maxSize: Math.max(1, options.memoryBytes), sizeCalculation: (b) => Math.max(1, b.length) });
+  constructor(private readonly options: LocalManifestStoreOptions) {
+    this.driver = options.driver;
+    this.revisions = options.revisions;
   }
 
-  async stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined> {
-    const revision = await this.revision(repository, digest);
-    return revision && { digest, size: revision.size, mediaType: revision.mediaType };
+  stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined> {
+    return this.revisions.stat(manifestScope(repository), digest);
   }
 
   async get(repository: RepositoryRef, digest: Digest): Promise<ManifestResult> {
@@ -48,10 +72,10 @@ export class LocalManifestStore implements ManifestService {
 
   /** The manifest when this repository has it; undefined otherwise (no exception on the miss path). */
   async find(repository: RepositoryRef, digest: Digest): Promise<ManifestResult | undefined> {
-    const revision = await this.revision(repository, digest);
+    const revision = await this.stat(repository, digest);
     const body = revision && await this.body(digest);
     if (!revision || !body) return undefined;
-    this.usage?.used(manifestRevisionPath(repository, digest));
+    this.options.usage?.used(manifestRevisionPath(repository, digest));
     return { manifest: { digest, mediaType: revision.mediaType, body }, cache: 'hit' };
   }
 
@@ -62,30 +86,20 @@ export class LocalManifestStore implements ManifestService {
     }
     const record: RevisionRecord = { mediaType: manifest.mediaType, size: manifest.body.length };
     await this.driver.putContent(manifestRevisionPath(repository, manifest.digest), JSON.stringify(record));
-    this.revisions.set(revisionKey(repository, manifest.digest), record);
-    this.bodies.set(manifest.digest, manifest.body);
+    await this.revisions.setDescriptor(manifestScope(repository), manifest.digest, { digest: manifest.digest, ...record });
+    this.options.bodies.set(manifest.digest, manifest.body);
   }
 
-  /** Eviction removed this revision: forget it (the body may still serve other repositories). */
-  evicted(repository: RepositoryRef, digest: Digest): void {
-    this.revisions.delete(revisionKey(repository, digest));
-  }
-
-  private async revision(repository: RepositoryRef, digest: Digest): Promise<RevisionRecord | undefined> {
-    const key = revisionKey(repository, digest);
-    const cached = this.revisions.get(key);
-    if (cached) return cached;
-    const content = await this.driver.getContent(manifestRevisionPath(repository, digest));
-    const record = content && parseRevision(content);
-    if (record) this.revisions.set(key, record);
-    return record;
+  /** Eviction removed this revision: every tier forgets it (the body may still serve other repositories). */
+  async evicted(repository: RepositoryRef, digest: Digest): Promise<void> {
+    await this.revisions.clear(manifestScope(repository), digest);
   }
 
   private async body(digest: Digest): Promise<Buffer | undefined> {
-    const cached = this.bodies.get(digest);
+    const cached = this.options.bodies.get(digest);
     if (cached) return cached;
     const body = await this.driver.getContent(blobDataPath(digest));
-    if (body) this.bodies.set(digest, body);
+    if (body) this.options.bodies.set(digest, body);
     return body;
   }
 }
