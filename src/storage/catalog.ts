@@ -1,29 +1,52 @@
+import { parseDigest, type Digest } from '../registry/digest.js';
+import { isValidRepositoryName, type RepositoryName } from '../registry/names.js';
+import type { RepositoryRef } from '../registry/services.js';
 import type { StorageDriver } from './driver.js';
-import { REPOSITORIES_DIR } from './layout.js';
+import { LAYERS_DIR, MANIFESTS_DIR, REPOSITORIES_DIR, digestRecordDir, repositoryPath } from './layout.js';
 
-/** Directories that mark a repository; anything else below `repositories/` is a name component. */
-const REPOSITORY_MARKERS = new Set(['_manifests', '_layers']);
 /** Name components nest at most this deep (255 characters of `a/b/...`). */
 const MAX_DEPTH = 128;
 
 /**
- * The cached repositories, as `<upstream>/<name>`, sorted. Walks only the
- * `repositories/` records, never the blobs; used by `_catalog`, not at start-up.
+ * Every cached repository, sorted by upstream and name: the one walk over
+ * `repositories/` (never the blobs), shared by `_catalog`, eviction and
+ * export. Not used at start-up.
  */
-export async function listCachedRepositories(driver: StorageDriver): Promise<string[]> {
-  const found: string[] = [];
-  for (const upstream of await driver.list(REPOSITORIES_DIR)) {
-    await walk(driver, `${REPOSITORIES_DIR}/${upstream}`, upstream, found, 0);
-  }
-  return found.sort();
+export async function findRepositories(driver: StorageDriver): Promise<RepositoryRef[]> {
+  const found: RepositoryRef[] = [];
+  const walk = async (upstream: string, name: string[]): Promise<void> => {
+    const joined = name.join('/');
+    const entries = await driver.list(repositoryPath({ upstream, name: joined }));
+    if (name.length > 0 && isValidRepositoryName(joined) && entries.some((e) => e === MANIFESTS_DIR || e === LAYERS_DIR)) {
+      found.push({ upstream, name: joined as RepositoryName });
+    }
+    if (name.length >= MAX_DEPTH) return;
+    for (const entry of entries) if (!entry.startsWith('_')) await walk(upstream, [...name, entry]);
+  };
+  for (const upstream of await driver.list(REPOSITORIES_DIR)) await walk(upstream, []);
+  return found.sort((a, b) => (a.upstream === b.upstream ? compare(a.name, b.name) : compare(a.upstream, b.upstream)));
 }
 
-async function walk(driver: StorageDriver, path: string, name: string, found: string[], depth: number): Promise<void> {
-  if (depth > MAX_DEPTH) return;
-  const entries = await driver.list(path);
-  if (entries.some((e) => REPOSITORY_MARKERS.has(e))) found.push(name);
-  for (const entry of entries) {
-    if (REPOSITORY_MARKERS.has(entry) || entry.startsWith('_')) continue;
-    await walk(driver, `${path}/${entry}`, `${name}/${entry}`, found, depth + 1);
+/** The cached repositories as `<upstream>/<name>`, sorted: what `_catalog` lists. */
+export async function listCachedRepositories(driver: StorageDriver): Promise<string[]> {
+  return (await findRepositories(driver)).map((r) => `${r.upstream}/${r.name}`).sort();
+}
+
+/** The digests named by a directory of `<algorithm>/<hex>` records (layer links, manifest revisions). */
+export async function digestsIn(driver: StorageDriver, dir: string): Promise<Digest[]> {
+  const found: Digest[] = [];
+  for (const algorithm of await driver.list(dir)) {
+    for (const hex of await driver.list(digestRecordDir(dir, algorithm))) {
+      try {
+        found.push(parseDigest(`${algorithm}:${hex}`).digest);
+      } catch {
+        // Not a record of ours.
+      }
+    }
   }
+  return found;
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

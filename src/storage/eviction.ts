@@ -1,10 +1,10 @@
 import { parseDigest, type Digest } from '../registry/digest.js';
-import { isValidRepositoryName, type RepositoryName } from '../registry/names.js';
 import type { RepositoryRef } from '../registry/services.js';
 import { decodeTagRecord } from '../registry/tagRecord.js';
 import { referencedDigests } from '../registry/imageManifest.js';
 import type { StorageDriver } from './driver.js';
-import { REPOSITORIES_DIR, blobDataPath, layerLinkPath, manifestRevisionPath, repositoryPath, tagPath, tagsPath } from './layout.js';
+import { BLOBS_DIR, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath, revisionsDir, tagPath, tagsPath, walkedBlobDataPath } from './layout.js';
+import { digestsIn, findRepositories } from './catalog.js';
 
 /** What decides which cached content may go. */
 export interface EvictionPolicy {
@@ -125,7 +125,7 @@ export async function collectGarbage(
     if (info && recent(info.modifiedMs)) continue;
     const linked = linksByDigest.get(digest) ?? [];
     for (const repository of linked) await driver.delete(layerLinkPath(repository, digest));
-    await driver.delete(blobDataPath(digest).replace(/\/data$/, ''));
+    await driver.delete(blobDir(digest));
     await options.hooks?.blobRemoved?.(digest, linked);
   }
   return report;
@@ -141,16 +141,16 @@ async function removeUnit(driver: StorageDriver, unit: Unit, hooks: EvictionHook
 
 async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, { size: number; modifiedMs: number }>> {
   const found = new Map<Digest, { size: number; modifiedMs: number }>();
-  for (const algorithm of await driver.list('blobs')) {
-    for (const prefix of await driver.list(`blobs/${algorithm}`)) {
-      for (const hex of await driver.list(`blobs/${algorithm}/${prefix}`)) {
+  for (const algorithm of await driver.list(BLOBS_DIR)) {
+    for (const prefix of await driver.list(blobAlgorithmDir(algorithm))) {
+      for (const hex of await driver.list(blobPrefixDir(algorithm, prefix))) {
         let digest: Digest;
         try {
           digest = parseDigest(`${algorithm}:${hex}`).digest;
         } catch {
           continue;
         }
-        const info = await driver.stat(`blobs/${algorithm}/${prefix}/${hex}/data`);
+        const info = await driver.stat(walkedBlobDataPath(algorithm, prefix, hex));
         if (info) found.set(digest, { size: info.size, modifiedMs: info.modifiedMs });
       }
     }
@@ -160,38 +160,14 @@ async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, { size: num
 
 async function scanRepositories(driver: StorageDriver): Promise<RepositoryScan[]> {
   const found: RepositoryScan[] = [];
-  const walk = async (upstream: string, name: string[]): Promise<void> => {
-    const repository = { upstream, name: name.join('/') as RepositoryName };
-    const entries = await driver.list(`${REPOSITORIES_DIR}/${upstream}/${name.join('/')}`);
-    if (name.length > 0 && isValidRepositoryName(repository.name) && entries.some((e) => e === '_manifests' || e === '_layers')) {
-      const layers = await digestsIn(driver, `${repositoryPath(repository)}/_layers`);
-      found.push({ repository, layers });
-    }
-    for (const entry of entries) if (!entry.startsWith('_') && name.length < 128) await walk(upstream, [...name, entry]);
-  };
-  for (const upstream of await driver.list(REPOSITORIES_DIR)) await walk(upstream, []);
-  return found;
-}
-
-/** Digests named by `<dir>/<algorithm>/<hex>` files. */
-async function digestsIn(driver: StorageDriver, dir: string): Promise<Digest[]> {
-  const found: Digest[] = [];
-  for (const algorithm of await driver.list(dir)) {
-    for (const hex of await driver.list(`${dir}/${algorithm}`)) {
-      try {
-        found.push(parseDigest(`${algorithm}:${hex}`).digest);
-      } catch {
-        // Not ours.
-      }
-    }
-  }
+  for (const repository of await findRepositories(driver)) found.push({ repository, layers: await digestsIn(driver, layersDir(repository)) });
   return found;
 }
 
 /** The images of a repository: manifests not referenced by another manifest of it, with their children. */
 async function scanUnits(driver: StorageDriver, repository: RepositoryRef): Promise<Unit[]> {
   const revisions = new Map<Digest, { lastUsed: number; references: Digest[] }>();
-  for (const digest of await digestsIn(driver, `${repositoryPath(repository)}/_manifests/revisions`)) {
+  for (const digest of await digestsIn(driver, revisionsDir(repository))) {
     const info = await driver.stat(manifestRevisionPath(repository, digest));
     const body = await driver.getContent(blobDataPath(digest));
     if (info) revisions.set(digest, { lastUsed: info.modifiedMs, references: body ? referencedDigests(body) : [] });
