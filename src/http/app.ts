@@ -1,11 +1,11 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { Mirror } from '../mirror.js';
+import type { RegistryServices } from './services.js';
 import { registerErrorHandling } from './errors.js';
 import { registryRoutes } from './routes/registry.js';
 
 export interface AppOptions {
-  readonly mirror: Mirror;
+  readonly mirror: RegistryServices;
   readonly logger: Logger;
 }
 

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
-import type { Mirror } from '../../mirror.js';
+import type { RegistryServices } from '../services.js';
 import type { Route } from '../../routing/router.js';
 import { countBytes, markCache } from '../context.js';
 import { parseRange } from '../range.js';
@@ -12,7 +12,7 @@ import { parseRange } from '../range.js';
  * of that digest and streams as bytes arrive.
  */
 export async function serveBlob(
-  mirror: Mirror, route: Route, digestText: string, request: FastifyRequest, reply: FastifyReply,
+  mirror: RegistryServices, route: Route, digestText: string, request: FastifyRequest, reply: FastifyReply,
 ): Promise<void> {
   const digest = parseDigest(digestText).digest;
   void reply.headers({ 'docker-content-digest': digest, 'accept-ranges': 'bytes', etag: `"${digest}"` });

@@ -4,7 +4,7 @@ import { isDigestReference, parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
 import { acceptedManifestTypes } from '../../registry/mediaTypes.js';
 import { parseTag } from '../../registry/names.js';
-import type { Mirror } from '../../mirror.js';
+import type { RegistryServices } from '../services.js';
 import type { Route } from '../../routing/router.js';
 import { markCache } from '../context.js';
 
@@ -33,7 +33,7 @@ function descriptorHeaders(reply: FastifyReply, d: Descriptor): void {
  * exactly as stored.
  */
 export async function serveManifest(
-  mirror: Mirror, route: Route, reference: string, request: FastifyRequest, reply: FastifyReply,
+  mirror: RegistryServices, route: Route, reference: string, request: FastifyRequest, reply: FastifyReply,
 ): Promise<void> {
   const accept = acceptedManifestTypes(request.headers.accept);
   const head = request.method === 'HEAD';

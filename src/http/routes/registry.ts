@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { RegistryError } from '../../registry/errors.js';
-import type { Mirror } from '../../mirror.js';
+import type { RegistryServices } from '../services.js';
 import { parseRegistryPath } from '../paths.js';
 import { serveBlob } from './blobs.js';
 import { serveManifest } from './manifests.js';
@@ -16,7 +16,7 @@ interface RegistryQuery extends PageQuery {
  * wildcard route splits the path; every name, tag and digest is checked
  * against the grammar before anything touches storage.
  */
-export const registryRoutes: FastifyPluginAsync<{ mirror: Mirror }> = async (app: FastifyInstance, { mirror }) => {
+export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = async (app: FastifyInstance, { mirror }) => {
   app.get('/v2/', async (_request, reply) => reply.type('application/json').send('{}'));
 
   app.get<{ Querystring: PageQuery }>('/v2/_catalog', { schema: { querystring: pageQuerySchema } }, async (request, reply) => {

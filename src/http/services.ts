@@ -1,0 +1,16 @@
+import type { BlobStore, ManifestService, TagService } from '../registry/services.js';
+import type { UpstreamRouter } from '../routing/router.js';
+
+/**
+ * What the HTTP layer needs of the mirror: the router and the three proxy
+ * services, by their interfaces. The composition root (`Mirror`) is one;
+ * a test may give any other.
+ */
+export interface RegistryServices {
+  readonly router: UpstreamRouter;
+  readonly blobs: BlobStore;
+  readonly manifests: ManifestService;
+  readonly tags: TagService;
+  /** The cached repositories as `<upstream>/<name>`, sorted. */
+  catalog(): Promise<string[]>;
+}
