@@ -5,6 +5,7 @@
  * image of several small layers whose blobs are timed to first byte.
  */
 import { request } from 'undici';
+import { DEFAULT_MANIFEST_ACCEPT } from '../src/registry/mediaTypes.js';
 import type { RunningRegistry } from '../test/fixtures/registry.js';
 import { seedImages, type SeededImage } from '../test/fixtures/seed.js';
 import type { BenchOptions } from './options.js';
@@ -31,12 +32,7 @@ export interface Workload {
 }
 
 /** The Accept header a docker/containerd client sends for manifests. */
-export const MANIFEST_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ');
+export const MANIFEST_ACCEPT = DEFAULT_MANIFEST_ACCEPT.join(', ');
 
 /** A blob's size as the registry states it (HEAD). */
 async function blobSize(registryUrl: string, repository: string, digest: string): Promise<number> {

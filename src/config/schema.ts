@@ -133,5 +133,4 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Static<typeof ConfigSchema>;
 export type UpstreamConfig = Static<typeof Upstream>;
-export type CredentialsConfig = Static<typeof Credentials>;
 export type RedisConfig = Static<typeof Redis>;

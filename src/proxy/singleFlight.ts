@@ -14,8 +14,4 @@ export class SingleFlight<V> {
     this.running.set(key, call);
     return { value: await call, shared: false };
   }
-
-  get size(): number {
-    return this.running.size;
-  }
 }

@@ -118,7 +118,7 @@ export class UpstreamRouter {
   }
 
   private bind(upstream: UpstreamSettings, name: string): Route {
-    return { upstream, repository: { upstream: upstream.name, name: upstreamName(upstream, parseRepositoryName(name)) } };
+    return { upstream, repository: { upstream: upstream.name, name: nameAtUpstream(upstream, parseRepositoryName(name)) } };
   }
 
   private names(): string {
@@ -126,7 +126,7 @@ export class UpstreamRouter {
   }
 }
 
-/** Docker Hub keeps official images under `library/`: `alpine` is `library/alpine`. */
-export function upstreamName(upstream: UpstreamSettings, name: RepositoryName): RepositoryName {
+/** The repository name as the upstream knows it: Docker Hub keeps official images under `library/` (`alpine` is `library/alpine`). */
+export function nameAtUpstream(upstream: UpstreamSettings, name: RepositoryName): RepositoryName {
   return upstream.dockerHub && !name.includes('/') ? `library/${name}` as RepositoryName : name;
 }
