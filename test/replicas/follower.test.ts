@@ -57,7 +57,7 @@ async function scenario(): Promise<Scenario> {
     root,
     redis: { url: redis.url!, keyPrefix: prefix, leaseTtl: '1s' },
   });
-  const upload = `${Date.now().toString(36)}-${randomUUID()}`;
+  const upload = randomUUID();
   await mkdir(join(root, '_uploads'), { recursive: true });
   return { proxy, root, prefix, blob, digest, upload, finalPath: join(root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data') };
 }

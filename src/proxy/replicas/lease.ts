@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { RedisConnection } from '../../cache/redis.js';
+import type { Clock, Timer } from '../../registry/clock.js';
 import type { Digest } from '../../registry/digest.js';
 import { ERROR_STATUS, RegistryError, UpstreamUnavailable, type ErrorCode } from '../../registry/errors.js';
+import { isUploadName } from '../../storage/layout.js';
 
 /**
  * Fill leases in Redis: which replica fetches a cold blob for all of them,
@@ -13,8 +15,9 @@ import { ERROR_STATUS, RegistryError, UpstreamUnavailable, type ErrorCode } from
  *                           only (compare-and-delete script)
  *   <prefix>fill:<digest>   JSON about the owner's fill, under the same TTL:
  *                           {"owner","upload","size"} while it runs: `upload`
- *                           is the temp file's name in <root>/_uploads/, `size`
- *                           the upstream's Content-Length or null;
+ *                           is the upload's name (`uploadPath` in
+ *                           storage/layout.ts), `size` the upstream's
+ *                           Content-Length or null;
  *                           {"owner","failed":{"code","message"}} for a few
  *                           seconds after the upstream gave a verdict (404,
  *                           digest mismatch, 429), so that followers answer
@@ -46,8 +49,8 @@ export type AcquireResult = 'owned' | 'taken' | 'unavailable';
 /** How long a failure stays readable for the followers of the failed fill. */
 const FAILURE_TTL_MS = 5000;
 
-/** Temp file names as `FilesystemDriver.createUpload` and `createSharedUpload` make them. */
-const UPLOAD_NAME = /^[0-9a-z]{1,16}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Renewals are at least this far apart, however short the lease. */
+const MIN_RENEWAL_INTERVAL_MS = 50;
 
 // KEYS[1] lease, KEYS[2] fill; ARGV[1] owner, ARGV[2] ttl ms.
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -83,6 +86,15 @@ export function newOwnerId(): string {
   return `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
 }
 
+export interface FillLeasesOptions {
+  /** The process's connection; its settings give the lease's TTL. */
+  readonly redis: RedisConnection;
+  /** Schedules the renewals of held leases. */
+  readonly clock: Clock;
+  /** This replica's id as a lease owner; `newOwnerId()` by default. */
+  readonly owner?: string;
+}
+
 /**
  * The lease operations of one replica. All of them answer rather than throw
  * when Redis is unavailable: `acquire` says `unavailable`, `look` answers
@@ -90,9 +102,15 @@ export function newOwnerId(): string {
  */
 export class FillLeases {
   readonly ttlMs: number;
+  readonly owner: string;
+  private readonly redis: RedisConnection;
+  private readonly clock: Clock;
 
-  constructor(private readonly redis: RedisConnection, readonly owner: string = newOwnerId()) {
-    this.ttlMs = redis.settings.leaseTtlMs;
+  constructor(options: FillLeasesOptions) {
+    this.redis = options.redis;
+    this.clock = options.clock;
+    this.owner = options.owner ?? newOwnerId();
+    this.ttlMs = options.redis.settings.leaseTtlMs;
   }
 
   /** `SET <prefix>lease:<digest> <owner> NX PX <ttl>`. */
@@ -106,6 +124,25 @@ export class FillLeases {
   async renew(digest: Digest): Promise<boolean | undefined> {
     const reply = await this.script(RENEW, digest, [this.owner, String(this.ttlMs)]);
     return reply === undefined ? undefined : reply === 1;
+  }
+
+  /**
+   * Keeps a lease we acquired for as long as its fill runs: renewed every
+   * third of its life, so that one renewal may be lost without the lease
+   * lapsing.
+   * `onLost` is called (once) when a renewal finds the lease taken by another
+   * replica, which happens when this process was paused past the TTL.
+   * Cancel the timer when the fill is over, before `release` or `fail`.
+   */
+  hold(digest: Digest, onLost: () => void): Timer {
+    let lost = false;
+    return this.clock.setInterval(() => {
+      void this.renew(digest).then((ours) => {
+        if (ours !== false || lost) return;
+        lost = true;
+        onLost();
+      });
+    }, Math.max(MIN_RENEWAL_INTERVAL_MS, Math.floor(this.ttlMs / 3)));
   }
 
   /** Tells followers where our fill's bytes are. */
@@ -150,19 +187,19 @@ export class FillLeases {
   }
 }
 
-/** Reads a fill key; anything malformed (or an upload name that is not a plain temp file name) is no information. */
+/** Reads a fill key; anything malformed (or an upload name that is not one `newUploadName` makes) is no information. */
 export function parseFillInfo(value: string): FillInfo | undefined {
   try {
     const parsed = JSON.parse(value) as { owner?: unknown; upload?: unknown; size?: unknown; failed?: { code?: unknown; message?: unknown } };
     if (typeof parsed.owner !== 'string') return undefined;
     if (parsed.failed) {
-      const code = typeof parsed.failed.code === 'string' && parsed.failed.code in ERROR_STATUS ? parsed.failed.code as ErrorCode : 'UNAVAILABLE';
+      const code = typeof parsed.failed.code === 'string' && Object.hasOwn(ERROR_STATUS, parsed.failed.code) ? parsed.failed.code as ErrorCode : 'UNAVAILABLE';
       const message = typeof parsed.failed.message === 'string' ? parsed.failed.message : 'the replica fetching this blob failed';
       const failed = code === 'UNAVAILABLE' ? new UpstreamUnavailable(message) : new RegistryError(code, message);
       return { owner: parsed.owner, failed };
     }
-    // The name becomes a path under _uploads: only the shape our temp files have is accepted.
-    if (typeof parsed.upload !== 'string' || !UPLOAD_NAME.test(parsed.upload)) return undefined;
+    // The name becomes a path under the uploads directory: only the shape our upload names have is accepted.
+    if (typeof parsed.upload !== 'string' || !isUploadName(parsed.upload)) return undefined;
     const size = typeof parsed.size === 'number' && Number.isSafeInteger(parsed.size) && parsed.size >= 0 ? parsed.size : undefined;
     return { owner: parsed.owner, upload: parsed.upload, size };
   } catch {

@@ -13,7 +13,7 @@ import type { SharedTagRecords } from '../tags.js';
 
 export interface RedisServicesOptions {
   readonly settings: RedisSettings;
-  /** The storage root the replicas share. */
+  /** The storage the replicas share. */
   readonly driver: StorageDriver;
   readonly logger: Logger;
   readonly clock: Clock;
@@ -36,7 +36,7 @@ export class RedisServices {
     this.descriptors = new RedisBlobDescriptorService(this.connection);
     this.tags = new RedisTagRecords(this.connection);
     this.replicas = new ReplicaCoordinator({
-      leases: new FillLeases(this.connection),
+      leases: new FillLeases({ redis: this.connection, clock }),
       driver,
       logger: logger.child({ component: 'replicas' }),
       clock,
