@@ -3,7 +3,8 @@ import type { Clock } from '../registry/clock.js';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
 import { parseDigest, type Digest, type ParsedDigest } from '../registry/digest.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
-import { repositoryKey, type BlobHandle, type BlobStore, type CacheOutcome, type RepositoryRef } from '../registry/services.js';
+import type { Readable } from 'node:stream';
+import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
@@ -157,6 +158,7 @@ export class ProxyBlobStore implements BlobStore {
         fetch,
         confirm: () => this.confirm(repository, digest),
         record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
+        openCommitted: (range) => this.openCommitted(repository, digest, range),
       })
       : fetch();
     this.fills.set(digest, inFlight);
@@ -189,10 +191,14 @@ export class ProxyBlobStore implements BlobStore {
       body: response.body,
       upload,
       commit: (u, descriptor) => this.local.commit(u, descriptor, inFlight.seal()),
-      openCommitted: (range) => this.local.open({ digest: digest.digest, size: 0, mediaType: OCTET_STREAM }, repository, range),
+      openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
       clock: this.options.clock,
     });
+  }
+
+  private openCommitted(repository: RepositoryRef, digest: Digest, range?: ByteRange): Promise<Readable> {
+    return this.local.open({ digest, size: 0, mediaType: OCTET_STREAM }, repository, range);
   }
 
   private fillHandle(fill: FillSource, cache: CacheOutcome): BlobHandle {

@@ -1,4 +1,4 @@
-import { Readable, Writable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Clock, Timer } from '../registry/clock.js';
 import { DigestVerifier, type ParsedDigest } from '../registry/digest.js';
@@ -6,7 +6,7 @@ import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { ByteRange } from '../registry/services.js';
 import type { Upload } from '../storage/driver.js';
-import { ChangeSignal, GrowingReader, type GrowingSource } from './growingReader.js';
+import { ChangeSignal, GrowingReader, openedOnRead, type GrowingSource } from './growingReader.js';
 
 /** Bytes buffered between the upstream socket and the upload. */
 const SINK_BUFFER = 1024 * 1024;
@@ -98,10 +98,7 @@ export class BlobFill implements GrowingSource {
     if (this.failure) throw this.failure;
     if (this.uploadOpen) return new GrowingReader(this, range?.start ?? 0, range?.end);
     // Committed, and the upload is closed: the bytes are in storage now.
-    const open = this.options.openCommitted;
-    return Readable.from((async function* committed() {
-      yield* await open(range);
-    })(), { objectMode: false });
+    return openedOnRead(() => this.options.openCommitted(range));
   }
 
   /** Resolves at the next write, commit or failure. */

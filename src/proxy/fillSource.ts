@@ -47,6 +47,12 @@ export interface ClaimOptions {
    * the last byte only after it returned.
    */
   readonly record: (descriptor: Descriptor) => Promise<void>;
+  /**
+   * Opens the committed blob through the local store (so the read counts for
+   * eviction: last use, in use), for a reader that comes after a source let
+   * go of the files it followed.
+   */
+  readonly openCommitted: (range?: ByteRange) => Promise<Readable>;
 }
 
 /**

@@ -108,6 +108,18 @@ export class GrowingReader extends Readable {
 }
 
 /**
+ * A stream whose source is opened only when it is first read: what a
+ * `reader()` returns once the bytes are in storage (it must answer a stream
+ * at once, and opening the file is asynchronous). Errors of `open` (the blob
+ * evicted meanwhile) become errors of the stream.
+ */
+export function openedOnRead(open: () => Promise<Readable>): Readable {
+  return Readable.from((async function* opened() {
+    yield* await open();
+  })(), { objectMode: false });
+}
+
+/**
  * "Something changed" for readers waiting on a growing source: `wait()`
  * resolves at the next `notify()`. Cheaper than an EventEmitter per reader,
  * and a waiter can never miss a notification that came after it asked.

@@ -11,7 +11,7 @@ export interface Clock {
   setTimeout(fn: () => void, ms: number): Timer;
   /** Calls `fn` every `ms`; the timer never keeps the process alive. */
   setInterval(fn: () => void, ms: number): Timer;
-  /** Resolves after `ms`. */
+  /** Resolves after `ms` (the wait, too, never keeps the process alive). */
   sleep(ms: number): Promise<void>;
 }
 
@@ -32,5 +32,5 @@ export const systemClock: Clock = {
     handle.unref();
     return { cancel: () => clearInterval(handle) };
   },
-  sleep: (ms) => new Promise((resolve) => { setTimeout(resolve, ms); }),
+  sleep: (ms) => new Promise((resolve) => { setTimeout(resolve, ms).unref(); }),
 };

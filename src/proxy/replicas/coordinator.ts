@@ -175,7 +175,7 @@ export class ReplicaCoordinator implements FillCoordinator {
 
   /** A blob another replica committed: recorded here before it is handed out. */
   private committed(digest: ParsedDigest, size: number, options: ClaimOptions): Promise<CommittedBlob> {
-    return CommittedBlob.recorded({ driver: this.options.driver, digest, size, record: options.record });
+    return CommittedBlob.recorded({ digest, size, record: options.record, openCommitted: options.openCommitted });
   }
 
   private followerOptions(digest: ParsedDigest, options: ClaimOptions): ReplicaFollowerOptions {
@@ -188,6 +188,7 @@ export class ReplicaCoordinator implements FillCoordinator {
       clock,
       pollIntervalMs: this.pollIntervalMs,
       record: options.record,
+      openCommitted: options.openCommitted,
       takeOver: async (acquired) => {
         const owned = await this.own(digest, options.fetch, acquired);
         return owned.kind === 'fetching' ? owned : undefined;

@@ -1,15 +1,15 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../../registry/clock.js';
 import { OCTET_STREAM, type Descriptor } from '../../registry/descriptor.js';
 import { DigestVerifier, type ParsedDigest } from '../../registry/digest.js';
-import { RegistryError, UpstreamUnavailable } from '../../registry/errors.js';
+import { UpstreamUnavailable } from '../../registry/errors.js';
 import type { ByteRange, CacheOutcome } from '../../registry/services.js';
 import type { FileReader, StorageDriver } from '../../storage/driver.js';
 import { blobDataPath, uploadPath } from '../../storage/layout.js';
 import type { BlobFill } from '../fill.js';
 import type { FillSource } from '../fillSource.js';
-import { ChangeSignal, GrowingReader, READ_CHUNK, type GrowingSource } from '../growingReader.js';
+import { ChangeSignal, GrowingReader, READ_CHUNK, openedOnRead, type GrowingSource } from '../growingReader.js';
 import type { AcquireResult, FillInfo, FillLeases } from './lease.js';
 
 /**
@@ -33,29 +33,20 @@ export interface OwnFill {
 /** The rest of the one commit, for bytes another process committed (`ClaimOptions.record`). */
 export type RecordCommit = (descriptor: Descriptor) => Promise<void>;
 
-/**
- * A stream of the committed blob, opened when first read; it errors with
- * BLOB_UNKNOWN when the blob is gone (evicted meanwhile).
- */
-function committedStream(driver: StorageDriver, digest: ParsedDigest, range: ByteRange | undefined): Readable {
-  return Readable.from((async function* committed() {
-    const stream = await driver.openReader(blobDataPath(digest.digest), range);
-    if (!stream) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
-    yield* stream;
-  })(), { objectMode: false });
-}
+/** Opens the committed blob through the local store (`ClaimOptions.openCommitted`). */
+export type OpenCommitted = (range?: ByteRange) => Promise<Readable>;
 
 export interface CommittedBlobOptions {
-  readonly driver: StorageDriver;
   readonly digest: ParsedDigest;
   /** The committed blob's size, from `driver.stat`. */
   readonly size: number;
   readonly record: RecordCommit;
+  readonly openCommitted: OpenCommitted;
 }
 
 /**
  * A blob another replica committed while this one was deciding: read from
- * its final path through the driver. The committing replica verified it;
+ * storage through the local store. The committing replica verified it;
  * what this process adds is the record (descriptor caches, repository links),
  * made before the source is handed out, so that a client's response never
  * ends before the blob is linked in its repository.
@@ -65,7 +56,7 @@ export class CommittedBlob implements FillSource {
   readonly digest: ParsedDigest;
   readonly size: number;
   readonly done: Promise<Descriptor>;
-  private readonly driver: StorageDriver;
+  private readonly openCommitted: OpenCommitted;
 
   /** Records the committed blob in this process, then answers it as a source. */
   static async recorded(options: CommittedBlobOptions): Promise<CommittedBlob> {
@@ -75,14 +66,14 @@ export class CommittedBlob implements FillSource {
   }
 
   private constructor(options: CommittedBlobOptions, descriptor: Descriptor) {
-    this.driver = options.driver;
+    this.openCommitted = options.openCommitted;
     this.digest = options.digest;
     this.size = options.size;
     this.done = Promise.resolve(descriptor);
   }
 
   reader(range?: ByteRange): Readable {
-    return committedStream(this.driver, this.digest, range);
+    return openedOnRead(() => this.openCommitted(range));
   }
 
   abort(): void {
@@ -103,6 +94,7 @@ export interface ReplicaFollowerOptions {
   /** How often to look for new bytes while none came. */
   readonly pollIntervalMs: number;
   readonly record: RecordCommit;
+  readonly openCommitted: OpenCommitted;
   /**
    * Tries to become the fill's owner, after the previous one vanished:
    * resolves to our own fill, or undefined when another replica won the
@@ -219,7 +211,7 @@ export class ReplicaFollower implements FillSource, GrowingSource {
   reader(range?: ByteRange): Readable {
     if (this.failure) throw this.failure;
     // Verified, and every file let go: the bytes are in storage.
-    if (this.refs === 0) return committedStream(this.options.driver, this.digest, range);
+    if (this.refs === 0) return openedOnRead(() => this.options.openCommitted(range));
     return new GrowingReader(this, range?.start ?? 0, range?.end);
   }
 
