@@ -1,5 +1,5 @@
 import type { Tag } from '../registry/names.js';
-import type { RepositoryRef, TagRecord } from '../registry/services.js';
+import type { RepositoryRef, TagRecord, TagRecordService } from '../registry/services.js';
 import { decodeTagRecord, encodeTagRecord } from '../registry/tagRecord.js';
 import type { RedisConnection } from './redis.js';
 import { repositoryReference } from './redisDescriptors.js';
@@ -18,7 +18,7 @@ export function tagKey(prefix: string, repository: RepositoryRef, tag: Tag): str
  * Redis trouble is never an error: `get` answers `undefined` and `put` does
  * nothing, and the tag service falls back to memory, storage and upstream.
  */
-export class RedisTagRecords {
+export class RedisTagRecords implements TagRecordService {
   constructor(private readonly redis: RedisConnection) {}
 
   async get(repository: RepositoryRef, tag: Tag): Promise<TagRecord | undefined> {

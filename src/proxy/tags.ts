@@ -14,9 +14,6 @@ import { SingleFlight } from './singleFlight.js';
 /** Upstream tag-list pages followed at most. */
 const MAX_TAG_PAGES = 20;
 
-/** The Redis tag tier as the replica services build it. */
-export type SharedTagRecords = TagRecordService;
-
 export interface ProxyTagServiceOptions {
   /** Every tag tier: memory → Redis (with replicas) → storage, composed by `CachedTagRecords`. */
   readonly records: TagRecordService;

@@ -9,7 +9,8 @@ import type { StorageDriver } from '../../storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
 import { FillLeases } from './lease.js';
 import { ReplicaCoordinator } from './coordinator.js';
-import type { SharedTagRecords } from '../tags.js';
+import type { FillCoordinator } from '../fillSource.js';
+import type { TagRecordService } from '../../registry/services.js';
 
 export interface RedisServicesOptions {
   readonly settings: RedisSettings;
@@ -26,8 +27,9 @@ export interface RedisServicesOptions {
  */
 export class RedisServices {
   readonly connection: RedisConnection;
-  readonly tags: SharedTagRecords;
-  readonly replicas: ReplicaCoordinator;
+  /** The Redis tag tier, between memory and storage. */
+  readonly tags: TagRecordService;
+  readonly replicas: FillCoordinator;
   private readonly descriptors: RedisBlobDescriptorService;
 
   constructor(options: RedisServicesOptions) {
