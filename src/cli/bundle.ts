@@ -1,27 +1,32 @@
-import { resolve } from 'node:path';
-import { CachedBlobStatter } from '../cache/cachedStatter.js';
-import { MemoryBlobDescriptorService } from '../cache/memory.js';
+import { createWriteStream } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import pino from 'pino';
+import { BundleError, type BundleStorage } from '../airgap/bundle.js';
+import { exportBundle, planExport, type ExportImage, type ExportPlan, type ExportReport } from '../airgap/export.js';
+import { importBundle, type ImportReport, type ImportRoute } from '../airgap/import.js';
 import { loadConfig, type ResolvedConfig } from '../config/load.js';
+import { createLogger } from '../config/logger.js';
+import { Mirror } from '../mirror.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { parseManifest } from '../registry/imageManifest.js';
 import { parseRepositoryName, parseTag, type Tag } from '../registry/names.js';
 import type { RepositoryRef } from '../registry/services.js';
-import { UpstreamRouter } from '../routing/router.js';
+import type { UpstreamRouter } from '../routing/router.js';
 import type { ReferenceEntry } from '../warm/references.js';
-import { LocalBlobStore, StorageBlobStatter } from '../storage/blobs.js';
-import { BundleError, exportBundle, importBundle, type BundleStorage, type ExportImage } from '../airgap/bundle.js';
 import { listCachedRepositories } from '../storage/catalog.js';
-import { FilesystemDriver } from '../storage/filesystem.js';
-import { manifestRevisionPath, repositoryPath } from '../storage/layout.js';
-import { LocalManifestStore } from '../storage/manifests.js';
-import { LocalTagStore } from '../storage/tags.js';
+import { digestRecordDir, manifestRevisionPath, revisionsDir } from '../storage/layout.js';
 import { formatBytes } from './format.js';
 import { UsageError, gatherReferences } from './warm.js';
 
 /**
  * `pullthrough export` and `pullthrough import`: storage to bundle and back.
- * Neither builds upstream clients: they read and write local storage only,
- * so neither can ever contact an upstream.
+ * They use a `Mirror`'s local stores, built as the server builds them (so an
+ * import's one commit reaches every cache tier and the evictor), and never
+ * its upstream clients: neither command can contact an upstream. Neither
+ * starts the mirror either: no sweep of `_uploads`, which a server running
+ * on the same root may be filling.
  */
 
 export interface ExportCommandOptions {
@@ -31,32 +36,53 @@ export interface ExportCommandOptions {
   readonly from: string[];
 }
 
-/** The local stores on the configured root, with no upstream behind them. */
-function localStorage(config: ResolvedConfig): BundleStorage {
-  const driver = new FilesystemDriver(config.storageRoot);
-  const descriptors = new CachedBlobStatter(new MemoryBlobDescriptorService(config.cache.memoryEntries), new StorageBlobStatter(driver));
-  return {
-    driver,
-    manifests: new LocalManifestStore(driver, { memoryEntries: config.cache.memoryEntries, memoryBytes: config.cache.manifestMemoryBytes }),
-    tags: new LocalTagStore(driver),
-    blobs: new LocalBlobStore(driver, descriptors),
-  };
+/**
+ * The mirror of the configured root, built but not started (nothing is
+ * swept, no timer runs), handed to `use` with its local stores, and closed
+ * after.
+ */
+async function withMirror<T>(config: ResolvedConfig, use: (mirror: Mirror, storage: BundleStorage) => Promise<T>): Promise<T> {
+  // Logs go to stderr: stdout is the command's report.
+  const mirror = await Mirror.create({ config, logger: createLogger('warn', pino.destination(2)) });
+  try {
+    return await use(mirror, { driver: mirror.driver, manifests: mirror.localManifests, tags: mirror.localTags, blobs: mirror.localBlobs });
+  } finally {
+    await mirror.close(0);
+  }
 }
 
 /** `pullthrough export --out bundle.tar [REF...] [--lock FILE]`: the named cached images, or all of them. */
 export async function exportCommand(references: string[], options: ExportCommandOptions): Promise<number> {
   const config = loadConfig(options.config);
-  const router = new UpstreamRouter(config.upstreams, config.defaultUpstream);
-  const storage = localStorage(config);
   const entries = gatherReferences(references, [...(options.lock ? [options.lock] : []), ...options.from]);
-  const images = entries.length > 0 ? await namedImages(storage, router, entries) : await allImages(storage);
-  if (images.length === 0) throw new UsageError('nothing to export: the cache holds no images');
-  const out = resolve(options.out);
-  const report = await exportBundle(storage, images, out);
-  for (const image of images) process.stdout.write(`${image.refName}  ${image.digest}\n`);
-  process.stdout.write(`exported ${report.images} images (${report.manifests} manifests, ${report.blobs} blobs, `
-    + `${formatBytes(report.bytes)}) to ${options.out}\n`);
-  return 0;
+  return withMirror(config, async (mirror, storage) => {
+    const images = entries.length > 0 ? await namedImages(storage, mirror.router, entries) : await allImages(storage);
+    if (images.length === 0) throw new UsageError('nothing to export: the cache holds no images');
+    const plan = await planExport(storage, images);
+    const report = await writeBundleFile(storage, plan, resolve(options.out));
+    for (const image of images) process.stdout.write(`${image.refName}  ${image.digest}\n`);
+    process.stdout.write(`exported ${report.images} images (${report.manifests} manifests, ${report.blobs} blobs, `
+      + `${formatBytes(report.bytes)}) to ${options.out}\n`);
+    return 0;
+  });
+}
+
+/**
+ * Writes the bundle to a temp file next to `out`, makes it durable, and
+ * only then renames it over `out`: `out` is never a partial bundle, and a
+ * failed export leaves nothing behind.
+ */
+async function writeBundleFile(storage: BundleStorage, plan: ExportPlan, out: string): Promise<ExportReport> {
+  const temp = join(dirname(out), `.${basename(out)}.${randomUUID()}.partial`);
+  try {
+    // `flush`: fsynced before it closes, and exportBundle resolves only once it closed.
+    const report = await exportBundle(storage, plan, createWriteStream(temp, { flags: 'wx', mode: 0o644, flush: true }));
+    await rename(temp, out);
+    return report;
+  } catch (err) {
+    await rm(temp, { force: true });
+    throw err;
+  }
 }
 
 /** The bundle name of an image: the full reference with its upstream, as the router reads it back. */
@@ -110,20 +136,21 @@ async function allImages(storage: BundleStorage): Promise<ExportImage[]> {
 /** Revisions that are neither tagged nor a child of another revision of the repository. */
 async function untaggedTopLevel(storage: BundleStorage, repository: RepositoryRef, tagged: ReadonlySet<Digest>): Promise<Digest[]> {
   const revisions: Digest[] = [];
-  const dir = `${repositoryPath(repository)}/_manifests/revisions`;
+  const dir = revisionsDir(repository);
   for (const algorithm of await storage.driver.list(dir)) {
-    for (const hex of await storage.driver.list(`${dir}/${algorithm}`)) {
+    for (const hex of await storage.driver.list(digestRecordDir(dir, algorithm))) {
+      let digest: Digest;
       try {
-        const parsed = parseDigest(`${algorithm}:${hex}`);
-        if (await storage.driver.stat(manifestRevisionPath(repository, parsed.digest))) revisions.push(parsed.digest);
+        digest = parseDigest(`${algorithm}:${hex}`).digest;
       } catch {
-        // Not a revision record.
+        continue; // Not a revision record.
       }
+      if (await storage.driver.stat(manifestRevisionPath(repository, digest))) revisions.push(digest);
     }
   }
   const children = new Set<Digest>();
   for (const digest of revisions) {
-    const { manifest } = await storage.manifests.get(repository, digest).catch(() => ({ manifest: undefined }));
+    const manifest = (await storage.manifests.find(repository, digest))?.manifest;
     if (!manifest) continue;
     try {
       const parsed = parseManifest(manifest.body, manifest.mediaType);
@@ -138,27 +165,39 @@ async function untaggedTopLevel(storage: BundleStorage, repository: RepositoryRe
 /** `pullthrough import bundle.tar`: all of it, verified, or nothing. */
 export async function importCommand(bundle: string, options: { config?: string }): Promise<number> {
   const config = loadConfig(options.config);
-  const router = new UpstreamRouter(config.upstreams, config.defaultUpstream);
-  const storage = localStorage(config);
-  await storage.driver.init();
-  const route = (name: string): { repository: RepositoryRef; tag: Tag | undefined; digest: Digest | undefined } => {
-    const ref = router.parseReference(name);
-    return { repository: ref.route.repository, tag: ref.tag, digest: ref.digest };
-  };
-  let report;
+  let file;
   try {
-    report = await importBundle(storage, bundle, route);
+    file = await open(bundle, 'r');
   } catch (err) {
-    if (!(err instanceof BundleError)) throw err;
-    process.stderr.write(`pullthrough import: ${bundle} refused: ${err.message}\n`);
+    process.stderr.write(`pullthrough import: cannot read ${bundle}: ${(err as Error).message}\n`);
     return 1;
   }
-  for (const image of report.images) {
-    const note = image.tag && !image.tagRecorded ? '  (tag kept: the storage knows a newer one)' : '';
-    process.stdout.write(`${image.refName}  ${image.digest}${note}\n`);
+  const input = file.createReadStream();
+  try {
+    return await withMirror(config, async (mirror, storage) => {
+      await mirror.driver.init();
+      const route = (name: string): ImportRoute => {
+        const ref = mirror.router.parseReference(name);
+        return { repository: ref.route.repository, tag: ref.tag, digest: ref.digest };
+      };
+      let report: ImportReport;
+      try {
+        report = await importBundle(storage, input, { route, now: mirror.clock.now() });
+      } catch (err) {
+        if (!(err instanceof BundleError)) throw err;
+        process.stderr.write(`pullthrough import: ${bundle} refused: ${err.message}\n`);
+        return 1;
+      }
+      for (const image of report.images) {
+        const note = image.tag && !image.tagRecorded ? '  (tag kept: the storage knows a newer one)' : '';
+        process.stdout.write(`${image.refName}  ${image.digest}${note}\n`);
+      }
+      if (report.unnamed > 0) process.stdout.write(`skipped ${report.unnamed} images without a ref name\n`);
+      process.stdout.write(`imported ${report.images.length} images (${report.manifests} manifests, ${report.blobs} blobs, `
+        + `${formatBytes(report.bytes)}; ${formatBytes(report.newBytes)} new) into ${config.storageRoot}\n`);
+      return 0;
+    });
+  } finally {
+    input.destroy();
   }
-  if (report.unnamed > 0) process.stdout.write(`skipped ${report.unnamed} images without a ref name\n`);
-  process.stdout.write(`imported ${report.images.length} images (${report.manifests} manifests, ${report.blobs} blobs, `
-    + `${formatBytes(report.bytes)}; ${formatBytes(report.newBytes)} new) into ${config.storageRoot}\n`);
-  return 0;
 }
