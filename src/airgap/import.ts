@@ -5,7 +5,6 @@ import { impliedMediaType, parseManifest, registryBlobs, type ParsedManifest } f
 import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
 import type { Tag } from '../registry/names.js';
 import { repositoryKey, type RepositoryRef } from '../registry/services.js';
-import { blobDataPath } from '../storage/layout.js';
 import { BundleError, type BundleStorage } from './bundle.js';
 import { parseIndexFile, type LayoutImage } from './ociLayout.js';
 import { StagedBlobs, readLayout } from './staging.js';
@@ -178,10 +177,9 @@ async function commit(
   }
   let newBytes = 0;
   for (const [digest, c] of commits) {
-    const before = await storage.driver.stat(blobDataPath(digest));
-    await storage.blobs.commit(staged.get(digest)!.upload, c.descriptor, c.repositories.values());
+    const added = await storage.blobs.commit(staged.get(digest)!.upload, c.descriptor, c.repositories.values());
     staged.markCommitted(digest);
-    if (before?.size !== c.descriptor.size) newBytes += c.descriptor.size;
+    if (added) newBytes += c.descriptor.size;
   }
   const recorded: ImportedImage[] = [];
   for (const image of images) recorded.push(await recordImage(storage, image, now));

@@ -78,6 +78,8 @@ export class StagedBlobs {
     if (!verifier.matches()) {
       throw new BundleError(`the bundle is corrupt: ${blobEntryName(digest.digest)} does not match its digest (it hashes to ${verifier.current()})`);
     }
+    // Verified and durable: let go of its file handle, so a bundle of thousands of blobs holds none open.
+    await storageStep(() => upload.close());
     this.staged.set(digest.digest, { digest: digest.digest, size: written, upload });
   }
 

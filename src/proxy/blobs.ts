@@ -190,7 +190,7 @@ export class ProxyBlobStore implements BlobStore {
       expectedSize: response.size,
       body: response.body,
       upload,
-      commit: (u, descriptor) => this.local.commit(u, descriptor, inFlight.seal()),
+      commit: async (u, descriptor) => { await this.local.commit(u, descriptor, inFlight.seal()); },
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
       clock: this.options.clock,

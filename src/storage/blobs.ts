@@ -62,18 +62,20 @@ export class LocalBlobStore implements BlobStore {
    * the upload's bytes lets its readers have the last byte only then.
    *
    * A blob already in storage (content-addressed: the same bytes) is kept,
-   * and the upload discarded.
+   * and the upload discarded. Resolves true when the commit added the bytes.
    */
-  async commit(upload: Upload, descriptor: Descriptor, repositories: Iterable<RepositoryRef>): Promise<void> {
+  async commit(upload: Upload, descriptor: Descriptor, repositories: Iterable<RepositoryRef>): Promise<boolean> {
     const path = blobDataPath(descriptor.digest);
     const existing = await this.driver.stat(path);
-    if (existing?.size === descriptor.size) {
-      await upload.discard();
-    } else {
+    const added = existing?.size !== descriptor.size;
+    if (added) {
       await upload.commit(path);
       this.options.onCommitted?.(descriptor);
+    } else {
+      await upload.discard();
     }
     await this.recordCommitted(descriptor, repositories);
+    return added;
   }
 
   /**

@@ -86,6 +86,10 @@ export interface Upload {
   commit(path: string): Promise<void>;
   /** Removes the upload; readers holding it may still read until `close`. */
   discard(): Promise<void>;
-  /** Releases the upload's handle; after commit or discard. */
+  /**
+   * Releases the upload's handle. Before a commit, it first makes the bytes
+   * durable: a closed upload can still be read and committed (a bundle
+   * import stages thousands of blobs without holding a file open for each).
+   */
   close(): Promise<void>;
 }

@@ -164,12 +164,20 @@ class FilesystemUpload implements Upload {
   }
 
   async read(buffer: Buffer, position: number): Promise<number> {
-    return (await this.options.handle.read(buffer, 0, buffer.length, position)).bytesRead;
+    if (!this.closed) return (await this.options.handle.read(buffer, 0, buffer.length, position)).bytesRead;
+    // Closed before its commit: read through a handle of its own.
+    const handle = await open(this.options.tempPath, constants.O_RDONLY);
+    try {
+      return (await handle.read(buffer, 0, buffer.length, position)).bytesRead;
+    } finally {
+      await handle.close();
+    }
   }
 
   async commit(path: string): Promise<void> {
     const { handle, prepare, tempPath, resolvePath } = this.options;
-    await handle.sync();
+    // A closed upload was synced when it closed.
+    if (!this.closed) await handle.sync();
     await prepare(path, false);
     try {
       await rename(tempPath, resolvePath(path));
@@ -191,7 +199,9 @@ class FilesystemUpload implements Upload {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.options.handle.close().catch(() => undefined);
+    const { handle } = this.options;
+    if (!this.gone) await handle.sync().catch(() => undefined);
+    await handle.close().catch(() => undefined);
   }
 }
 
