@@ -8,12 +8,14 @@
  * 10 s (its `raceWindowMs`) of learning the challenge as a straggler sent
  * before it had a token, and retries it with the same token. So the
  * session is opened in `before`, and the tests start once that window has
- * passed.
+ * passed on the mirror's clock: a fake one, moved past the window instead of
+ * slept through. Everything else (the token service, the upstream, the
+ * sockets) is real.
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { FakeClock } from '../fixtures/clock.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { manifestDigestOf } from '../fixtures/skopeo.js';
@@ -23,6 +25,7 @@ import { ask, bearerOf, scopeRequests, startBearerUpstream, type BearerUpstream 
 const MID_SESSION_MS = 10_500;
 const MIRROR = { username: 'mirror', password: `session-${randomBytes(12).toString('hex')}` };
 
+const clock = new FakeClock();
 let upstream: BearerUpstream;
 let proxy: RunningProxy;
 const images = new Map<string, BuiltImage>();
@@ -36,7 +39,7 @@ before(async () => {
     upstream.fake.addImage(repository, 'v1', image);
     images.set(repository, image);
   }
-  proxy = await startProxy({ upstreams: [{ name: 'session.test', url: upstream.fake.url, credentials: MIRROR }] });
+  proxy = await startProxy({ upstreams: [{ name: 'session.test', url: upstream.fake.url, credentials: MIRROR }], clock });
   for (const repository of images.keys()) {
     const answer = await ask(proxy, `/v2/${repository}/manifests/v1`);
     assert.equal(answer.status, 200, answer.body.toString());
@@ -45,7 +48,7 @@ before(async () => {
     assert.ok(sent.length > 0);
     sessionTokens.set(repository, sent[sent.length - 1]!);
   }
-  await sleep(MID_SESSION_MS);
+  await clock.advance(MID_SESSION_MS);
 });
 
 after(async () => {

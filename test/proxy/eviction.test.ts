@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FakeClock } from '../fixtures/clock.js';
 import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, testConfigDocument, type ProxyOptions, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
@@ -159,17 +160,27 @@ test('pullthrough gc: --dry-run reports and removes nothing; gc removes unrefere
   assert.equal(await upstreamBlobGets(), 0, 'what the server had cached is still served');
 });
 
+/**
+ * maxIdle is judged on the mirror's clock: a fake one, moved instead of slept.
+ * It starts at the real time because a fresh file's last use is its
+ * modification time, written by the filesystem; minutes of fake time then
+ * dwarf the seconds the pulls take. (The maxSize tests above stay on the real
+ * clock: they wait on no policy, only rank last uses, some of which are those
+ * filesystem times.)
+ */
 test('maxIdle removes images not used for that long, whatever the size; a used one stays', { skip }, async () => {
+  const clock = new FakeClock(Date.now());
   const proxy = await startProxy({
     upstreams: [{ name: 'registry.test', url: upstream.url }],
-    storage: { maxIdle: '1500ms', evictionGrace: '0s', evictionInterval: '1h', usageFlushInterval: '1h' },
+    storage: { maxIdle: '10m', evictionGrace: '0s', evictionInterval: '1h', usageFlushInterval: '1h' },
+    clock,
   });
   proxies.push(proxy);
   await pull(proxy, 'lru/three');
   await pull(proxy, 'lru/four');
-  await new Promise((r) => setTimeout(r, 1000));
+  await clock.advance(6 * 60_000);
   await pull(proxy, 'lru/four'); // used again: its last use is recent
-  await new Promise((r) => setTimeout(r, 700));
+  await clock.advance(5 * 60_000);
   const report = await proxy.mirror.evictor.collect(false);
   assert.deepEqual(report.removedImages, [`registry.test/lru/three@${images.get('lru/three')!.digest}`]);
   assert.equal(await stored(proxy, images.get('lru/three')!.layers[0]!.digest), false);

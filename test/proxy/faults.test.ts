@@ -11,11 +11,18 @@ import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 let fake: FakeUpstream;
 let proxy: RunningProxy;
 
+/**
+ * The hung and stalled upstreams below wait for these real socket timeouts
+ * (undici's, not the mirror's clock): short, so the tests are quick, and still
+ * far above what the in-process fake upstream needs to answer.
+ */
+const TIMEOUTS = { connect: '1s', headers: '500ms', bodyIdle: '500ms' };
+
 before(async () => {
   fake = await startFakeUpstream();
   proxy = await startProxy({
     upstreams: [{ name: 'fake.test', url: fake.url }],
-    upstreamDefaults: { timeouts: { connect: '1s', headers: '1500ms', bodyIdle: '1500ms' } },
+    upstreamDefaults: { timeouts: TIMEOUTS },
   });
 });
 
@@ -95,7 +102,7 @@ test('a truncated body and a reset: aborted response, nothing stored, a later GE
 
 test('a slow first byte within the timeout is simply waited for', async () => {
   const { repository, layer } = addImage();
-  fake.addFault({ path: `/v2/${repository}/blobs/${layer}` }, { slowFirstByte: 500 });
+  fake.addFault({ path: `/v2/${repository}/blobs/${layer}` }, { slowFirstByte: 150 });
   const first = await fetchBody(`${proxy.url}/v2/${repository}/blobs/${layer}`);
   assert.equal(first.digest, layer);
 });
@@ -179,7 +186,7 @@ test('tag resolution: upstream 500, 429 or a hang serve the recorded tag (stale)
   // Its own proxy: the 429 leaves it backing off, which other tests must not inherit.
   const own = await startProxy({
     upstreams: [{ name: 'fake.test', url: fake.url }],
-    upstreamDefaults: { timeouts: { connect: '1s', headers: '1500ms', bodyIdle: '1500ms' } },
+    upstreamDefaults: { timeouts: TIMEOUTS },
   });
   try {
     const tagUrl = `${own.url}/v2/${repository}/manifests/v1`;

@@ -1,6 +1,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
+import { FakeClock } from '../fixtures/clock.js';
 import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
@@ -47,6 +48,13 @@ async function moveTag(repository: string, image: BuiltImage): Promise<void> {
   assert.equal(res.statusCode, 201);
 }
 
+/**
+ * On a fake clock: tagMaxAge is measured on the mirror's clock, so the test
+ * moves it past the window instead of sleeping, and how long the requests
+ * themselves take no longer matters. The two tests below stay on the real
+ * clock: they wait for nothing, and the last one is the end-to-end check with
+ * a stopped upstream (whose connection retries sleep on the clock).
+ */
 test('the tag moves upstream: within tagMaxAge the old digest, after it the new one, an unchanged tag costs one HEAD', { skip }, async () => {
   const [first, second] = [makeImage({ layerSizes: [1000] }), makeImage({ layerSizes: [1000] })];
   await push('fresh/slow', second);
@@ -54,16 +62,19 @@ test('the tag moves upstream: within tagMaxAge the old digest, after it the new 
   await writeOciLayout(dir, [{ ref: 'v2', image: second }]);
   await pushLayout(dir, 'v2', `${upstream.host}/fresh/slow:v2`);
   await push('fresh/slow', first);
-  const proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '3s' }] });
+  const clock = new FakeClock();
+  const proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '3s' }], clock });
   proxies.push(proxy);
   assert.equal(await served(proxy, 'fresh/slow'), first.digest);
   await moveTag('fresh/slow', second);
   await upstream.clearRequests();
   assert.equal(await served(proxy, 'fresh/slow'), first.digest, 'a fresh record answers without asking');
+  await clock.advance(2_999);
+  assert.equal(await served(proxy, 'fresh/slow'), first.digest, 'still fresh 1 ms before tagMaxAge');
   assert.deepEqual(manifestRequests(await upstream.settledRequests(), 'fresh/slow'), []);
-  await new Promise((r) => setTimeout(r, 3100));
+  await clock.advance(1);
   assert.equal(await served(proxy, 'fresh/slow'), second.digest, 'after tagMaxAge the upstream is asked');
-  await new Promise((r) => setTimeout(r, 3100));
+  await clock.advance(3_000);
   await upstream.clearRequests();
   assert.equal(await served(proxy, 'fresh/slow'), second.digest);
   assert.deepEqual(manifestRequests(await upstream.settledRequests(), 'fresh/slow'), ['HEAD'], 'revalidating an unchanged tag: one HEAD, no GET');

@@ -1,6 +1,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
+import { FakeClock } from '../fixtures/clock.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
@@ -17,8 +18,8 @@ after(async () => {
   await fake?.stop();
 });
 
-async function proxyWith(upstream: Record<string, unknown>, root?: string): Promise<RunningProxy> {
-  const p = await startProxy({ upstreams: [{ name: 'fake.test', url: fake.url, ...upstream }], ...(root ? { root } : {}) });
+async function proxyWith(upstream: Record<string, unknown>, root?: string, clock?: FakeClock): Promise<RunningProxy> {
+  const p = await startProxy({ upstreams: [{ name: 'fake.test', url: fake.url, ...upstream }], ...(root ? { root } : {}), clock });
   proxies.push(p);
   return p;
 }
@@ -71,17 +72,23 @@ test('offline: cached content is served, a miss says it is not cached and the mi
   assert.deepEqual(fake.requests(), [], 'an offline mirror never contacts its upstream');
 });
 
+// maxStale is measured on the mirror's clock: a fake one, moved past the window instead of sleeping.
 test('maxStale bounds how old a tag served stale may be', async () => {
   const image = makeImage({ layerSizes: [1000] });
   fake.addImage('stale/app', 'v1', image);
-  const proxy = await proxyWith({ maxStale: '2s' });
+  const clock = new FakeClock();
+  const proxy = await proxyWith({ maxStale: '2s' }, undefined, clock);
   assert.equal((await get(`${proxy.url}/v2/stale/app/manifests/v1`)).status, 200);
   const fault = fake.addFault({ path: '/v2/stale/app/manifests/v1' }, { status: { code: 500 } });
   try {
     const young = await get(`${proxy.url}/v2/stale/app/manifests/v1`);
     assert.equal(young.status, 200, 'a record younger than maxStale is served stale');
     assert.equal(young.headers['x-pullthrough-cache'], 'stale');
-    await new Promise((r) => setTimeout(r, 2100));
+    await clock.advance(1_999);
+    const older = await get(`${proxy.url}/v2/stale/app/manifests/v1`);
+    assert.equal(older.status, 200, 'still within maxStale');
+    assert.equal(older.headers['x-pullthrough-cache'], 'stale');
+    await clock.advance(2);
     const old = await get(`${proxy.url}/v2/stale/app/manifests/v1`);
     assert.equal(old.status, 503, 'an older record is not');
     assert.equal(JSON.parse(old.body).errors[0].code, 'UNAVAILABLE');

@@ -21,7 +21,8 @@ test('SIGTERM: stops accepting, lets a running response and its fill finish, exi
   fake.addImage(repository, 'v1', image);
   const layer = image.layers[0]!;
   // The upstream takes a while to start answering, so the fill is still running when SIGTERM comes.
-  fake.addFault({ path: `/v2/${repository}/blobs/${layer.digest}` }, { slowFirstByte: 1500 });
+  const blobPath = `/v2/${repository}/blobs/${layer.digest}`;
+  fake.addFault({ path: blobPath }, { slowFirstByte: 1000 });
   const root = await tempDir('shutdown');
   const port = await freePort();
   const configPath = join(root, 'config.json');
@@ -34,8 +35,9 @@ test('SIGTERM: stops accepting, lets a running response and its fill finish, exi
   child.stderr.on('data', (c: Buffer) => { output += c.toString(); });
   try {
     await waitForHttp(`http://127.0.0.1:${port}/v2/`);
-    const pending = request(`http://127.0.0.1:${port}/v2/${repository}/blobs/${layer.digest}`);
-    await new Promise((r) => setTimeout(r, 300));
+    const pending = request(`http://127.0.0.1:${port}${blobPath}`);
+    // SIGTERM once the fill has asked the upstream: it is running, and its first byte is a second away.
+    while (fake.requests({ method: 'GET', path: blobPath }).length === 0) await new Promise((r) => setTimeout(r, 5));
     child.kill('SIGTERM');
     const res = await pending;
     const hash = createHash('sha256');
@@ -45,6 +47,7 @@ test('SIGTERM: stops accepting, lets a running response and its fill finish, exi
     const [code] = await once(child, 'exit') as [number | null];
     assert.equal(code, 0, output);
     assert.match(output, /shutting down/);
+    assert.ok(output.indexOf('shutting down') < output.indexOf(`"url":"${blobPath}"`), 'the response finished after the shutdown began');
     await assert.rejects(request(`http://127.0.0.1:${port}/v2/`), 'no longer accepting');
     const hex = layer.digest.split(':')[1]!;
     const stored = await readFile(join(root, 'data', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data'));

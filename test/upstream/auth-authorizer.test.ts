@@ -7,6 +7,7 @@ import {
   bearerJudge, loopbackAgent, pull, recordingLogger, startRegistry, startTokenService,
   type FakeRegistry, type TokenService,
 } from './authServers.js';
+import { FakeClock } from '../fixtures/clock.js';
 
 const agent = loopbackAgent();
 after(() => agent.close());
@@ -15,9 +16,8 @@ const ALICE = { username: 'alice', password: 's3cret-pa55word' };
 const ALICE_BASIC = `Basic ${Buffer.from('alice:s3cret-pa55word').toString('base64')}`;
 const SERVICE = 'registry.example.test';
 
-function fakeClock(): { now: () => number; advance: (ms: number) => void } {
-  let t = Date.now();
-  return { now: () => t, advance: (ms) => void (t += ms) };
+function fakeClock(): FakeClock {
+  return new FakeClock();
 }
 
 /** A token service and a bearer registry whose challenge names `realmHost`; the registry answers as `registry.example.test`. */
@@ -122,11 +122,11 @@ test('invalid_token: 20 requests failing with a revoked token cause exactly one 
   const s = await bearerSetup();
   const clock = fakeClock();
   try {
-    const auth = authorizer(s.registryUrl, { now: clock.now });
+    const auth = authorizer(s.registryUrl, { clock });
     assert.equal(await pull(auth, s.registryUrl.href, 'library/alpine', agent), 200);
     assert.equal(s.tokens.requests.length, 1);
     s.revoked.add('tok-1');
-    clock.advance(15_000);
+    await clock.advance(15_000);
     const statuses = await Promise.all(Array.from({ length: 20 }, () => pull(auth, s.registryUrl.href, 'library/alpine', agent)));
     assert.deepEqual(new Set(statuses), new Set([200]));
     assert.equal(s.tokens.requests.length, 2, 'one refresh');
@@ -140,13 +140,13 @@ test('invalid_token straight after the first token is retried with the same toke
   const s = await bearerSetup();
   const clock = fakeClock();
   try {
-    const auth = authorizer(s.registryUrl, { now: clock.now, raceWindowMs: 10_000 });
+    const auth = authorizer(s.registryUrl, { clock, raceWindowMs: 10_000 });
     assert.equal(await pull(auth, s.registryUrl.href, 'x/y', agent), 200);
     s.revoked.add('tok-1');
     // Within the window a 401 may come from a request that went anonymous before the challenge was learned.
     assert.equal(await auth.challenged('x/y', ['Bearer realm="' + s.realm + '",service="' + SERVICE + '",error="invalid_token"']), true);
     assert.equal(await auth.authorize('x/y'), 'Bearer tok-1');
-    clock.advance(10_000);
+    await clock.advance(10_000);
     assert.equal(await pull(auth, s.registryUrl.href, 'x/y', agent), 200);
     assert.equal(s.tokens.requests.length, 2);
   } finally {
@@ -159,9 +159,9 @@ test('insufficient_scope with a token: challenged answers false and fetches noth
   const clock = fakeClock();
   try {
     s.denied.add('private/thing');
-    const auth = authorizer(s.registryUrl, { now: clock.now });
+    const auth = authorizer(s.registryUrl, { clock });
     assert.equal(await pull(auth, s.registryUrl.href, 'private/thing', agent), 401);
-    clock.advance(15_000);
+    await clock.advance(15_000);
     const before = s.tokens.requests.length;
     const challenge = `Bearer realm="${s.realm}",service="${SERVICE}",scope="repository:private/thing:pull",error="insufficient_scope"`;
     assert.equal(await auth.challenged('private/thing', [challenge]), false);
@@ -245,11 +245,11 @@ test('the token service may answer with access_token only and no expires_in (60 
   try {
     s.tokens.behaviour.field = 'access_token';
     s.tokens.behaviour.expiresIn = undefined;
-    const auth = authorizer(s.registryUrl, { now: clock.now });
+    const auth = authorizer(s.registryUrl, { clock });
     assert.equal(await pull(auth, s.registryUrl.href, 'a/b', agent), 200);
-    clock.advance(53_999);
+    await clock.advance(53_999);
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-1');
-    clock.advance(1);
+    await clock.advance(1);
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-2');
     assert.equal(s.tokens.requests.length, 2);
   } finally {
@@ -261,21 +261,21 @@ test('issued_at is honoured when plausible, ignored when the clocks disagree', a
   const s = await bearerSetup();
   const clock = fakeClock();
   try {
-    const auth = authorizer(s.registryUrl, { now: clock.now });
+    const auth = authorizer(s.registryUrl, { clock });
     // Issued 250 s ago, lives 300 s: refreshed 30 s before expiry, i.e. in 20 s.
     s.tokens.behaviour.issuedAt = new Date(clock.now() - 250_000).toISOString();
     assert.equal(await pull(auth, s.registryUrl.href, 'a/b', agent), 200);
-    clock.advance(19_000);
+    await clock.advance(19_000);
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-1');
-    clock.advance(1_000);
+    await clock.advance(1_000);
     // Now issued_at lies in the future of our clock: the lifetime counts from now instead.
     s.tokens.behaviour.issuedAt = new Date(clock.now() + 3_600_000).toISOString();
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-2');
-    clock.advance(269_000);
+    await clock.advance(269_000);
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-2');
     // An issued_at older than the lifetime would make every token born dead: also ignored.
     s.tokens.behaviour.issuedAt = new Date(clock.now() - 3_600_000).toISOString();
-    clock.advance(1_000);
+    await clock.advance(1_000);
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-3');
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-3');
   } finally {
@@ -301,9 +301,9 @@ test('Basic upstream with wrong or no credentials: challenged answers false once
     authorization === ALICE_BASIC ? { ok: true } : { challenge: 'Basic realm="Registry Realm"' });
   const clock = fakeClock();
   try {
-    const wrong = authorizer(new URL(registry.url()), { credentials: { username: 'alice', password: 'wrong' }, now: clock.now });
+    const wrong = authorizer(new URL(registry.url()), { credentials: { username: 'alice', password: 'wrong' }, clock });
     assert.equal(await pull(wrong, registry.url(), 'a/b', agent), 401);
-    clock.advance(15_000);
+    await clock.advance(15_000);
     assert.equal(await wrong.challenged('a/b', ['Basic realm="Registry Realm"']), false);
 
     const none = authorizer(new URL(registry.url()));
@@ -418,12 +418,22 @@ test('an unreachable or slow token service is "unavailable"', async () => {
   const s = await bearerSetup();
   const port = s.tokens.port;
   try {
-    const slow = authorizer(s.registryUrl, { tokenTimeoutMs: 200 });
+    // The timeout runs on the authorizer's clock: the token service would answer after 2 s of
+    // real time, far less than the timeout, and the exchange gives up as soon as the clock has
+    // moved the whole timeout, not before.
+    const clock = fakeClock();
+    const slow = authorizer(s.registryUrl, { tokenTimeoutMs: 30_000, clock });
     s.tokens.behaviour.delayMs = 2_000;
     await slow.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`]);
-    const timedOut = await authError(slow.authorize('a/b'));
+    let settled = false;
+    const attempt = authError(slow.authorize('a/b')).finally(() => { settled = true; });
+    while (s.tokens.requests.length === 0) await new Promise((r) => setImmediate(r));
+    await clock.advance(29_999);
+    assert.equal(settled, false, 'still waiting 1 ms before the timeout');
+    await clock.advance(1);
+    const timedOut = await attempt;
     assert.equal(timedOut.kind, 'unavailable');
-    assert.match(timedOut.message, /timed out after 200 ms/);
+    assert.match(timedOut.message, /timed out after 30000 ms/);
   } finally {
     await s.stop();
   }

@@ -1,30 +1,31 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import type { Clock } from '../../src/registry/clock.js';
 import { TokenCache, tokenCacheKey, type FetchedToken } from '../../src/upstream/auth/tokenCache.js';
+import { FakeClock } from '../fixtures/clock.js';
 
 /** A clock tests move by hand. */
-function fakeClock(start = 1_700_000_000_000): { now: () => number; advance: (ms: number) => void } {
-  let t = start;
-  return { now: () => t, advance: (ms) => void (t += ms) };
+function fakeClock(): FakeClock {
+  return new FakeClock(1_700_000_000_000);
 }
 
 /** A fetcher that counts calls and issues `t1`, `t2`, ... living `lifetimeMs` from the clock's now. */
-function countingFetcher(now: () => number, lifetimeMs = 300_000): { fetch: () => Promise<FetchedToken>; calls: () => number } {
+function countingFetcher(clock: Clock, lifetimeMs = 300_000): { fetch: () => Promise<FetchedToken>; calls: () => number } {
   let calls = 0;
   return {
     calls: () => calls,
     fetch: async () => {
       const n = ++calls;
       await new Promise((r) => setImmediate(r));
-      return { token: `t${n}`, expiresAt: now() + lifetimeMs };
+      return { token: `t${n}`, expiresAt: clock.now() + lifetimeMs };
     },
   };
 }
 
 test('20 concurrent gets of one key share one fetch and one token', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
-  const fetcher = countingFetcher(clock.now);
+  const cache = new TokenCache({ clock });
+  const fetcher = countingFetcher(clock);
   const tokens = await Promise.all(Array.from({ length: 20 }, () => cache.get('k', fetcher.fetch)));
   assert.equal(fetcher.calls(), 1);
   assert.deepEqual(new Set(tokens), new Set(['t1']));
@@ -33,8 +34,8 @@ test('20 concurrent gets of one key share one fetch and one token', async () => 
 
 test('different keys fetch separately', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
-  const fetcher = countingFetcher(clock.now);
+  const cache = new TokenCache({ clock });
+  const fetcher = countingFetcher(clock);
   const [a, b] = await Promise.all([cache.get('a', fetcher.fetch), cache.get('b', fetcher.fetch)]);
   assert.notEqual(a, b);
   assert.equal(fetcher.calls(), 2);
@@ -42,13 +43,13 @@ test('different keys fetch separately', async () => {
 
 test('a cached token is served until 10% of its lifetime remains, then refreshed once', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
-  const fetcher = countingFetcher(clock.now, 300_000);
+  const cache = new TokenCache({ clock });
+  const fetcher = countingFetcher(clock, 300_000);
   assert.equal(await cache.get('k', fetcher.fetch), 't1');
-  clock.advance(269_999);
+  await clock.advance(269_999);
   assert.equal(await cache.get('k', fetcher.fetch), 't1');
   assert.equal(fetcher.calls(), 1);
-  clock.advance(1);
+  await clock.advance(1);
   const refreshed = await Promise.all(Array.from({ length: 5 }, () => cache.get('k', fetcher.fetch)));
   assert.deepEqual(refreshed, ['t2', 't2', 't2', 't2', 't2']);
   assert.equal(fetcher.calls(), 2);
@@ -56,29 +57,29 @@ test('a cached token is served until 10% of its lifetime remains, then refreshed
 
 test('the refresh margin is at least 5 s, but never more than half a short lifetime', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
+  const cache = new TokenCache({ clock });
   // 60 s: 10% is 6 s, more than 5 s.
-  const sixty = countingFetcher(clock.now, 60_000);
+  const sixty = countingFetcher(clock, 60_000);
   await cache.get('sixty', sixty.fetch);
   assert.equal(cache.peek('sixty')!.refreshAt - clock.now(), 54_000);
   // 20 s: 10% is 2 s, so the 5 s floor applies.
-  const twenty = countingFetcher(clock.now, 20_000);
+  const twenty = countingFetcher(clock, 20_000);
   await cache.get('twenty', twenty.fetch);
   assert.equal(cache.peek('twenty')!.refreshAt - clock.now(), 15_000);
   // 4 s: the floor is capped at half the lifetime, so the token is still used for 2 s.
-  const four = countingFetcher(clock.now, 4_000);
+  const four = countingFetcher(clock, 4_000);
   await cache.get('four', four.fetch);
-  clock.advance(1_999);
+  await clock.advance(1_999);
   await cache.get('four', four.fetch);
   assert.equal(four.calls(), 1);
-  clock.advance(1);
+  await clock.advance(1);
   await cache.get('four', four.fetch);
   assert.equal(four.calls(), 2);
 });
 
 test('the lifetime counts from issuedAt when the fetcher gives it', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
+  const cache = new TokenCache({ clock });
   // Issued 250 s ago for 300 s: margin 30 s, so due in 20 s.
   await cache.get('k', async () => ({ token: 'old', issuedAt: clock.now() - 250_000, expiresAt: clock.now() + 50_000 }));
   assert.equal(cache.peek('k')!.refreshAt, clock.now() + 20_000);
@@ -86,7 +87,7 @@ test('the lifetime counts from issuedAt when the fetcher gives it', async () => 
 
 test('a token already expired reaches its waiters but is not kept', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
+  const cache = new TokenCache({ clock });
   let calls = 0;
   const fetch = async (): Promise<FetchedToken> => ({ token: `dead${++calls}`, expiresAt: clock.now() });
   assert.equal(await cache.get('k', fetch), 'dead1');
@@ -96,17 +97,17 @@ test('a token already expired reaches its waiters but is not kept', async () => 
 
 test('an expired entry is never served, even if never refreshed', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
-  const fetcher = countingFetcher(clock.now, 10_000);
+  const cache = new TokenCache({ clock });
+  const fetcher = countingFetcher(clock, 10_000);
   await cache.get('k', fetcher.fetch);
-  clock.advance(10_000);
+  await clock.advance(10_000);
   assert.equal(cache.peek('k'), undefined);
   assert.equal(await cache.get('k', fetcher.fetch), 't2');
 });
 
 test('a failed fetch reaches every waiter and is not cached', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
+  const cache = new TokenCache({ clock });
   let calls = 0;
   const failing = async (): Promise<FetchedToken> => {
     calls++;
@@ -120,7 +121,7 @@ test('a failed fetch reaches every waiter and is not cached', async () => {
     assert.equal((r as PromiseRejectedResult).reason.message, 'token service down');
   }
   assert.equal(cache.fetching('k'), false);
-  const fetcher = countingFetcher(clock.now);
+  const fetcher = countingFetcher(clock);
   assert.equal(await cache.get('k', fetcher.fetch), 't1', 'the next get tries again');
 });
 
@@ -136,8 +137,8 @@ test('a fetcher that throws synchronously does not wedge the key', async () => {
 
 test('invalidate drops the token only while it is still the cached one', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
-  const fetcher = countingFetcher(clock.now);
+  const cache = new TokenCache({ clock });
+  const fetcher = countingFetcher(clock);
   const t1 = await cache.get('k', fetcher.fetch);
   assert.equal(cache.invalidate('k', t1), true);
   const t2 = await cache.get('k', fetcher.fetch);
@@ -151,8 +152,8 @@ test('invalidate drops the token only while it is still the cached one', async (
 
 test('invalidate leaves a fetch under way alone', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
-  const fetcher = countingFetcher(clock.now);
+  const cache = new TokenCache({ clock });
+  const fetcher = countingFetcher(clock);
   const pending = cache.get('k', fetcher.fetch);
   assert.equal(cache.invalidate('k', 't1'), false);
   assert.equal(await pending, 't1');
@@ -161,7 +162,7 @@ test('invalidate leaves a fetch under way alone', async () => {
 
 test('an aborted waiter stops waiting; the shared fetch goes on for the others', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now });
+  const cache = new TokenCache({ clock });
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   const slow = async (): Promise<FetchedToken> => {
@@ -181,8 +182,8 @@ test('an aborted waiter stops waiting; the shared fetch goes on for the others',
 
 test('the cache is bounded: the least recently used key goes first', async () => {
   const clock = fakeClock();
-  const cache = new TokenCache({ now: clock.now, max: 2 });
-  const fetcher = countingFetcher(clock.now);
+  const cache = new TokenCache({ clock, max: 2 });
+  const fetcher = countingFetcher(clock);
   await cache.get('a', fetcher.fetch);
   await cache.get('b', fetcher.fetch);
   await cache.get('a', fetcher.fetch);

@@ -15,7 +15,8 @@ import type { TokenCache } from './tokenCache.js';
  * or not, because anonymous pulls from Docker Hub and most registries need
  * tokens too. A token exchange may take as long as connecting plus waiting
  * for headers on an upstream request. `tokenCache` lets upstreams share one
- * bounded cache (keys include the upstream name).
+ * bounded cache (keys include the upstream name; give it the same clock).
+ * `clock` measures token expiry, the race window and the exchange timeout.
  */
 export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenCache?: TokenCache, clock: Clock = systemClock): UpstreamAuthorizer {
   return new ChallengeAuthorizer({
@@ -25,7 +26,7 @@ export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenC
     trustedRealms: upstream.trustedRealms,
     logger,
     tokenTimeoutMs: upstream.timeouts.connectMs + upstream.timeouts.headersMs,
-    now: () => clock.now(),
+    clock,
     ...(tokenCache ? { tokenCache } : {}),
   });
 }

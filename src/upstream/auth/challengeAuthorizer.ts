@@ -5,6 +5,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { getGlobalDispatcher, type Dispatcher } from 'undici';
+import { systemClock, type Clock } from '../../registry/clock.js';
 import type { UpstreamAuthorizer, UpstreamCredentials } from './authorizer.js';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { isTrustedRealm } from './realmTrust.js';
@@ -25,11 +26,11 @@ export interface ChallengeAuthorizerOptions {
   /** For token requests; default undici's global dispatcher. */
   readonly dispatcher?: Dispatcher;
   readonly logger?: AuthLogger;
-  /** Milliseconds clock; default `Date.now`. */
-  readonly now?: () => number;
-  /** A whole token exchange must finish within this. Default 10 s. */
+  /** What the race window, token expiry and the token-exchange timeout are measured on; default the system clock. */
+  readonly clock?: Clock;
+  /** A whole token exchange must finish within this (on `clock`). Default 10 s. */
   readonly tokenTimeoutMs?: number;
-  /** Shares tokens across authorizers; by default each authorizer has its own. Keys include the upstream name. */
+  /** Shares tokens across authorizers (give it the same clock); by default each authorizer has its own, on `clock`. Keys include the upstream name. */
   readonly tokenCache?: TokenCache;
   /**
    * A 401 arriving this soon after another 401 already changed what we send
@@ -74,7 +75,7 @@ const noopLogger: AuthLogger = { warn: () => undefined, debug: () => undefined }
 export class ChallengeAuthorizer implements UpstreamAuthorizer {
   private known: Known | undefined;
   private readonly tokens: TokenCache;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly logger: AuthLogger;
   private readonly dispatcher: Dispatcher;
   private readonly raceWindowMs: number;
@@ -86,8 +87,8 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
   private readonly invalidatedAt = new LRUCache<string, number>({ max: 1000 });
 
   constructor(private readonly options: ChallengeAuthorizerOptions) {
-    this.now = options.now ?? Date.now;
-    this.tokens = options.tokenCache ?? new TokenCache({ now: this.now });
+    this.clock = options.clock ?? systemClock;
+    this.tokens = options.tokenCache ?? new TokenCache({ clock: this.clock });
     this.logger = options.logger ?? noopLogger;
     this.dispatcher = options.dispatcher ?? getGlobalDispatcher();
     this.raceWindowMs = options.raceWindowMs ?? 10_000;
@@ -109,7 +110,7 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
       service: known.service,
       scope,
       credentials: known.trusted ? this.options.credentials : undefined,
-    }, { dispatcher: this.dispatcher, now: this.now, timeoutMs: this.tokenTimeoutMs }), signal);
+    }, { dispatcher: this.dispatcher, clock: this.clock, timeoutMs: this.tokenTimeoutMs }), signal);
     return `Bearer ${token}`;
   }
 
@@ -147,7 +148,7 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
   private onBasic(): boolean {
     const previous = this.known;
     if (previous?.kind !== 'basic') {
-      this.known = { kind: 'basic', learnedAt: this.now() };
+      this.known = { kind: 'basic', learnedAt: this.clock.now() };
       this.logger.debug({ upstream: this.options.upstreamName, scheme: 'basic' }, 'upstream asks for Basic authentication');
       return this.basicHeader !== undefined;
     }
@@ -160,7 +161,7 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
     const credentials = this.options.credentials;
     const trusted = credentials !== undefined
       && isTrustedRealm(this.options.upstreamUrl, challenge.realm, this.options.trustedRealms ?? []);
-    this.known = { kind: 'bearer', realm: challenge.realm, service: challenge.service, trusted, learnedAt: this.now() };
+    this.known = { kind: 'bearer', realm: challenge.realm, service: challenge.service, trusted, learnedAt: this.clock.now() };
     const realm = `${challenge.realm.origin}${challenge.realm.pathname}`;
     this.logger.debug({ upstream: this.options.upstreamName, scheme: 'bearer', realm, service: challenge.service }, 'upstream asks for bearer tokens');
     if (credentials !== undefined && !trusted && !this.warnedRealms.has(realm)) {
@@ -187,11 +188,11 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
     const lastChange = Math.max(known.learnedAt, this.invalidatedAt.get(key) ?? -Infinity);
     if (current.storedAt >= lastChange && this.isRecent(lastChange)) return;
     this.tokens.invalidate(key, current.token);
-    this.invalidatedAt.set(key, this.now());
+    this.invalidatedAt.set(key, this.clock.now());
   }
 
   private isRecent(time: number): boolean {
-    return this.now() - time < this.raceWindowMs;
+    return this.clock.now() - time < this.raceWindowMs;
   }
 
   private tokenKey(known: Known & { kind: 'bearer' }, scope: string): string {

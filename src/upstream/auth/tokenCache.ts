@@ -5,6 +5,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { systemClock, type Clock } from '../../registry/clock.js';
 
 /** What a fetcher hands the cache: the token and when it stops being valid (ms, on the cache's clock). */
 export interface FetchedToken {
@@ -29,8 +30,8 @@ export interface CachedToken {
 export interface TokenCacheOptions {
   /** Most keys kept; the least recently used go first. Default 1000. */
   readonly max?: number;
-  /** Milliseconds clock; default `Date.now`. Tests pass a fake one. */
-  readonly now?: () => number;
+  /** Expiry and refresh are judged on this; default the system clock. Tests pass a fake one. */
+  readonly clock?: Clock;
   /** Part of a token's lifetime, at its end, during which it counts as due for refresh. Default 0.1. */
   readonly refreshFraction?: number;
   /** The refresh margin is at least this (capped at half the lifetime, so short tokens stay usable). Default 5000. */
@@ -51,13 +52,13 @@ export interface TokenCacheOptions {
 export class TokenCache {
   private readonly entries: LRUCache<string, CachedToken>;
   private readonly inFlight = new Map<string, Promise<string>>();
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly refreshFraction: number;
   private readonly minRefreshMarginMs: number;
 
   constructor(options: TokenCacheOptions = {}) {
     this.entries = new LRUCache({ max: options.max ?? 1000 });
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock ?? systemClock;
     this.refreshFraction = options.refreshFraction ?? 0.1;
     this.minRefreshMarginMs = options.minRefreshMarginMs ?? 5000;
   }
@@ -70,7 +71,7 @@ export class TokenCache {
   async get(key: string, fetcher: () => Promise<FetchedToken>, signal?: AbortSignal): Promise<string> {
     signal?.throwIfAborted();
     const cached = this.peek(key);
-    if (cached && this.now() < cached.refreshAt) return cached.token;
+    if (cached && this.clock.now() < cached.refreshAt) return cached.token;
     const flight = this.inFlight.get(key) ?? this.startFetch(key, fetcher);
     return signal ? abortable(flight, signal) : flight;
   }
@@ -78,7 +79,7 @@ export class TokenCache {
   /** The entry held for `key`, even if due for refresh; undefined once expired. Does not fetch. */
   peek(key: string): CachedToken | undefined {
     const entry = this.entries.get(key);
-    if (entry && this.now() >= entry.expiresAt) {
+    if (entry && this.clock.now() >= entry.expiresAt) {
       this.entries.delete(key);
       return undefined;
     }
@@ -121,7 +122,7 @@ export class TokenCache {
   }
 
   private store(key: string, fetched: FetchedToken): void {
-    const storedAt = this.now();
+    const storedAt = this.clock.now();
     const issuedAt = Math.min(fetched.issuedAt ?? storedAt, storedAt);
     const lifetime = fetched.expiresAt - issuedAt;
     if (fetched.expiresAt <= storedAt || lifetime <= 0) return;

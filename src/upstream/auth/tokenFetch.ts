@@ -3,6 +3,7 @@
  * challenge), per https://distribution.github.io/distribution/spec/auth/token/.
  */
 import type { Dispatcher } from 'undici';
+import type { Clock } from '../../registry/clock.js';
 import type { UpstreamCredentials } from './authorizer.js';
 import { UpstreamAuthError } from './authError.js';
 import type { FetchedToken } from './tokenCache.js';
@@ -21,8 +22,8 @@ export interface TokenRequest {
 
 export interface TokenFetchOptions {
   readonly dispatcher: Dispatcher;
-  /** Milliseconds clock; the returned expiry is on it. */
-  readonly now: () => number;
+  /** The returned expiry is on this clock, and the timeout runs on it. */
+  readonly clock: Clock;
   /** The whole exchange, redirects included, must finish within this. */
   readonly timeoutMs: number;
 }
@@ -49,7 +50,9 @@ type Response = Dispatcher.ResponseData;
  */
 export async function fetchToken(request: TokenRequest, options: TokenFetchOptions): Promise<FetchedToken> {
   const where = describeRealm(request);
-  const signal = AbortSignal.timeout(options.timeoutMs);
+  const timeout = new AbortController();
+  const timer = options.clock.setTimeout(() => timeout.abort(new ExchangeError('timed out')), options.timeoutMs);
+  const { signal } = timeout;
   let res: Response;
   let body: Buffer;
   try {
@@ -59,9 +62,11 @@ export async function fetchToken(request: TokenRequest, options: TokenFetchOptio
     if (err instanceof UpstreamAuthError) throw err;
     const reason = signal.aborted ? `timed out after ${options.timeoutMs} ms` : `could not be reached (${errorCode(err)})`;
     throw new UpstreamAuthError('unavailable', `${where} ${reason}`, { upstream: request.upstreamName });
+  } finally {
+    timer.cancel();
   }
   if (res.statusCode !== 200) throw statusError(request, where, res.statusCode);
-  return parseTokenResponse(body, options.now(), where, request.upstreamName);
+  return parseTokenResponse(body, options.clock.now(), where, request.upstreamName);
 }
 
 /** The realm with service, scope and (only with credentials) account set; other query parameters kept. */
