@@ -12,17 +12,17 @@ export function scopeKey(scope: Scope, digest: Digest): string {
   return scope.kind === 'global' ? `g\0${digest}` : `${scope.kind === 'repository' ? 'r' : 'm'}\0${repositoryItemKey(scope.repository, digest)}`;
 }
 
-/**
- * The in-process descriptor tier: an LRU bounded by entry count. Answers in
- * memory, with no I/O; forgets the least recently used descriptors first.
- */
-export class MemoryBlobDescriptorService implements BlobDescriptorService {
-  private readonly entries: LRUCache<string, Descriptor>;
+/** An in-process tier: an LRU bounded by entry count, answering in memory with no I/O. */
+abstract class MemoryTier<V extends object> {
+  protected readonly entries: LRUCache<string, V>;
 
   constructor(maxEntries: number) {
     this.entries = new LRUCache({ max: Math.max(1, maxEntries) });
   }
+}
 
+/** The in-process descriptor tier; forgets the least recently used descriptors first. */
+export class MemoryBlobDescriptorService extends MemoryTier<Descriptor> implements BlobDescriptorService {
   async stat(scope: Scope, digest: Digest): Promise<Descriptor | undefined> {
     return this.entries.get(scopeKey(scope, digest));
   }
@@ -36,20 +36,14 @@ export class MemoryBlobDescriptorService implements BlobDescriptorService {
   }
 }
 
-/** The in-process tag tier: an LRU of records, bounded by entry count. */
-export class MemoryTagRecords implements TagRecordService {
-  private readonly records: LRUCache<string, TagRecord>;
-
-  constructor(maxEntries: number) {
-    this.records = new LRUCache({ max: Math.max(1, maxEntries) });
-  }
-
+/** The in-process tag tier. */
+export class MemoryTagRecords extends MemoryTier<TagRecord> implements TagRecordService {
   async get(repository: RepositoryRef, tag: Tag): Promise<TagRecord | undefined> {
-    return this.records.get(repositoryItemKey(repository, tag));
+    return this.entries.get(repositoryItemKey(repository, tag));
   }
 
   async put(repository: RepositoryRef, tag: Tag, record: TagRecord): Promise<void> {
-    this.records.set(repositoryItemKey(repository, tag), record);
+    this.entries.set(repositoryItemKey(repository, tag), record);
   }
 }
 

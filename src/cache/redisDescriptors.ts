@@ -1,5 +1,6 @@
 import type { Descriptor } from '../registry/descriptor.js';
 import type { Digest } from '../registry/digest.js';
+import { decodeDescriptorRecord, encodeDescriptorRecord } from '../registry/descriptorRecord.js';
 import type { BlobDescriptorService, RepositoryRef, Scope } from '../registry/services.js';
 import type { RedisConnection } from './redis.js';
 
@@ -23,12 +24,6 @@ export function repositoryReference(repository: RepositoryRef): string {
   return `${repository.upstream}/${repository.name}`;
 }
 
-/** The value stored under a descriptor key: JSON, the digest being in the key already. */
-interface StoredDescriptor {
-  size: number;
-  mediaType: string;
-}
-
 /**
  * The shared tier of the cached statter: descriptors in Redis, seen by every
  * replica. Values are JSON strings `{"size":<bytes>,"mediaType":"..."}` that
@@ -44,12 +39,12 @@ export class RedisBlobDescriptorService implements BlobDescriptorService {
 
   async stat(scope: Scope, digest: Digest): Promise<Descriptor | undefined> {
     const value = await this.redis.run((c) => c.get(this.key(scope, digest)), null);
-    return value === null ? undefined : parseDescriptor(digest, value);
+    return value === null ? undefined : decodeDescriptorRecord(digest, value);
   }
 
   async setDescriptor(scope: Scope, digest: Digest, descriptor: Descriptor): Promise<void> {
-    const value: StoredDescriptor = { size: descriptor.size, mediaType: descriptor.mediaType };
-    await this.redis.run((c) => c.set(this.key(scope, digest), JSON.stringify(value), 'PX', this.redis.settings.keyTtlMs), null);
+    const value = encodeDescriptorRecord(descriptor);
+    await this.redis.run((c) => c.set(this.key(scope, digest), value, 'PX', this.redis.settings.keyTtlMs), null);
   }
 
   async clear(scope: Scope, digest: Digest): Promise<void> {
@@ -58,17 +53,5 @@ export class RedisBlobDescriptorService implements BlobDescriptorService {
 
   private key(scope: Scope, digest: Digest): string {
     return descriptorKey(this.redis.prefix, scope, digest);
-  }
-}
-
-/** A value that is not what we write (another program, an older format) is no answer. */
-function parseDescriptor(digest: Digest, value: string): Descriptor | undefined {
-  try {
-    const parsed = JSON.parse(value) as Partial<StoredDescriptor>;
-    if (typeof parsed.size !== 'number' || !Number.isSafeInteger(parsed.size) || parsed.size < 0
-      || typeof parsed.mediaType !== 'string') return undefined;
-    return { digest, size: parsed.size, mediaType: parsed.mediaType };
-  } catch {
-    return undefined;
   }
 }

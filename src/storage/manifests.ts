@@ -1,5 +1,6 @@
 import type { Descriptor } from '../registry/descriptor.js';
 import type { Digest } from '../registry/digest.js';
+import { decodeDescriptorRecord, encodeDescriptorRecord } from '../registry/descriptorRecord.js';
 import { RegistryError } from '../registry/errors.js';
 import {
   manifestScope,
@@ -8,12 +9,6 @@ import {
 import type { StorageDriver } from './driver.js';
 import type { UsageRecorder } from './usage.js';
 import { blobDataPath, manifestRevisionPath } from './layout.js';
-
-/** What a revision record holds: the media type the upstream gave, and the size. */
-interface RevisionRecord {
-  mediaType: string;
-  size: number;
-}
 
 /**
  * Answers `stat` in the `manifest` scope from the revision records in
@@ -26,8 +21,8 @@ export class StorageRevisionStatter implements BlobStatter {
   async stat(scope: Scope, digest: Digest): Promise<Descriptor | undefined> {
     if (scope.kind !== 'manifest') return undefined;
     const content = await this.driver.getContent(manifestRevisionPath(scope.repository, digest));
-    const record = content && parseRevision(content);
-    return record ? { digest, size: record.size, mediaType: record.mediaType } : undefined;
+    // A record we cannot read is a miss: the manifest is fetched again.
+    return content && decodeDescriptorRecord(digest, content.toString('utf8'));
   }
 }
 
@@ -84,9 +79,9 @@ export class LocalManifestStore implements ManifestService {
     if (!(await this.driver.stat(blobDataPath(manifest.digest)))) {
       await this.driver.putContent(blobDataPath(manifest.digest), manifest.body);
     }
-    const record: RevisionRecord = { mediaType: manifest.mediaType, size: manifest.body.length };
-    await this.driver.putContent(manifestRevisionPath(repository, manifest.digest), JSON.stringify(record));
-    await this.revisions.setDescriptor(manifestScope(repository), manifest.digest, { digest: manifest.digest, ...record });
+    const revision: Descriptor = { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.body.length };
+    await this.driver.putContent(manifestRevisionPath(repository, manifest.digest), encodeDescriptorRecord(revision));
+    await this.revisions.setDescriptor(manifestScope(repository), manifest.digest, revision);
     this.options.bodies.set(manifest.digest, manifest.body);
   }
 
@@ -102,16 +97,4 @@ export class LocalManifestStore implements ManifestService {
     if (body) this.options.bodies.set(digest, body);
     return body;
   }
-}
-
-function parseRevision(content: Buffer): RevisionRecord | undefined {
-  try {
-    const value = JSON.parse(content.toString('utf8')) as Partial<RevisionRecord>;
-    if (typeof value.mediaType === 'string' && typeof value.size === 'number') {
-      return { mediaType: value.mediaType, size: value.size };
-    }
-  } catch {
-    // A record we cannot read is a miss: the manifest is fetched again.
-  }
-  return undefined;
 }
