@@ -1,0 +1,446 @@
+/**
+ * Eviction as a unit, on the in-memory driver with a fake clock: which
+ * images and blobs a run removes (least recently used first, between the
+ * watermarks, never pinned, recent or in-use content, idle ones after
+ * maxIdle), what it tells the caches, and how the one commit wakes the
+ * evictor. Last-use times are set by the clock, never waited for.
+ */
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { CachedBlobStatter } from '../../src/cache/cachedStatter.js';
+import { MemoryBlobDescriptorService } from '../../src/cache/memory.js';
+import type { Descriptor } from '../../src/registry/descriptor.js';
+import type { Digest } from '../../src/registry/digest.js';
+import type { RepositoryName } from '../../src/registry/names.js';
+import type { RepositoryRef } from '../../src/registry/services.js';
+import { encodeTagRecord } from '../../src/registry/tagRecord.js';
+import { LocalBlobStore, StorageBlobStatter } from '../../src/storage/blobs.js';
+import { collectGarbage, type EvictionPolicy } from '../../src/storage/eviction.js';
+import { Evictor } from '../../src/storage/evictor.js';
+import { blobDataPath, layerLinkPath, manifestRevisionPath, tagPath } from '../../src/storage/layout.js';
+import { UsageRecorder } from '../../src/storage/usage.js';
+import { FakeClock } from '../fixtures/clock.js';
+import { MemoryDriver } from '../fixtures/memoryDriver.js';
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+
+function repo(name: string): RepositoryRef {
+  return { upstream: 'registry.test', name: name as RepositoryName };
+}
+
+function digestOf(bytes: Buffer): Digest {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
+}
+
+/** An image as stored: its manifest, config and layers in `blobs/`, links, a revision and a tag. */
+interface StoredImage {
+  readonly repository: RepositoryRef;
+  readonly tag: string;
+  readonly digest: Digest;
+  /** Manifest, config and layers. */
+  readonly blobs: Digest[];
+  readonly layers: Digest[];
+  /** Bytes of all its blobs. */
+  readonly bytes: number;
+  /** `<upstream>/<name>@<digest>`, as the report names it. */
+  readonly id: string;
+}
+
+function manifestOf(config: Buffer, layers: readonly Buffer[]): Buffer {
+  return Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: digestOf(config), size: config.length },
+    layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: digestOf(l), size: l.length })),
+  }));
+}
+
+/**
+ * Writes an image into storage as the proxy stores leave it, last used at
+ * `usedAt` (the revision's and every file's modification time).
+ */
+async function storeImage(driver: MemoryDriver, name: string, options: { usedAt: number; layers?: Buffer[]; tag?: string }): Promise<StoredImage> {
+  const repository = repo(name);
+  const tag = options.tag ?? 'v1';
+  const layers = options.layers ?? [randomBytes(10_000)];
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', image: name, nonce: randomBytes(8).toString('hex') }));
+  const manifest = manifestOf(config, layers);
+  const digest = digestOf(manifest);
+  const content = [manifest, config, ...layers];
+  const paths: string[] = [];
+  const put = async (path: string, data: Buffer | string): Promise<void> => {
+    await driver.putContent(path, data);
+    paths.push(path);
+  };
+  for (const data of content) await put(blobDataPath(digestOf(data)), data);
+  for (const data of [config, ...layers]) await put(layerLinkPath(repository, digestOf(data)), digestOf(data));
+  await put(manifestRevisionPath(repository, digest), JSON.stringify({ mediaType: OCI_MANIFEST, size: manifest.length }));
+  await put(tagPath(repository, tag), encodeTagRecord({ descriptor: { digest, mediaType: OCI_MANIFEST, size: manifest.length }, fetchedAt: options.usedAt }));
+  await driver.touch(paths, options.usedAt);
+  return {
+    repository, tag, digest,
+    blobs: content.map(digestOf),
+    layers: layers.map(digestOf),
+    bytes: content.reduce((n, b) => n + b.length, 0),
+    id: `${repository.upstream}/${repository.name}@${digest}`,
+  };
+}
+
+/** True when every file of the image is still in storage. */
+function kept(driver: MemoryDriver, image: StoredImage): boolean {
+  const paths = new Set(driver.paths());
+  return image.blobs.every((d) => paths.has(blobDataPath(d)))
+    && paths.has(manifestRevisionPath(image.repository, image.digest))
+    && paths.has(tagPath(image.repository, image.tag));
+}
+
+/** True when nothing of the image is left: no revision, no tag, no link, none of its blobs. */
+function gone(driver: MemoryDriver, image: StoredImage): boolean {
+  const paths = driver.paths();
+  const prefix = `repositories/${image.repository.upstream}/${image.repository.name}/`;
+  return !paths.some((p) => p.startsWith(prefix)) && image.blobs.every((d) => !paths.includes(blobDataPath(d)));
+}
+
+function policy(overrides: Partial<EvictionPolicy>): EvictionPolicy {
+  return {
+    maxBytes: undefined,
+    highWatermark: 0.9,
+    lowWatermark: 0.7,
+    maxIdleMs: undefined,
+    graceMs: 10 * MINUTE,
+    isPinned: () => false,
+    inUse: () => false,
+    ...overrides,
+  };
+}
+
+/** Five images of about equal size, `team/a` used least recently, `team/e` most, all well outside the grace. */
+async function fiveImages(clock: FakeClock, driver: MemoryDriver): Promise<StoredImage[]> {
+  const images: StoredImage[] = [];
+  for (const [i, name] of ['team/a', 'team/b', 'team/c', 'team/d', 'team/e'].entries()) {
+    images.push(await storeImage(driver, name, { usedAt: clock.now() - (10 - i) * HOUR }));
+  }
+  return images;
+}
+
+function totalBytes(images: readonly StoredImage[]): number {
+  return images.reduce((n, i) => n + i.bytes, 0);
+}
+
+test('over the high watermark, images go least recently used first until use is under the low watermark', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const [a, b, c, d, e] = images as [StoredImage, StoredImage, StoredImage, StoredImage, StoredImage];
+  // All five are 100%: over 90%; without a and b, 60%, under 70%; without a alone, 80%.
+  const report = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: false, now: clock.now() });
+
+  assert.deepEqual(report.removedImages, [a.id, b.id]);
+  assert.equal(report.totalBytes, totalBytes(images));
+  assert.equal(report.freedBytes, a.bytes + b.bytes);
+  assert.equal(report.removedBlobs, a.blobs.length + b.blobs.length);
+  assert.equal(report.dryRun, false);
+  assert.ok(gone(driver, a) && gone(driver, b), 'revisions, tags, links and blobs of a and b are removed');
+  for (const image of [c, d, e]) assert.ok(kept(driver, image), `${image.repository.name} is kept`);
+});
+
+test('under the high watermark nothing goes, however old', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const before = driver.paths();
+  const report = await collectGarbage(driver, policy({ maxBytes: Math.ceil(totalBytes(images) / 0.85) }), { dryRun: false, now: clock.now() });
+  assert.deepEqual(report.removedImages, []);
+  assert.equal(report.freedBytes, 0);
+  assert.deepEqual(driver.paths(), before);
+});
+
+test('a dry run reports what a run would remove and removes nothing', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const before = driver.paths();
+  const dry = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: true, now: clock.now() });
+  assert.deepEqual(driver.paths(), before);
+  assert.equal(driver.counts.get('delete') ?? 0, 0);
+  const real = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: false, now: clock.now() });
+  assert.deepEqual({ ...dry, dryRun: false }, real);
+});
+
+test('a pinned image is never removed: the next least recently used goes instead', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const [a, b, c] = images as [StoredImage, StoredImage, StoredImage];
+  const pinnedChecks: string[] = [];
+  const report = await collectGarbage(driver, policy({
+    maxBytes: totalBytes(images),
+    isPinned: (repository, tags, digest) => {
+      pinnedChecks.push(`${repository.name}:${tags.join(',')}@${digest}`);
+      return repository.name === 'team/a';
+    },
+  }), { dryRun: false, now: clock.now() });
+  assert.deepEqual(report.removedImages, [b.id, c.id]);
+  assert.ok(kept(driver, a));
+  assert.ok(pinnedChecks.includes(`team/a:v1@${a.digest}`), 'the pin check sees the repository, its tags and the digest');
+});
+
+test('a blob shared with a retained image stays, and so does its link there', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const shared = randomBytes(10_000);
+  const old = await storeImage(driver, 'team/old', { usedAt: clock.now() - 5 * HOUR, layers: [shared] });
+  const fresh = await storeImage(driver, 'team/fresh', { usedAt: clock.now() - 2 * HOUR, layers: [shared, randomBytes(10_000)] });
+  const removed: { digest: Digest; repositories: string[] }[] = [];
+  const report = await collectGarbage(driver, policy({ maxIdleMs: 3 * HOUR }), {
+    dryRun: false,
+    now: clock.now(),
+    hooks: { blobRemoved: (digest, repositories) => { removed.push({ digest, repositories: repositories.map((r) => r.name) }); } },
+  });
+  assert.deepEqual(report.removedImages, [old.id]);
+  const sharedDigest = digestOf(shared);
+  assert.ok(driver.paths().includes(blobDataPath(sharedDigest)));
+  assert.ok(driver.paths().includes(layerLinkPath(fresh.repository, sharedDigest)));
+  assert.ok(kept(driver, fresh));
+  assert.ok(!removed.some((r) => r.digest === sharedDigest), 'the shared layer is not reported removed');
+  // The old image's own blobs went, each reported with the repositories that linked it.
+  const own = old.blobs.filter((d) => d !== sharedDigest);
+  assert.deepEqual(removed.map((r) => r.digest).sort(), [...own].sort());
+  for (const r of removed) assert.deepEqual(r.repositories, r.digest === old.digest ? [] : ['team/old']);
+});
+
+test('an index keeps its children and their blobs; it goes as one image with them', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const amd = await storeImage(driver, 'team/multi', { usedAt: clock.now() - 3 * HOUR, tag: 'amd64' });
+  const arm = await storeImage(driver, 'team/multi', { usedAt: clock.now() - 3 * HOUR, tag: 'arm64' });
+  const index = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_INDEX,
+    manifests: [amd, arm].map((child) => ({ mediaType: OCI_MANIFEST, digest: child.digest, size: 100 })),
+  }));
+  const indexDigest = digestOf(index);
+  await driver.putContent(blobDataPath(indexDigest), index);
+  await driver.putContent(manifestRevisionPath(repo('team/multi'), indexDigest), '{}');
+  // The children's tags are removed, so that only the index is tagged (as a pull by tag of an index leaves it).
+  await driver.delete(tagPath(repo('team/multi'), 'amd64'));
+  await driver.delete(tagPath(repo('team/multi'), 'arm64'));
+  await driver.putContent(tagPath(repo('team/multi'), 'v1'), encodeTagRecord({ descriptor: { digest: indexDigest, mediaType: OCI_INDEX, size: index.length }, fetchedAt: 0 }));
+  // One child was used recently (a pull of one platform): the whole image counts as used then.
+  await driver.touch([blobDataPath(indexDigest), manifestRevisionPath(repo('team/multi'), indexDigest)], clock.now() - 4 * HOUR);
+  await driver.touch([manifestRevisionPath(repo('team/multi'), arm.digest)], clock.now() - HOUR);
+  const other = await storeImage(driver, 'team/other', { usedAt: clock.now() - 2 * HOUR });
+
+  const all = amd.bytes + arm.bytes + index.length + other.bytes;
+  // Over 90% of the cap; without team/other under 70%.
+  const report = await collectGarbage(driver, policy({ maxBytes: Math.floor(all / 0.92) }), { dryRun: false, now: clock.now() });
+  assert.deepEqual(report.removedImages, [`registry.test/team/other@${other.digest}`], 'the index counts as used an hour ago');
+
+  const idle = await collectGarbage(driver, policy({ maxIdleMs: 30 * MINUTE }), { dryRun: false, now: clock.now() });
+  assert.deepEqual(idle.removedImages, [`registry.test/team/multi@${indexDigest}`], 'one image, not three');
+  assert.equal(idle.removedBlobs, 1 + amd.blobs.length + arm.blobs.length);
+  assert.deepEqual(driver.paths(), []);
+});
+
+test('nothing used within the grace period goes: not a recent image, not a blob just committed that no manifest names yet', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const old = await storeImage(driver, 'team/old', { usedAt: clock.now() - 2 * HOUR });
+  const recent = await storeImage(driver, 'team/recent', { usedAt: clock.now() - 5 * MINUTE });
+  const orphanOld = randomBytes(5000);
+  const orphanNew = randomBytes(5000);
+  await driver.putContent(blobDataPath(digestOf(orphanOld)), orphanOld);
+  await driver.touch([blobDataPath(digestOf(orphanOld))], clock.now() - 2 * HOUR);
+  await driver.putContent(blobDataPath(digestOf(orphanNew)), orphanNew);
+
+  // A cap that everything is far over: only the grace protects.
+  const report = await collectGarbage(driver, policy({ maxBytes: 1000, graceMs: 10 * MINUTE }), { dryRun: false, now: clock.now() });
+  assert.deepEqual(report.removedImages, [old.id]);
+  assert.ok(kept(driver, recent));
+  assert.ok(!driver.paths().includes(blobDataPath(digestOf(orphanOld))), 'an old unreferenced blob is garbage');
+  assert.ok(driver.paths().includes(blobDataPath(digestOf(orphanNew))), 'a fill that just committed keeps its blob');
+
+  // Once the grace has passed, the orphan goes too; the recent image only by the size cap.
+  await clock.advance(11 * MINUTE);
+  const later = await collectGarbage(driver, policy({ maxBytes: 1000, graceMs: 10 * MINUTE }), { dryRun: false, now: clock.now() });
+  assert.deepEqual(later.removedImages, [recent.id]);
+  assert.deepEqual(driver.paths(), []);
+});
+
+test('a blob being read or filled is never removed, even when its image goes', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const [a, b] = images as [StoredImage, StoredImage];
+  const reading = a.layers[0]!;
+  const filling = randomBytes(3000);
+  await driver.putContent(blobDataPath(digestOf(filling)), filling);
+  await driver.touch([blobDataPath(digestOf(filling))], clock.now() - DAY);
+  const inUse = new Set<Digest>([reading, digestOf(filling)]);
+
+  const report = await collectGarbage(driver, policy({ maxBytes: totalBytes(images), inUse: (d) => inUse.has(d) }), { dryRun: false, now: clock.now() });
+  assert.ok(report.removedImages.includes(a.id) && report.removedImages.includes(b.id));
+  assert.ok(driver.paths().includes(blobDataPath(reading)), 'the layer being read is still there');
+  assert.ok(driver.paths().includes(blobDataPath(digestOf(filling))));
+  assert.ok(!driver.paths().includes(manifestRevisionPath(a.repository, a.digest)), 'the image itself went');
+
+  // Read to the end: the next run takes what is now garbage.
+  inUse.clear();
+  await collectGarbage(driver, policy({ maxBytes: totalBytes(images), inUse: (d) => inUse.has(d) }), { dryRun: false, now: clock.now() });
+  assert.ok(!driver.paths().includes(blobDataPath(reading)));
+  assert.ok(!driver.paths().includes(blobDataPath(digestOf(filling))));
+});
+
+test('maxIdle removes images not used for that long, whatever the size, as the clock moves', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const idle = await storeImage(driver, 'team/idle', { usedAt: clock.now() - 8 * DAY });
+  const weekly = await storeImage(driver, 'team/weekly', { usedAt: clock.now() - 6 * DAY });
+  const daily = await storeImage(driver, 'team/daily', { usedAt: clock.now() - HOUR });
+  const idlePolicy = policy({ maxIdleMs: 7 * DAY });
+
+  const first = await collectGarbage(driver, idlePolicy, { dryRun: false, now: clock.now() });
+  assert.deepEqual(first.removedImages, [idle.id]);
+  assert.ok(kept(driver, weekly) && kept(driver, daily));
+
+  await clock.advance(DAY);
+  const second = await collectGarbage(driver, idlePolicy, { dryRun: false, now: clock.now() });
+  assert.deepEqual(second.removedImages, [weekly.id]);
+  assert.ok(kept(driver, daily));
+});
+
+test('the caches are told of every removed manifest revision and blob', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const image = await storeImage(driver, 'team/a', { usedAt: clock.now() - 2 * DAY });
+  const manifests: string[] = [];
+  const blobs: string[] = [];
+  await collectGarbage(driver, policy({ maxIdleMs: DAY }), {
+    dryRun: false,
+    now: clock.now(),
+    hooks: {
+      manifestRemoved: (repository, digest) => { manifests.push(`${repository.name}@${digest}`); },
+      blobRemoved: (digest) => { blobs.push(digest); },
+    },
+  });
+  assert.deepEqual(manifests, [`team/a@${image.digest}`]);
+  assert.deepEqual(blobs.sort(), [...image.blobs].sort());
+});
+
+// ---------------------------------------------------------------- the evictor and the one commit
+
+interface EvictorFixture {
+  readonly clock: FakeClock;
+  readonly driver: MemoryDriver;
+  readonly evictor: Evictor;
+  readonly usage: UsageRecorder;
+  readonly local: LocalBlobStore;
+  /** How many runs have begun (each prepares its policy first). */
+  runs(): number;
+}
+
+function evictorFixture(overrides: Partial<EvictionPolicy>, driver: MemoryDriver, clock: FakeClock): EvictorFixture {
+  let runs = 0;
+  const usage = new UsageRecorder({ driver, intervalMs: 0, clock });
+  const evictor = new Evictor({
+    driver,
+    policy: policy({ ...overrides, prepare: async () => { runs++; } }),
+    usage,
+    hooks: {},
+    logger: pino({ level: 'silent' }),
+    intervalMs: HOUR,
+    clock,
+  });
+  const descriptors = new CachedBlobStatter(new MemoryBlobDescriptorService(100), new StorageBlobStatter(driver));
+  // Wired as the composition root wires it: the one commit tells the evictor what it added.
+  const local = new LocalBlobStore({ driver, descriptors, usage, onCommitted: (d) => evictor.added(d.size) });
+  return { clock, driver, evictor, usage, local, runs: () => runs };
+}
+
+/**
+ * Lets whatever runs were started (by start-up, a timer or a commit) begin
+ * and finish, then checks how many have begun in all.
+ */
+async function settled(f: EvictorFixture, runs: number): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    await f.evictor.idle();
+  }
+  assert.equal(f.runs(), runs, 'runs begun');
+}
+
+async function commitBlob(local: LocalBlobStore, bytes: Buffer, repositories: RepositoryRef[]): Promise<Descriptor> {
+  const descriptor: Descriptor = { digest: digestOf(bytes), size: bytes.length, mediaType: 'application/octet-stream' };
+  const upload = await local.createUpload();
+  await upload.write([bytes], 0);
+  await local.commit(upload, descriptor, repositories);
+  await upload.close();
+  return descriptor;
+}
+
+test('the one commit tells the evictor: bytes that cross the high watermark start a run; the same bytes again do not', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const [a, b, c] = images as [StoredImage, StoredImage, StoredImage];
+  // Five images of a fifth of T each, under a cap of 1.5 T: the high watermark is 1.35 T, the low one 1.05 T.
+  const T = totalBytes(images);
+  const f = evictorFixture({ maxBytes: Math.ceil(T * 1.5) }, driver, clock);
+  f.evictor.start();
+  await settled(f, 1);
+  assert.ok(images.every((i) => kept(driver, i)), 'the first run learns the size and removes nothing');
+
+  // A small commit stays under the watermark: no run.
+  await commitBlob(f.local, randomBytes(1000), [repo('team/new')]);
+  await settled(f, 1);
+
+  // A fill of 0.4 T pushes use over the high watermark: the commit starts a run at once, which takes
+  // the two oldest images to get under the low one (the new blob is in its grace period, so it stays).
+  const big = randomBytes(Math.ceil(T * 0.4));
+  await clock.advance(MINUTE);
+  const descriptor = await commitBlob(f.local, big, [repo('team/new')]);
+  await settled(f, 2);
+  assert.ok(gone(driver, a) && gone(driver, b), 'a and b made room');
+  assert.ok(kept(driver, c));
+  assert.ok(driver.paths().includes(blobDataPath(descriptor.digest)), 'the blob just committed is in its grace period');
+
+  // The same bytes committed again (another repository): nothing is added, so nothing to tell the evictor.
+  await commitBlob(f.local, big, [repo('team/again')]);
+  await settled(f, 2);
+  assert.ok(driver.paths().includes(layerLinkPath(repo('team/again'), descriptor.digest)));
+  await f.evictor.stop();
+});
+
+test('the evictor runs on its interval by the clock, and a use recorded since the last run counts', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const stale = await storeImage(driver, 'team/stale', { usedAt: clock.now() - 3 * HOUR });
+  const usedNow = await storeImage(driver, 'team/used', { usedAt: clock.now() - 3 * HOUR });
+  const f = evictorFixture({ maxIdleMs: 4 * HOUR }, driver, clock);
+  f.evictor.start();
+  await settled(f, 1);
+  assert.ok(kept(driver, stale) && kept(driver, usedNow));
+
+  // A pull of team/used, noted in memory only; the next run flushes it before it looks.
+  f.usage.used(manifestRevisionPath(usedNow.repository, usedNow.digest));
+  await clock.advance(HOUR);
+  await settled(f, 2);
+  assert.ok(gone(driver, stale), 'idle for 4 hours at the second run');
+  assert.ok(kept(driver, usedNow), 'used an hour ago, by the flushed record');
+
+  // Four more intervals: idle for 4 hours at the last one (runs that come while one is running are folded into one).
+  await clock.advance(4 * HOUR);
+  for (let i = 0; i < 50; i++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    await f.evictor.idle();
+  }
+  assert.ok(f.runs() > 2);
+  assert.ok(gone(driver, usedNow));
+  await f.evictor.stop();
+});
