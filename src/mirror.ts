@@ -140,7 +140,7 @@ export class Mirror {
       intervalMs: config.storage.evictionIntervalMs,
       clock,
     });
-    this.manifests = new ProxyManifestStore(this.localManifests, upstreams);
+    this.manifests = new ProxyManifestStore({ local: this.localManifests, upstreams });
     this.tags = new ProxyTagService({ records: tagRecords, local: this.localTags, manifests: this.manifests, upstreams, logger, clock });
   }
 
