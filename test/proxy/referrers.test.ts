@@ -83,6 +83,10 @@ test('the list: an OCI image index of every referrer with its artifactType and a
   const again = await referrers(`/v2/${repository}/referrers/${image.digest}`);
   assert.equal(again.headers['x-pullthrough-cache'], 'hit');
   assert.deepEqual(again.body, first.body);
+  const head = await proxy.app.inject({ method: 'HEAD', url: `/v2/${repository}/referrers/${image.digest}?ns=api.test` });
+  assert.equal(head.statusCode, 200);
+  assert.equal(head.headers['content-length'], String(Buffer.byteLength(JSON.stringify(first.body))));
+  assert.equal(head.body, '');
   assert.equal(referrersRequests(api, repository), 1, 'within tagMaxAge the recorded list answers without asking');
 });
 
