@@ -200,13 +200,17 @@ export class UpstreamClient {
   async getReferrers(repository: string, subject: Digest): Promise<ReferrerDescriptor[] | undefined> {
     const pages: ReferrerDescriptor[][] = [];
     let rest: string | undefined = `referrers/${subject}`;
+    // The whole list, every page, is held to the size of one manifest: it is served as one index.
+    let budget = MAX_MANIFEST_BYTES;
     for (let i = 0; rest !== undefined && i < MAX_REFERRER_PAGES; i++) {
       const res = await this.send('GET', repository, rest, { accept: MEDIA_TYPES.ociIndex }, 'manifest');
       if (res === undefined) {
         if (i === 0) return undefined;
         throw new UpstreamUnavailable(`upstream ${this.name} lost a page of the referrers of ${subject}`);
       }
-      const listed = readReferrersIndex(await readLimited(res.body, MAX_MANIFEST_BYTES, this.name));
+      const body = await readLimited(res.body, budget, this.name);
+      budget -= body.length;
+      const listed = readReferrersIndex(body);
       if (!listed) throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable referrers list`);
       pages.push(listed);
       rest = nextPage(res.headers, repository);
