@@ -94,7 +94,8 @@ export async function planExport(storage: BundleStorage, images: readonly Export
   const manifestBytes = [...manifests.values()].reduce((n, m) => n + m.body.length, 0);
   const blobBytes = [...blobs.values()].reduce((n, s) => n + s, 0);
   const report = {
-    images: images.length, referrers: queue.length - images.length, manifests: manifests.size, blobs: blobs.size, bytes: manifestBytes + blobBytes,
+    images: images.length, referrers: queue.length - images.length,
+    manifests: manifests.size, blobs: blobs.size, bytes: manifestBytes + blobBytes,
   };
   return { report, top, manifests, blobs };
 }
@@ -110,15 +111,15 @@ async function cachedReferrers(
 ): Promise<ExportImage[]> {
   const found: ExportImage[] = [];
   const cached = async (digest: Digest): Promise<boolean> => (await storage.manifests.stat(repository, digest)) !== undefined;
+  const image = (tag: Tag | undefined, digest: Digest, tagFetchedAt: number | undefined): ExportImage =>
+    ({ refName: refName(repository, tag, digest), repository, digest, tagFetchedAt });
   for (const referrer of (await storage.referrers.get(repository, subject))?.referrers ?? []) {
-    if (await cached(referrer.digest)) found.push({ refName: refName(repository, undefined, referrer.digest), repository, digest: referrer.digest, tagFetchedAt: undefined });
+    if (await cached(referrer.digest)) found.push(image(undefined, referrer.digest, undefined));
   }
   const tag = referrersTag(subject);
   const index = await storage.tags.get(repository, tag);
   const body = index && (await storage.manifests.find(repository, index.descriptor.digest))?.manifest;
-  if (index && body && await anyChildCached(body, cached)) {
-    found.push({ refName: refName(repository, tag, index.descriptor.digest), repository, digest: index.descriptor.digest, tagFetchedAt: index.fetchedAt });
-  }
+  if (index && body && await anyChildCached(body, cached)) found.push(image(tag, index.descriptor.digest, index.fetchedAt));
   return found;
 }
 

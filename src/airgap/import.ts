@@ -215,7 +215,8 @@ async function recordReferrers(storage: BundleStorage, images: readonly CheckedI
       const key = repositoryItemKey(repository, subject);
       const list = lists.get(key) ?? { repository, subject, referrers: new Map() };
       lists.set(key, list);
-      list.referrers.set(m.descriptor.digest, referrerDescriptor({ digest: m.descriptor.digest, mediaType: m.descriptor.mediaType, body: m.body }));
+      const { digest, mediaType } = m.descriptor;
+      list.referrers.set(digest, referrerDescriptor({ digest, mediaType, body: m.body }));
     }
   }
   let count = 0;

@@ -197,7 +197,8 @@ export class Warmer {
     const tag = known.tag = ref.tag ?? (ref.digest || entry.lockedDigest ? undefined : parseTag('latest'));
     const digest = known.digest = await this.topDigest(entry, ref, repository, tag, client);
     const plan = await this.plan(repository, digest, client, this.options.platforms);
-    const referrers = this.options.referrers ? await this.addReferrers(repository, client, plan, this.options.referrers.artifactTypes) : undefined;
+    const wanted = this.options.referrers;
+    const referrers = wanted ? await this.addReferrers(repository, client, plan, wanted.artifactTypes) : undefined;
     const blobs = [...plan.blobs.values()];
     const bytes = sum(blobs.map((b) => b.size));
     this.reporter.sized?.(reference, bytes);
@@ -266,7 +267,9 @@ export class Warmer {
   }
 
   /** The referrers list of one manifest, as the upstream says it now (offline: as recorded). */
-  private async referrersOf(repository: RepositoryRef, subject: Digest, client: UpstreamClient | undefined): Promise<readonly ReferrerDescriptor[]> {
+  private async referrersOf(
+    repository: RepositoryRef, subject: Digest, client: UpstreamClient | undefined,
+  ): Promise<readonly ReferrerDescriptor[]> {
     const label = `referrers of ${repository.upstream}/${repository.name}@${subject}`;
     return this.attempt(label, client, async () => {
       const listed = await this.mirror.referrers.list(repository, subject);

@@ -322,7 +322,8 @@ test('referrers: import records them by subject (added to a list storage knew); 
 
   // The target already knew one referrer of the image, learned upstream earlier: it keeps it, and its time.
   const target = cache();
-  await target.mirror.localReferrers.put(repository, single.digest as Digest, { referrers: [referrerEntry(older) as unknown as ReferrerDescriptor], fetchedAt: LEARNED, source: 'api' });
+  const known = [referrerEntry(older) as unknown as ReferrerDescriptor];
+  await target.mirror.localReferrers.put(repository, single.digest as Digest, { referrers: known, fetchedAt: LEARNED, source: 'api' });
   await importInto(target, bundle.bytes());
   assert.deepEqual(await target.mirror.localReferrers.get(repository, single.digest as Digest),
     { referrers: [referrerEntry(older), referrerEntry(signature)], fetchedAt: LEARNED, source: 'api' });

@@ -38,7 +38,9 @@ before(async () => {
     payloads: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', data: Buffer.from('{"critical":{}}') }],
     annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQ==' },
   });
-  sbom = makeArtifact({ artifactType: SPDX_SBOM, subject: image, payloads: [{ mediaType: SPDX_SBOM, data: Buffer.from('{"spdxVersion":"SPDX-2.3"}') }] });
+  sbom = makeArtifact({
+    artifactType: SPDX_SBOM, subject: image, payloads: [{ mediaType: SPDX_SBOM, data: Buffer.from('{"spdxVersion":"SPDX-2.3"}') }],
+  });
   await pushBuilt(upstream.url, REPOSITORY, image, 'v1');
   await pushReferrers(image, [signature, sbom]);
   proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '1m' }], clock });

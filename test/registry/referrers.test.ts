@@ -55,10 +55,12 @@ test('reading a referrers list: not an index is undefined; entries nobody could 
 });
 
 test('the stored record reads back; anything unreadable is no record', () => {
-  const record = { referrers: [{ mediaType: MEDIA_TYPES.ociManifest, digest: SHA256, size: 10 }], fetchedAt: Date.parse('2026-12-01T12:00:00Z'), source: 'api' as const };
+  const fetchedAt = Date.parse('2026-12-01T12:00:00Z');
+  const record = { referrers: [{ mediaType: MEDIA_TYPES.ociManifest, digest: SHA256, size: 10 }], fetchedAt, source: 'api' as const };
   assert.deepEqual(decodeReferrersRecord(encodeReferrersRecord(record)), record);
-  for (const bad of ['', '{}', '{"source":"api","fetchedAt":"x","manifests":[]}', '{"source":"other","fetchedAt":"2026-12-01T12:00:00Z","manifests":[]}',
-    '{"source":"api","fetchedAt":"2026-12-01T12:00:00Z","manifests":[{"digest":"x"}]}']) {
+  const at = new Date(fetchedAt).toISOString();
+  for (const bad of ['', '{}', '{"source":"api","fetchedAt":"x","manifests":[]}', `{"source":"other","fetchedAt":"${at}","manifests":[]}`,
+    `{"source":"api","fetchedAt":"${at}","manifests":[{"digest":"x"}]}`]) {
     assert.equal(decodeReferrersRecord(bad), undefined, bad);
   }
 });

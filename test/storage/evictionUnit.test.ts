@@ -469,7 +469,8 @@ async function storeSignature(driver: MemoryDriver, subject: StoredImage, usedAt
   await put(manifestRevisionPath(repository, digestOf(signature)), JSON.stringify({ mediaType: OCI_MANIFEST, size: signature.length }));
   await put(manifestRevisionPath(repository, digestOf(index)), JSON.stringify({ mediaType: OCI_INDEX, size: index.length }));
   const tag = referrersTag(subject.digest);
-  await put(tagPath(repository, tag), encodeTagRecord({ descriptor: { digest: digestOf(index), mediaType: OCI_INDEX, size: index.length }, fetchedAt: usedAt }));
+  const indexDescriptor = { digest: digestOf(index), mediaType: OCI_INDEX, size: index.length };
+  await put(tagPath(repository, tag), encodeTagRecord({ descriptor: indexDescriptor, fetchedAt: usedAt }));
   await put(referrersRecordPath(repository, subject.digest), encodeReferrersRecord({ referrers: [descriptor], fetchedAt: usedAt, source: 'tag' }));
   await driver.touch(paths, usedAt);
   return [signature, index, empty, layer].map(digestOf);

@@ -50,8 +50,10 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
             `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`);
           return reply.type('application/json').send(JSON.stringify({ name: path.name, tags }));
         }
-        case 'referrers':
-          return serveReferrers(mirror, mirror.router.route(path.name, request.query.ns), path.digest, request.query.artifactType, request, reply);
+        case 'referrers': {
+          const route = mirror.router.route(path.name, request.query.ns);
+          return serveReferrers(mirror, route, path.digest, request.query.artifactType, request, reply);
+        }
         case 'upload':
           throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');
         default:
