@@ -99,6 +99,9 @@ test('the artifactType filter: only that type, with OCI-Filters-Applied; no matc
   const none = await referrers(`/v2/${repository}/referrers/${image.digest}?artifactType=application%2Fvnd.example.none`);
   assert.equal(none.headers['oci-filters-applied'], 'artifactType');
   assert.deepEqual(none.body.manifests, []);
+  const empty = await referrers(`/v2/${repository}/referrers/${image.digest}?artifactType=`);
+  assert.equal(empty.headers['oci-filters-applied'], undefined, 'an empty filter is none');
+  assert.equal(empty.body.manifests.length, 2);
   assert.equal(referrersRequests(api, repository), 1, 'one cached list per subject serves every filter');
 });
 

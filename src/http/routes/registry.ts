@@ -9,14 +9,14 @@ import { page, pageQuerySchema, type PageQuery } from './pagination.js';
 
 interface RegistryQuery extends PageQuery {
   readonly ns?: string;
-  /** The referrers filter. */
+  /** The referrers filter; empty is none. */
   readonly artifactType?: string;
 }
 
 /** The query of every `/v2/<name>/...` request: pagination, `ns`, and the referrers' `artifactType`. */
 const registryQuerySchema = {
   ...pageQuerySchema,
-  properties: { ...pageQuerySchema.properties, artifactType: { type: 'string', minLength: 1, maxLength: 255 } },
+  properties: { ...pageQuerySchema.properties, artifactType: { type: 'string', maxLength: 255 } },
 } as const;
 
 /**
@@ -52,7 +52,7 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
         }
         case 'referrers': {
           const route = mirror.router.route(path.name, request.query.ns);
-          return serveReferrers(mirror, route, path.digest, request.query.artifactType, request, reply);
+          return serveReferrers(mirror, route, path.digest, request.query.artifactType || undefined, request, reply);
         }
         case 'upload':
           throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');
