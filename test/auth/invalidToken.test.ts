@@ -25,7 +25,7 @@ import { ask, bearerOf, scopeRequests, startBearerUpstream, type BearerUpstream 
 const MID_SESSION_MS = 10_500;
 const MIRROR = { username: 'mirror', password: `session-${randomBytes(12).toString('hex')}` };
 
-const clock = new FakeClock();
+const clock = new FakeClock(Date.now());
 let upstream: BearerUpstream;
 let proxy: RunningProxy;
 const images = new Map<string, BuiltImage>();
