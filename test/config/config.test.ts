@@ -49,7 +49,7 @@ test('defaults are applied and durations parsed', () => {
 });
 
 test('a wrong type names its key path', () => {
-  assert.match(message(() => resolveConfig(minimal({ listen: { port: 'x' } }), 'f.json')), /\/listen\/port: must be integer/);
+  assert.match(message(() => resolveConfig(minimal({ listen: { port: 'x' } }), 'f.json')), /\/listen\/port: must be a whole number/);
   assert.match(message(() => resolveConfig(minimal({ upstreamDefaults: { tagMaxAge: 'soon' } }), 'f.json')), /\/upstreamDefaults\/tagMaxAge/);
 });
 
