@@ -42,10 +42,9 @@ export class ConfigProblems {
   private where(pointer: string): string {
     const exact = this.origins.get(pointer);
     if (exact) return `${pointer} (${exact})`;
-    for (const [made, origin] of this.origins) {
-      if (pointer.startsWith(`${made}/`)) return `${pointer} (in ${made}, added by ${origin})`;
-    }
-    return pointer;
+    // The innermost container an override made holds the key.
+    const made = [...this.origins.keys()].filter((m) => pointer.startsWith(`${m}/`)).sort((a, b) => b.length - a.length)[0];
+    return made ? `${pointer} (in ${made}, added by ${this.origins.get(made)!})` : pointer;
   }
 }
 

@@ -131,11 +131,12 @@ export const ConfigSchema = Type.Object({
   defaultUpstream: Type.Optional(Type.String()),
   upstreams: Type.Array(Upstream, { minItems: 1 }),
   upstreamDefaults: Type.Object({
+    // Each timeout has its own default, so setting one (in the file or a variable) keeps the others.
     timeouts: Type.Object({
-      connect: Duration,
-      headers: Duration,
-      bodyIdle: Duration,
-    }, { additionalProperties: false, default: { connect: '5s', headers: '10s', bodyIdle: '30s' } }),
+      connect: Type.String({ ...Duration, default: '5s' }),
+      headers: Type.String({ ...Duration, default: '10s' }),
+      bodyIdle: Type.String({ ...Duration, default: '30s' }),
+    }, { additionalProperties: false, default: {} }),
     tagMaxAge: Type.String({ ...Duration, default: '1m' }),
     detachedFillTimeout: Type.String({ ...Duration, default: '10m' }),
     offline: Type.Boolean({ default: false }),

@@ -1,7 +1,9 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { documentedKeys, type SchemaNode } from '../../src/config/keys.js';
 import { resolveConfig } from '../../src/config/load.js';
+import { ConfigSchema } from '../../src/config/schema.js';
 
 const README = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
 
@@ -28,4 +30,34 @@ test('every configuration example in the README is valid against the schema', ()
     assert.doesNotThrow(() => resolveConfig(withoutFileSecrets, 'README', { README_SECRET: 'x', CORP_REGISTRY_PASSWORD: 'x' }),
       JSON.stringify(block).slice(0, 200));
   }
+});
+
+/** The keys named in the first column of the README's configuration tables (`| key | default | meaning |`). */
+function documentedInReadme(): Set<string> {
+  const keys = new Set<string>();
+  let inKeyTable = false;
+  for (const line of README.split('\n')) {
+    if (/^\|\s*key\s*\|\s*default\s*\|\s*meaning\s*\|/.test(line)) {
+      inKeyTable = true;
+      continue;
+    }
+    if (!line.startsWith('|')) {
+      inKeyTable = false;
+      continue;
+    }
+    if (!inKeyTable || /^\|\s*-/.test(line)) continue;
+    const firstCell = line.split('|')[1] ?? '';
+    for (const m of firstCell.matchAll(/`([^`]+)`/g)) keys.add(m[1]!);
+  }
+  return keys;
+}
+
+test('the README\'s configuration tables list every key of the schema, and only keys of the schema', () => {
+  const schemaKeys = documentedKeys(ConfigSchema as SchemaNode);
+  const inReadme = documentedInReadme();
+  const missing = schemaKeys.filter((k) => !inReadme.has(k));
+  assert.deepEqual(missing, [], 'schema keys without a row in a README "| key | default | meaning |" table (write the full path, e.g. `upstreams[].timeouts.connect`)');
+  // A row may also name an object whose keys have rows of their own (`redis`).
+  const stale = [...inReadme].filter((k) => !schemaKeys.includes(k) && !schemaKeys.some((s) => s.startsWith(`${k}.`)));
+  assert.deepEqual(stale, [], 'README rows naming no key of the schema');
 });
