@@ -1,11 +1,16 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { documentedKeys, type SchemaNode } from '../../src/config/keys.js';
 import { resolveConfig } from '../../src/config/load.js';
 import { ConfigSchema } from '../../src/config/schema.js';
+import { runCommand } from '../fixtures/tools.js';
 
-const README = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
+const CLI = join(ROOT, 'dist/src/cli.js');
 
 /** Every ```json block of the README that looks like configuration (it has a top-level key of ours). */
 function configBlocks(): Record<string, unknown>[] {
@@ -60,4 +65,21 @@ test('the README\'s configuration tables list every key of the schema, and only 
   // A row may also name an object whose keys have rows of their own (`redis`).
   const stale = [...inReadme].filter((k) => !schemaKeys.includes(k) && !schemaKeys.some((s) => s.startsWith(`${k}.`)));
   assert.deepEqual(stale, [], 'README rows naming no key of the schema');
+});
+
+test('every pullthrough command the README shows exists, and `npx pullthrough` runs it from the clone', async () => {
+  const commands = new Set<string>();
+  // As code: inline (`pullthrough gc …`) or a line of a shell block.
+  const shell = [...README.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!).join('\n');
+  for (const m of README.matchAll(/`(?:npx )?pullthrough ((?:config )?[a-z]+)\b/g)) commands.add(m[1]!);
+  for (const m of shell.matchAll(/^(?:npx )?pullthrough ((?:config )?[a-z]+)\b/gm)) commands.add(m[1]!);
+  assert.ok(commands.has('serve') && commands.has('config check') && commands.has('export'), [...commands].join(', '));
+  for (const command of commands) {
+    const help = await runCommand(process.execPath, [CLI, ...command.split(' '), '--help'], { allowFailure: true });
+    assert.equal(help.code, 0, `pullthrough ${command} --help: ${help.stderr}`);
+  }
+  // What the README tells a new user to type after the quick start (--offline: the clone's own bin, never the registry).
+  const viaNpx = await runCommand('npx', ['--offline', 'pullthrough', '--version'], { cwd: ROOT, allowFailure: true, timeoutMs: 60_000 });
+  assert.equal(viaNpx.code, 0, viaNpx.stderr);
+  assert.equal(viaNpx.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
 });
