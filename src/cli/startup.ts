@@ -31,14 +31,19 @@ export interface ListenAddress {
   readonly portFlag?: string;
 }
 
-/** Runs `listen`; an error binding the address becomes a `StartupError` naming the key. */
-export async function listening<T>(address: ListenAddress, listen: () => Promise<T>): Promise<T> {
+/** Runs a start-up step; an error that `words` can explain becomes a `StartupError` with that explanation. */
+async function explained<T>(step: () => Promise<T>, words: (err: unknown) => string | undefined): Promise<T> {
   try {
-    return await listen();
+    return await step();
   } catch (err) {
-    const message = listenErrorWords(err, address);
+    const message = words(err);
     throw message ? new StartupError(message, { cause: err }) : err;
   }
+}
+
+/** Runs `listen`; an error binding the address becomes a `StartupError` naming the key. */
+export function listening<T>(address: ListenAddress, listen: () => Promise<T>): Promise<T> {
+  return explained(listen, (err) => listenErrorWords(err, address));
 }
 
 function listenErrorWords(err: unknown, a: ListenAddress): string | undefined {
@@ -61,13 +66,8 @@ function listenErrorWords(err: unknown, a: ListenAddress): string | undefined {
 }
 
 /** Runs `prepare` (creating the storage root's directories); a file-system error becomes a `StartupError` naming `storage.root`. */
-export async function preparingStorage<T>(root: string, prepare: () => Promise<T>): Promise<T> {
-  try {
-    return await prepare();
-  } catch (err) {
-    const message = storageErrorWords(err, root);
-    throw message ? new StartupError(message, { cause: err }) : err;
-  }
+export function preparingStorage<T>(root: string, prepare: () => Promise<T>): Promise<T> {
+  return explained(prepare, (err) => storageErrorWords(err, root));
 }
 
 function storageErrorWords(err: unknown, root: string): string | undefined {

@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Type } from '@sinclair/typebox';
-import { ConfigError, loadConfig, loadEffective } from '../../src/config/load.js';
+import { loadConfig, loadEffective } from '../../src/config/load.js';
 import { documentedKeys, type SchemaNode } from '../../src/config/keys.js';
 import { environmentOverrides, variableName } from '../../src/config/overrides.js';
 import { ConfigSchema } from '../../src/config/schema.js';
 import { runCommand, tempDir } from '../fixtures/tools.js';
+import { configErrorMessage } from '../fixtures/config.js';
 
 const CLI = new URL('../../src/cli.js', import.meta.url).pathname;
 
@@ -28,15 +29,6 @@ const BASE = {
   upstreams: [{ name: 'docker.io', url: 'https://registry-1.docker.io' }],
 };
 
-function problemOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.message;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 test('a nested key, an array element, a number, a boolean, a duration and a size, each from its variable', async () => {
   const file = await configFile(BASE);
@@ -69,14 +61,14 @@ test('a nested key, an array element, a number, a boolean, a duration and a size
 
 test('a bad value names the variable and the key path, and the form expected', async () => {
   const file = await configFile(BASE);
-  assert.match(problemOf(() => loadConfig(file, { PULLTHROUGH_LISTEN_PORT: 'abc' })), /\/listen\/port \(PULLTHROUGH_LISTEN_PORT\): must be a whole number, got "abc"/);
-  assert.match(problemOf(() => loadConfig(file, { PULLTHROUGH_UPSTREAMDEFAULTS_TAGMAXAGE: '10 min' })),
+  assert.match(configErrorMessage(() => loadConfig(file, { PULLTHROUGH_LISTEN_PORT: 'abc' })), /\/listen\/port \(PULLTHROUGH_LISTEN_PORT\): must be a whole number, got "abc"/);
+  assert.match(configErrorMessage(() => loadConfig(file, { PULLTHROUGH_UPSTREAMDEFAULTS_TAGMAXAGE: '10 min' })),
     /\/upstreamDefaults\/tagMaxAge \(PULLTHROUGH_UPSTREAMDEFAULTS_TAGMAXAGE\): must be a duration: a number and a unit, ms, s, m, h or d/);
-  assert.match(problemOf(() => loadConfig(file, { PULLTHROUGH_UPSTREAMDEFAULTS_OFFLINE: 'yes' })), /offline \(PULLTHROUGH_UPSTREAMDEFAULTS_OFFLINE\): must be true or false/);
+  assert.match(configErrorMessage(() => loadConfig(file, { PULLTHROUGH_UPSTREAMDEFAULTS_OFFLINE: 'yes' })), /offline \(PULLTHROUGH_UPSTREAMDEFAULTS_OFFLINE\): must be true or false/);
   // A new element that lacks a required key: the message says which variable added it.
-  assert.match(problemOf(() => loadConfig(file, { PULLTHROUGH_UPSTREAMS_1_URL: 'https://ghcr.io' })),
+  assert.match(configErrorMessage(() => loadConfig(file, { PULLTHROUGH_UPSTREAMS_1_URL: 'https://ghcr.io' })),
     /\/upstreams\/1\/name \(in \/upstreams\/1, added by PULLTHROUGH_UPSTREAMS_1_URL\): missing required key/);
-  assert.match(problemOf(() => loadConfig(file, { PULLTHROUGH_UPSTREAMS_3_URL: 'https://ghcr.io' })),
+  assert.match(configErrorMessage(() => loadConfig(file, { PULLTHROUGH_UPSTREAMS_3_URL: 'https://ghcr.io' })),
     /PULLTHROUGH_UPSTREAMS_3_URL: \/upstreams has 1 entry, so the next one is index 1, not 3/);
 });
 
@@ -85,9 +77,9 @@ test('a variable that names no key is refused with the nearest one; variables th
     ...BASE,
     upstreams: [{ name: 'r.example', url: 'https://r.example', credentials: { username: 'u', passwordEnv: 'PULLTHROUGH_REGISTRY_PASSWORD' } }],
   });
-  assert.match(problemOf(() => loadConfig(file, { PULLTHROUGH_STORAGE_MAXSIZ: '1GB', PULLTHROUGH_REGISTRY_PASSWORD: 'x' })),
+  assert.match(configErrorMessage(() => loadConfig(file, { PULLTHROUGH_STORAGE_MAXSIZ: '1GB', PULLTHROUGH_REGISTRY_PASSWORD: 'x' })),
     /PULLTHROUGH_STORAGE_MAXSIZ: \/storage has no key maxsiz; did you mean PULLTHROUGH_STORAGE_MAXSIZE\?/);
-  assert.match(problemOf(() => loadConfig(file, { PULLTHROUGH_LISTN_PORT: '1', PULLTHROUGH_REGISTRY_PASSWORD: 'x' })),
+  assert.match(configErrorMessage(() => loadConfig(file, { PULLTHROUGH_LISTN_PORT: '1', PULLTHROUGH_REGISTRY_PASSWORD: 'x' })),
     /did you mean PULLTHROUGH_LISTEN_PORT\?/);
   // The secret a passwordEnv names, the config file's own variable, and a test's switch are not settings.
   const config = loadConfig(file, {
