@@ -145,3 +145,10 @@ test('start-up stops on a bad variable with exit code 2, naming the variable and
   assert.match(failed.stderr, /\/listen\/port/);
   assert.doesNotMatch(failed.stderr, /\n\s+at /, 'no stack');
 });
+
+test('every key name splits back one way: no "_" in a key, no two keys of one object that differ only in case', () => {
+  const keys = documentedKeys(ConfigSchema as SchemaNode).map((k) => k.replace(/\[\]/g, ''));
+  for (const key of keys) assert.doesNotMatch(key, /_/, `${key}: its variable would read two ways`);
+  const variables = keys.map((k) => k.toUpperCase());
+  assert.equal(new Set(variables).size, variables.length, 'two keys share a variable');
+});
