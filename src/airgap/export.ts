@@ -17,6 +17,8 @@ export interface ExportImage {
   readonly digest: Digest;
   /** When the tag was learned upstream, if the name is a tag the cache recorded. */
   readonly tagFetchedAt: number | undefined;
+  /** The names it was asked for by, where they differ from `refName` (`alpine:3.19`): OCI tools find it by these too. */
+  readonly shortNames?: readonly string[];
 }
 
 export interface ExportReport {
@@ -199,6 +201,7 @@ export async function exportBundle(storage: BundleStorage, plan: ExportPlan, out
       descriptor: { digest: m.digest, mediaType: m.mediaType, size: m.body.length },
       refName: image.refName,
       tagFetchedAt: image.tagFetchedAt,
+      shortNames: image.shortNames,
     }));
     await addEntry(pack, INDEX_FILE, indexFile(images));
     pack.finalize();

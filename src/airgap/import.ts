@@ -87,7 +87,9 @@ export async function importBundle(storage: BundleStorage, input: Readable, opti
   try {
     const index = parseIndexFile(await readLayout(input, staged));
     const named = index.filter((e) => e.refName !== undefined);
-    const images = await checkImages(named, staged, options.route);
+    // An image listed under its short names too is one image: one entry per full name and manifest.
+    const distinct = [...new Map(named.map((e) => [`${e.refName!} ${e.descriptor.digest}`, e])).values()];
+    const images = await checkImages(distinct, staged, options.route);
     return await commit(storage, images, staged, index.length - named.length, options.now);
   } finally {
     await staged.release();

@@ -97,7 +97,7 @@ function refName(repository: RepositoryRef, tag: Tag | undefined, digest: Digest
 
 /** Each entry must be cached: a lock's digest, the reference's digest, or the tag as recorded. */
 async function namedImages(storage: BundleStorage, router: UpstreamRouter, entries: readonly ReferenceEntry[]): Promise<ExportImage[]> {
-  const images = new Map<string, ExportImage>();
+  const images = new Map<string, ExportImage & { shortNames: readonly string[] }>();
   const missing: string[] = [];
   for (const entry of entries) {
     const ref = router.parseReference(entry.reference);
@@ -111,10 +111,14 @@ async function namedImages(storage: BundleStorage, router: UpstreamRouter, entri
     }
     const name = refName(repository, tag, digest);
     const tagFetchedAt = record?.descriptor.digest === digest ? record.fetchedAt : undefined;
-    if (!images.has(name)) images.set(name, { refName: name, repository, digest, tagFetchedAt });
+    const image = images.get(name) ?? { refName: name, repository, digest, tagFetchedAt, shortNames: [] };
+    // The name as typed (a lock file's `alpine:3.19`) finds the image in the bundle too.
+    const typed = entry.reference.trim();
+    images.set(name, typed === name || image.shortNames.includes(typed) ? image : { ...image, shortNames: [...image.shortNames, typed] });
   }
   if (missing.length > 0) throw new BundleError(`not cached (warm them first):\n  ${missing.join('\n  ')}`);
-  return [...images.values()];
+  const fullNames = new Set(images.keys());
+  return [...images.values()].map((image) => ({ ...image, shortNames: image.shortNames.filter((s) => !fullNames.has(s)) }));
 }
 
 /** Every cached image: each recorded tag, and each top-level manifest no tag points to. */

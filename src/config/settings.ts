@@ -12,7 +12,8 @@ export interface UpstreamCredentials {
 }
 
 export class ConfigError extends Error {
-  constructor(message: string) {
+  /** `message` holds them all; each problem on its own, for `config check` (none when the message is the one problem). */
+  constructor(message: string, readonly problems: readonly string[] = []) {
     super(message);
     this.name = 'ConfigError';
   }

@@ -9,6 +9,8 @@ import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailabl
 import { MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../registry/mediaTypes.js';
 import { mergeReferrers, readReferrersIndex, type ReferrerDescriptor } from '../registry/referrers.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
+import { UpstreamAuthError } from './auth/authError.js';
+import { answersLikeRegistry, connectionErrorWords, ConnectionFailure, registryProbeVerdict, UpstreamDiagnostics } from './diagnosis.js';
 import { RateLimitTracker } from './rateLimit.js';
 
 type Method = 'GET' | 'HEAD';
@@ -119,10 +121,13 @@ export class UpstreamClient {
   readonly rateLimit: RateLimitTracker;
   /** Manifest paths the upstream recently answered 404 for: asked again only after `notFoundTtl`. */
   private readonly notFound: LRUCache<string, true>;
+  /** Warnings once per cause, and the check that a suspicious answer came from a registry at all. */
+  private readonly diagnostics: UpstreamDiagnostics;
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
     this.rateLimit = new RateLimitTracker({ upstream: settings.name, logger: options.logger, clock: options.clock });
+    this.diagnostics = new UpstreamDiagnostics({ upstream: settings.name, logger: options.logger, clock: options.clock });
     this.notFound = new LRUCache({
       max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false, perf: { now: () => options.clock.now() },
     });
@@ -241,13 +246,45 @@ export class UpstreamClient {
       if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
     }
     // A 405 to a HEAD means "ask with GET": the caller decides.
-    if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) return res;
+    if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) {
+      if (kind === 'manifest' && mediaTypeOf(res.headers) === 'text/html') {
+        // No registry sends a manifest as a web page.
+        await res.body.dump().catch(() => undefined);
+        await this.checkIsRegistry(res, path);
+        throw new UpstreamUnavailable(`upstream ${this.name} sent a web page (text/html) for ${new URL(path, this.origin).href}, not a manifest`,
+          { upstream: this.name });
+      }
+      this.diagnostics.answeredWell();
+      return res;
+    }
     await res.body.dump().catch(() => undefined);
     if (res.statusCode === 404) {
+      await this.checkIsRegistry(res, path);
       if (remembers404) this.notFound.set(path, true);
       return undefined;
     }
     throw this.statusError(res, repository);
+  }
+
+  /**
+   * An answer without a registry's marks (a web server's 404 page) makes one
+   * `GET /v2/` (at most once a minute): when that does not answer like a
+   * registry either, the configured URL is wrong, and saying "manifest
+   * unknown" would hide it. Throws `UpstreamUnavailable` naming the URL.
+   */
+  private async checkIsRegistry(res: UpstreamResponse, path: string): Promise<void> {
+    if (res.statusCode !== 200 && answersLikeRegistry(res.headers)) return;
+    const probeUrl = new URL('/v2/', this.origin).href;
+    const verdict = await this.diagnostics.registryVerdict(async () => {
+      const probe = await this.dispatcher.request({ origin: this.origin, path: '/v2/', method: 'GET', headers: { 'user-agent': 'pullthrough' } });
+      await probe.body.dump().catch(() => undefined);
+      return registryProbeVerdict(probe.statusCode, probe.headers);
+    });
+    if (verdict.registry) return;
+    const message = `upstream ${this.name} at ${this.origin} does not answer like a registry: GET ${probeUrl} gave ${verdict.answer} `
+      + `(a registry answers 200 or 401), and ${new URL(path, this.origin).href} gave ${res.statusCode}; check its url`;
+    this.diagnostics.warnOnce('not-a-registry', { url: probeUrl, status: verdict.answer }, message);
+    throw new UpstreamUnavailable(message, { upstream: this.name });
   }
 
   private statusError(res: UpstreamResponse, repository: string): Error {
@@ -273,21 +310,63 @@ export class UpstreamClient {
           await this.options.clock.sleep(RETRY_DELAYS_MS[i]!);
           continue;
         }
-        throw new UpstreamUnavailable(`upstream ${this.name} is unreachable (${code ?? (err as Error).message})`, { upstream: this.name });
+        throw this.unreachable(err, code);
       }
     }
+  }
+
+  /** `upstream docker.io is unreachable at https://…/v2/…: it does not answer in TLS; … (ERR_SSL_WRONG_VERSION_NUMBER)`, warned once per cause. */
+  private unreachable(err: unknown, code: string | undefined): UpstreamUnavailable {
+    const url = err instanceof ConnectionFailure ? err.url : this.origin;
+    const words = connectionErrorWords(code, url);
+    const message = `upstream ${this.name} is unreachable at ${url}: ${words} (${code ?? (err as Error).message})`;
+    this.diagnostics.warnOnce(code ?? 'unreachable', { url, code }, message);
+    return new UpstreamUnavailable(message, { upstream: this.name });
+  }
+
+  /**
+   * A 401 to the request that carried our authorization: a Basic 401 means
+   * the configured password was refused; a Basic challenge when no
+   * credentials are configured means some are needed. Either is the
+   * operator's to fix, and is said so (and warned once). A refused token
+   * stays the caller's DENIED.
+   */
+  private unauthorized(sent: string | undefined, challenges: readonly string[], path: string): UpstreamAuthError | undefined {
+    const url = new URL(path, this.origin).href;
+    if (sent?.startsWith('Basic ')) {
+      const message = `upstream ${this.name} rejected the configured credentials (401 to Basic authentication at ${url})`;
+      this.diagnostics.warnOnce('credentials-rejected', { url, status: 401 }, message);
+      return new UpstreamAuthError('unauthorized', message, { upstream: this.name, status: 401 });
+    }
+    if (sent === undefined && this.settings.credentials === undefined && challenges.some((c) => /^\s*basic\b/i.test(c))) {
+      const message = `upstream ${this.name} wants Basic credentials (401 at ${url}), and none are configured for it: set its credentials`;
+      this.diagnostics.warnOnce('credentials-missing', { url, status: 401 }, message);
+      return new UpstreamAuthError('denied', message, { upstream: this.name, status: 401 });
+    }
+    return undefined;
   }
 
   private async sendAuthenticated(
     method: Method, path: string, repository: string, headers: Record<string, string>, signal?: AbortSignal,
   ): Promise<UpstreamResponse> {
     const authorizer = this.options.authorizer;
-    const res = await this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+    const sent = await authorizer.authorize(repository, signal);
+    const res = await this.followRedirects(method, path, headers, sent, signal);
     if (res.statusCode !== 401) return res;
     const challenges = headerValues(res.headers, 'www-authenticate');
     await res.body.dump().catch(() => undefined);
-    if (!(await authorizer.challenged(repository, challenges, signal))) return { ...res, body: emptyBody() };
-    return this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+    if (!(await authorizer.challenged(repository, challenges, signal))) {
+      const refused = this.unauthorized(sent, challenges, path);
+      if (refused) throw refused;
+      return { ...res, body: emptyBody() };
+    }
+    const retriedWith = await authorizer.authorize(repository, signal);
+    const retried = await this.followRedirects(method, path, headers, retriedWith, signal);
+    if (retried.statusCode !== 401) return retried;
+    const refused = this.unauthorized(retriedWith, headerValues(retried.headers, 'www-authenticate'), path);
+    if (!refused) return retried;
+    await retried.body.dump().catch(() => undefined);
+    throw refused;
   }
 
   /** Follows at most MAX_REDIRECTS redirects; credentials never leave the upstream's origin. */
@@ -299,9 +378,14 @@ export class UpstreamClient {
       const sameOrigin = url.origin === this.origin;
       const requestHeaders: Record<string, string> = { ...headers, 'user-agent': 'pullthrough' };
       if (authorization && sameOrigin) requestHeaders['authorization'] = authorization;
-      const res = await this.dispatcher.request({
-        origin: url.origin, path: url.pathname + url.search, method, headers: requestHeaders, signal,
-      }) as UpstreamResponse;
+      let res: UpstreamResponse;
+      try {
+        res = await this.dispatcher.request({
+          origin: url.origin, path: url.pathname + url.search, method, headers: requestHeaders, signal,
+        }) as UpstreamResponse;
+      } catch (err) {
+        throw new ConnectionFailure(url.href, err);
+      }
       const location = header(res.headers, 'location');
       if (!REDIRECT_STATUSES.has(res.statusCode) || !location) return res;
       await res.body.dump().catch(() => undefined);

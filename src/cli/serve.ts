@@ -1,0 +1,64 @@
+import { keyOverride, loadConfig } from '../config/load.js';
+import { createLogger } from '../config/logger.js';
+import type { ConfigOverride } from '../config/overrides.js';
+import { PACKAGE_VERSION } from '../config/version.js';
+import { buildApp } from '../http/app.js';
+import { Mirror } from '../mirror.js';
+import { showStackTraces } from './errors.js';
+import { listening, preparingStorage } from './startup.js';
+
+export interface ServeOptions {
+  readonly config?: string;
+  /** Shorthand for `listen.port`. */
+  readonly port?: string;
+  /** Shorthand for `storage.root`. */
+  readonly root?: string;
+}
+
+/** The flags of `serve` as overrides: they win over the file and the environment. */
+function serveFlags(options: ServeOptions): ConfigOverride[] {
+  return [
+    ...(options.port !== undefined ? [keyOverride('--port', ['listen', 'port'], options.port)] : []),
+    ...(options.root !== undefined ? [keyOverride('--root', ['storage', 'root'], options.root)] : []),
+  ];
+}
+
+/** `pullthrough serve`: load the configuration, prepare storage, listen; stop gracefully on SIGTERM/SIGINT. */
+export async function serve(options: ServeOptions): Promise<void> {
+  const config = loadConfig(options.config, process.env, serveFlags(options));
+  showStackTraces(config.logLevel);
+  const logger = createLogger(config.logLevel);
+  const mirror = await Mirror.create({ config, logger });
+  await preparingStorage(config.storageRoot, () => mirror.start());
+  const app = buildApp({ mirror, logger });
+  const { host, port } = config.listen;
+  await listening({ key: 'listen', host, port, portFlag: '--port' }, () => app.listen({ host, port }));
+  const bound = app.server.address();
+  logger.info({
+    version: PACKAGE_VERSION,
+    listen: bound !== null && typeof bound === 'object' ? `${bound.address}:${bound.port}` : `${host}:${port}`,
+    upstreams: config.upstreams.map((u) => (u.offline ? `${u.name} (offline)` : u.name)),
+    storage: config.storageRoot,
+    maxBytes: config.storage.maxBytes,
+    redis: config.redis !== undefined,
+  }, 'pullthrough is serving');
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: finishing running responses and fills');
+    const deadline = setTimeout(() => {
+      logger.warn('grace period over: closing remaining connections');
+      app.server.closeAllConnections();
+    }, config.shutdownGraceMs);
+    deadline.unref();
+    Promise.all([app.close(), mirror.close(config.shutdownGraceMs)])
+      .then(() => process.exit(0), (err: unknown) => {
+        logger.error({ err }, 'error while shutting down');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
