@@ -2,21 +2,26 @@
 import { Command } from 'commander';
 import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from './config/logger.js';
+import { VERSION } from './config/version.js';
 import { buildApp } from './http/app.js';
 import { Mirror } from './mirror.js';
 import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
 import { isReportedError, reportedExitCode } from './cli/errors.js';
 import { collect, warm, type WarmCommandOptions } from './cli/warm.js';
+import { startupSummary } from './cli/startup.js';
 
 /** `pullthrough serve`: load the configuration, prepare storage, listen; stop gracefully on SIGTERM/SIGINT. */
 async function serve(options: { config?: string }): Promise<void> {
   const config = loadConfig(options.config);
   const logger = createLogger(config.logLevel);
-  const mirror = await Mirror.create({ config, logger });
+  const mirror = await Mirror.create({ config, logger, version: VERSION });
   await mirror.start();
-  const app = buildApp({ mirror, logger });
+  // The operator's endpoints: on their own listener with `admin.listen`, else beside the registry API.
+  const app = buildApp({ mirror, logger, plugins: config.admin ? [] : [mirror.admin.routes] });
   await app.listen({ host: config.listen.host, port: config.listen.port });
-  logger.info({ upstreams: config.upstreams.map((u) => u.name), storage: config.storageRoot }, 'pullthrough is serving');
+  const admin = config.admin && await mirror.admin.listen(config.admin.listen, logger);
+  const adminAt = config.admin ? `${config.admin.listen.host}:${config.admin.listen.port}` : 'registry listener';
+  logger.info(startupSummary(config, VERSION, adminAt), 'pullthrough is serving');
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -28,7 +33,7 @@ async function serve(options: { config?: string }): Promise<void> {
       app.server.closeAllConnections();
     }, config.shutdownGraceMs);
     deadline.unref();
-    Promise.all([app.close(), mirror.close(config.shutdownGraceMs)])
+    Promise.all([app.close(), admin?.close(), mirror.close(config.shutdownGraceMs)])
       .then(() => process.exit(0), (err: unknown) => {
         logger.error({ err }, 'error while shutting down');
         process.exit(1);

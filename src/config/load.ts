@@ -85,6 +85,7 @@ export function resolveConfig(document: unknown, source: string, env: NodeJS.Pro
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
     redis: config.redis && resolveRedis(config.redis),
+    admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port } },
   };
 }
 

@@ -1,4 +1,5 @@
 import type { BlobStore, ManifestService, TagService } from '../registry/services.js';
+import type { RequestEvents } from '../registry/telemetry.js';
 import type { UpstreamRouter } from '../routing/router.js';
 
 /**
@@ -13,4 +14,6 @@ export interface RegistryServices {
   readonly tags: TagService;
   /** The cached repositories as `<upstream>/<name>`, sorted. */
   catalog(): Promise<string[]>;
+  /** Told of every answered registry request (metrics, the status page); none by default. */
+  readonly requestEvents?: RequestEvents;
 }

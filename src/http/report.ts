@@ -1,0 +1,70 @@
+import type { FastifyInstance } from 'fastify';
+import { NO_REQUEST_EVENTS, type RequestEvents } from '../registry/telemetry.js';
+
+/** Longest URL in a log line, and path in the status page's last errors. */
+const MAX_LOGGED_URL = 512;
+const MAX_REPORTED_PATH = 200;
+
+/**
+ * The one line per request, and the report of each registry request to the
+ * metrics. Body bytes are counted for every answer: a stream as it flows
+ * (`countBytes`), anything else when it is sent; a HEAD delivers none.
+ */
+export function registerRequestReport(app: FastifyInstance, events: RequestEvents = NO_REQUEST_EVENTS): void {
+  app.decorateRequest('cacheOutcome', undefined);
+  app.decorateRequest('bodyBytes', 0);
+  app.decorateRequest('streamedBody', false);
+  app.decorateRequest('requestKind', undefined);
+  app.decorateRequest('repository', undefined);
+  app.decorateRequest('failure', undefined);
+
+  app.addHook('onSend', (request, _reply, payload, done) => {
+    if (!request.streamedBody && request.method !== 'HEAD') {
+      if (typeof payload === 'string') request.bodyBytes = Buffer.byteLength(payload);
+      else if (Buffer.isBuffer(payload)) request.bodyBytes = payload.length;
+    }
+    done(null, payload);
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const status = reply.statusCode;
+    const repository = request.repository;
+    request.log.info({
+      method: request.method,
+      url: request.url.length > MAX_LOGGED_URL ? `${request.url.slice(0, MAX_LOGGED_URL)}...` : request.url,
+      status,
+      bytes: request.bodyBytes,
+      ms: Math.round(reply.elapsedTime * 10) / 10,
+      cache: request.cacheOutcome,
+      upstream: repository?.upstream,
+      repository: repository?.name,
+      aborted: !reply.raw.writableFinished || undefined,
+    }, 'request');
+    const kind = request.requestKind;
+    if (kind !== undefined) {
+      const outcome = status >= 400 ? 'error' : request.cacheOutcome ?? 'hit';
+      events.served(kind, request.method, outcome, repository, request.bodyBytes, reply.elapsedTime / 1000);
+    }
+    if (status >= 400 && request.url.startsWith('/v2/')) {
+      events.failed({
+        at: Date.now(),
+        method: request.method,
+        path: decodedPath(request.url).slice(0, MAX_REPORTED_PATH),
+        status,
+        code: request.failure?.code,
+        message: request.failure?.message,
+        upstream: repository?.upstream,
+      });
+    }
+  });
+}
+
+/** The path as the client meant it (percent-decoding undone where it can be). */
+function decodedPath(url: string): string {
+  const path = url.split('?')[0]!;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path;
+  }
+}
