@@ -33,7 +33,6 @@ export interface PullthroughMetricsOptions {
   readonly health?: UpstreamHealthSource;
 }
 
-const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 const FILL_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 const FIRST_BYTE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -59,22 +58,7 @@ export class PullthroughMetrics {
     new Gauge({ name: 'pullthrough_build_info', help: 'Always 1; the version is a label.', labelNames: ['version'], registers })
       .set({ version: options.version }, 1);
 
-    this.requests = new RequestActivity({
-      upstreams: options.upstreams,
-      metrics: {
-        requests: new Counter({
-          name: 'pullthrough_requests_total', help: 'Registry requests answered, by kind, method and outcome (hit, miss, coalesced, stale, error).',
-          labelNames: ['upstream', 'kind', 'method', 'outcome'], registers,
-        }),
-        servedBytes: new Counter({
-          name: 'pullthrough_served_bytes_total', help: 'Body bytes delivered to clients.', labelNames: ['upstream', 'kind'], registers,
-        }),
-        duration: new Histogram({
-          name: 'pullthrough_request_duration_seconds', help: 'From request to the last byte of the answer.',
-          labelNames: ['upstream', 'kind', 'outcome'], buckets: LATENCY_BUCKETS, registers,
-        }),
-      },
-    });
+    this.requests = new RequestActivity({ upstreams: options.upstreams, registers });
 
     const upstreamMetrics = {
       upstreamRequests: new Counter({

@@ -23,14 +23,18 @@ section.wide { grid-column: 1 / -1; }
 h2 { font-size: 1rem; margin: 0 0 8px; }
 .big { font-size: 1.6rem; font-weight: 600; }
 .muted { color: var(--muted); font-size: .9rem; }
-meter, progress { width: 100%; height: 14px; }
+meter, progress { width: 100%; height: 18px; }
 table { width: 100%; border-collapse: collapse; font-size: .95rem; }
 th, td { text-align: left; padding: 6px 4px; border-top: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
 th { color: var(--muted); font-weight: 500; border-top: 0; }
 td.num, th.num { text-align: right; white-space: nowrap; }
-.up { color: var(--good); font-weight: 600; }
-.down { color: var(--bad); font-weight: 600; }
+.health { font-size: .85rem; font-weight: 600; padding: 1px 8px; border-radius: 999px; border: 1px solid currentColor; }
+.up { color: var(--good); }
+.down { color: var(--bad); }
 .unknown { color: var(--muted); }
+.line { display: flex; flex-wrap: wrap; gap: 4px 14px; align-items: baseline; justify-content: space-between; }
+.muted.line { justify-content: flex-start; }
+.error { color: var(--bad); font-size: .9rem; margin-top: 4px; }
 ul { list-style: none; margin: 0; padding: 0; }
 li { padding: 6px 0; border-top: 1px solid var(--line); overflow-wrap: anywhere; }
 li:first-child { border-top: 0; }
@@ -56,6 +60,7 @@ function bytes(n) {
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return (i === 0 ? n : n.toFixed(1)) + ' ' + units[i];
 }
+function plural(n, one, many) { return n + ' ' + (n === 1 ? one : many || one + 's'); }
 function percent(ratio) { return ratio === null ? 'no requests yet' : (ratio * 100).toFixed(1) + ' %'; }
 function duration(s) {
   const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
@@ -76,22 +81,30 @@ function render(s) {
   meter.high = max ? max * 0.9 : meter.max;
   $('cache-size').textContent = bytes(used) + (max ? ' of ' + bytes(max) + ' (' + percent((used || 0) / max) + ')' : ' (no maxSize)');
   $('hit-ratio').textContent = percent(s.requests.hitRatio);
-  $('hit-detail').textContent = s.requests.hit + ' hits, ' + s.requests.stale + ' stale, ' + s.requests.miss + ' misses, '
-    + s.requests.coalesced + ' joined a fill, ' + s.requests.error + ' errors';
+  const q = s.requests;
+  $('hit-detail').textContent = plural(q.hit, 'hit') + ', ' + q.stale + ' stale, ' + plural(q.miss, 'miss', 'misses') + ', '
+    + q.coalesced + ' joined a fill, ' + plural(q.error, 'error') + ' (manifests and blobs)';
   $('saved').textContent = bytes(s.bytes.saved);
   $('saved-detail').textContent = bytes(s.bytes.served) + ' served, ' + bytes(s.bytes.fetched) + ' fetched';
-  const upstreams = $('upstreams');
-  upstreams.replaceChildren(...s.upstreams.map((u) => {
-    const state = u.offline ? 'offline' : u.health.state;
-    const tr = row([u.name, state, u.requests.hit + u.requests.miss + u.requests.coalesced + u.requests.stale + u.requests.error,
-      percent(u.requests.hitRatio), u.rateLimit ? u.rateLimit.remaining + ' of ' + u.rateLimit.limit : 'none reported'],
-      [undefined, u.health.state, 'num', 'num', 'num']);
-    if (u.health.lastError) tr.cells[1].title = u.health.lastError;
-    return tr;
+  $('upstreams').replaceChildren(...s.upstreams.map((u) => {
+    const li = el('li', undefined, 'upstream');
+    const head = el('div', undefined, 'line');
+    head.appendChild(el('strong', u.name, 'name'));
+    head.appendChild(el('span', u.offline ? 'offline' : u.health.state, 'health ' + u.health.state));
+    li.appendChild(head);
+    const r = u.requests;
+    const facts = el('div', undefined, 'muted line');
+    facts.appendChild(el('span', plural(r.hit + r.miss + r.coalesced + r.stale + r.error, 'request'), 'requests'));
+    facts.appendChild(el('span', r.hitRatio === null ? 'no hit ratio yet' : percent(r.hitRatio) + ' hits', 'ratio'));
+    facts.appendChild(el('span', u.rateLimit ? 'rate limit ' + u.rateLimit.remaining + ' of ' + u.rateLimit.limit + ' left'
+      : 'no rate limit reported', 'limit'));
+    li.appendChild(facts);
+    if (u.health.lastError) {
+      li.appendChild(el('div', 'last error' + (u.health.lastFailure ? ' at ' + new Date(u.health.lastFailure).toLocaleTimeString() : '')
+        + ': ' + u.health.lastError, 'error'));
+    }
+    return li;
   }));
-  const problems = s.upstreams.filter((u) => u.health.lastError);
-  $('upstream-errors').replaceChildren(...problems.map((u) => el('li', u.name + ': ' + u.health.lastError
-    + (u.health.lastFailure ? ' (' + new Date(u.health.lastFailure).toLocaleTimeString() + ')' : ''))));
   const fills = $('fills');
   fills.replaceChildren(...s.fills.map((f) => {
     const li = el('li');
@@ -151,11 +164,7 @@ const BODY = `
   </section>
   <section class="wide">
     <h2>Upstreams</h2>
-    <table>
-      <thead><tr><th>upstream</th><th>health</th><th class="num">requests</th><th class="num">hit ratio</th><th class="num">rate limit left</th></tr></thead>
-      <tbody id="upstreams"></tbody>
-    </table>
-    <ul id="upstream-errors" class="muted"></ul>
+    <ul id="upstreams"></ul>
     <p class="muted">Redis: <span id="redis"></span></p>
   </section>
   <section class="wide">

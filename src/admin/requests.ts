@@ -1,26 +1,29 @@
-import type { Counter, Histogram } from 'prom-client';
+import { Counter, Histogram, type Registry } from 'prom-client';
 import type { RepositoryRef } from '../registry/services.js';
 import type { FailedRequest, RequestEvents, RequestKind, RequestOutcome } from '../registry/telemetry.js';
-import { zero } from './upstreams.js';
 
 export const REQUEST_KINDS: readonly RequestKind[] = ['manifest', 'blob', 'tags', 'catalog'];
 export const OUTCOMES: readonly RequestOutcome[] = ['hit', 'miss', 'coalesced', 'stale', 'error'];
-const METHODS = ['GET', 'HEAD'] as const;
-type CountedMethod = (typeof METHODS)[number];
+type CountedMethod = 'GET' | 'HEAD';
 
-/** The metrics requests are counted in; `PullthroughMetrics` owns them. */
-export interface RequestMetricSet {
-  readonly requests: Counter<'upstream' | 'kind' | 'method' | 'outcome'>;
-  readonly servedBytes: Counter<'upstream' | 'kind'>;
-  readonly duration: Histogram<'upstream' | 'kind' | 'outcome'>;
+const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/**
+ * One counter series kept as a plain number: the hot path adds to it, and
+ * prom-client reads it when it is scraped (the counter's `collect`), so a
+ * cached pull pays an addition instead of prom-client's label hashing.
+ */
+class CountedSeries {
+  value = 0;
+  constructor(readonly labels: Partial<Record<string, string>>) {}
 }
 
 type ByOutcome<T> = Record<RequestOutcome, T>;
 
-/** The label children of one upstream (or of requests with none: the catalog), made once. */
+/** The series of one upstream (or of requests with none: the catalog), made once. */
 interface Cells {
-  readonly requests: Record<RequestKind, Record<CountedMethod, ByOutcome<Counter.Internal>>>;
-  readonly served: Record<RequestKind, Counter.Internal>;
+  readonly requests: Record<RequestKind, Record<CountedMethod, ByOutcome<CountedSeries>>>;
+  readonly served: Record<RequestKind, CountedSeries>;
   readonly duration: Record<RequestKind, ByOutcome<Histogram.Internal<string>>>;
 }
 
@@ -38,19 +41,41 @@ export interface PulledImage {
 }
 
 /**
- * What the HTTP layer reports, counted. The hot path (a cached manifest or
- * blob) costs a few map lookups and prom-client's increments on children
- * made at start: no label objects, no strings built per request.
+ * What the HTTP layer reports, counted in `pullthrough_requests_total`,
+ * `pullthrough_served_bytes_total` and `pullthrough_request_duration_seconds`.
+ * The hot path (a cached manifest or blob) costs a map lookup, two additions
+ * and one prom-client observation on a histogram child made at start: no
+ * label objects, no strings built per request.
  */
 export class RequestActivity implements RequestEvents {
   private readonly cells = new Map<string, Cells>();
   private readonly withoutUpstream: Cells;
+  private readonly requestSeries: CountedSeries[] = [];
+  private readonly servedSeries: CountedSeries[] = [];
+  private readonly duration: Histogram<'upstream' | 'kind' | 'outcome'>;
   /** upstream → repository → tag → pulls: nested, so counting a pull builds no key string. */
   private readonly pulls = new Map<string, Map<string, Map<string, number>>>();
   private pulledImages = 0;
   private readonly errors: FailedRequest[] = [];
 
-  constructor(private readonly options: { readonly metrics: RequestMetricSet; readonly upstreams: readonly string[] }) {
+  constructor(options: { readonly registers: Registry[]; readonly upstreams: readonly string[] }) {
+    const { registers } = options;
+    const exported = (series: readonly CountedSeries[]) => function collect(this: Counter<string>): void {
+      this.reset();
+      for (const s of series) this.inc(s.labels, s.value);
+    };
+    new Counter({
+      name: 'pullthrough_requests_total', help: 'Registry requests answered, by kind, method and outcome (hit, miss, coalesced, stale, error).',
+      labelNames: ['upstream', 'kind', 'method', 'outcome'], registers, collect: exported(this.requestSeries),
+    });
+    new Counter({
+      name: 'pullthrough_served_bytes_total', help: 'Body bytes delivered to clients.', labelNames: ['upstream', 'kind'], registers,
+      collect: exported(this.servedSeries),
+    });
+    this.duration = new Histogram({
+      name: 'pullthrough_request_duration_seconds', help: 'From request to the last byte of the answer.',
+      labelNames: ['upstream', 'kind', 'outcome'], buckets: LATENCY_BUCKETS, registers,
+    });
     for (const upstream of options.upstreams) this.cells.set(upstream, this.makeCells(upstream));
     this.withoutUpstream = this.makeCells(undefined);
   }
@@ -58,8 +83,8 @@ export class RequestActivity implements RequestEvents {
   served(kind: RequestKind, method: string, outcome: RequestOutcome, repository: RepositoryRef | undefined, bytes: number, seconds: number): void {
     const cells = repository === undefined ? this.withoutUpstream : this.cells.get(repository.upstream);
     if (cells === undefined) return;
-    cells.requests[kind][method === 'HEAD' ? 'HEAD' : 'GET'][outcome].inc();
-    if (bytes > 0) cells.served[kind].inc(bytes);
+    cells.requests[kind][method === 'HEAD' ? 'HEAD' : 'GET'][outcome].value++;
+    cells.served[kind].value += bytes;
     cells.duration[kind][outcome].observe(seconds);
   }
 
@@ -116,24 +141,26 @@ export class RequestActivity implements RequestEvents {
   }
 
   private makeCells(upstream: string | undefined): Cells {
-    const { requests, servedBytes, duration } = this.options.metrics;
-    // The catalog has no upstream; the other kinds always have one.
+    // The catalog has no upstream; the other kinds always have one. Only series that can happen are exported.
     const kinds: readonly RequestKind[] = REQUEST_KINDS.filter((k) => (k === 'catalog') === (upstream === undefined));
-    const base = upstream === undefined ? {} : { upstream };
+    const base: Record<string, string> = upstream === undefined ? {} : { upstream };
     const perKind = <T>(make: (kind: RequestKind) => T): Record<RequestKind, T> =>
       Object.fromEntries(REQUEST_KINDS.map((kind) => [kind, make(kind)])) as Record<RequestKind, T>;
     const perOutcome = <T>(make: (outcome: RequestOutcome) => T): ByOutcome<T> =>
       Object.fromEntries(OUTCOMES.map((outcome) => [outcome, make(outcome)])) as ByOutcome<T>;
-    // Series that can happen show 0 from the start (the catalog answers GET only).
-    const counted = (kind: RequestKind, child: Counter.Internal, method = 'GET'): Counter.Internal =>
-      (kinds.includes(kind) && (method === 'GET' || kind !== 'catalog') ? zero(child) : child);
+    const series = (list: CountedSeries[], kind: RequestKind, labels: Record<string, string>, exported = true): CountedSeries => {
+      const made = new CountedSeries(labels);
+      if (exported && kinds.includes(kind)) list.push(made);
+      return made;
+    };
     return {
       requests: perKind((kind) => ({
-        GET: perOutcome((outcome) => counted(kind, requests.labels({ ...base, kind, method: 'GET', outcome }))),
-        HEAD: perOutcome((outcome) => counted(kind, requests.labels({ ...base, kind, method: 'HEAD', outcome }), 'HEAD')),
+        GET: perOutcome((outcome) => series(this.requestSeries, kind, { ...base, kind, method: 'GET', outcome })),
+        // The catalog answers GET only.
+        HEAD: perOutcome((outcome) => series(this.requestSeries, kind, { ...base, kind, method: 'HEAD', outcome }, kind !== 'catalog')),
       })),
-      served: perKind((kind) => counted(kind, servedBytes.labels({ ...base, kind }))),
-      duration: perKind((kind) => perOutcome((outcome) => duration.labels({ ...base, kind, outcome }))),
+      served: perKind((kind) => series(this.servedSeries, kind, { ...base, kind })),
+      duration: perKind((kind) => perOutcome((outcome) => this.duration.labels({ ...base, kind, outcome }))),
     };
   }
 }

@@ -1,14 +1,23 @@
-import type { FastifyInstance } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { NO_REQUEST_EVENTS, type RequestEvents } from '../registry/telemetry.js';
 
 /** Longest URL in a log line, and path in the status page's last errors. */
 const MAX_LOGGED_URL = 512;
 const MAX_REPORTED_PATH = 200;
 
+const REPLY = Symbol('pullthrough.reply');
+type ReportedResponse = ServerResponse & { [REPLY]?: FastifyReply };
+
 /**
  * The one line per request, and the report of each registry request to the
  * metrics. Body bytes are counted for every answer: a stream as it flows
- * (`countBytes`), anything else when it is sent; a HEAD delivers none.
+ * (`countBytes`), anything else by its length; a HEAD delivers none.
+ *
+ * Reported when the response closes, not in fastify's onResponse: that one
+ * runs only for responses that finished, and a client may close its
+ * connection as soon as it has every byte it was promised (skopeo does), a
+ * moment before our side of the response has finished.
  */
 export function registerRequestReport(app: FastifyInstance, events: RequestEvents = NO_REQUEST_EVENTS): void {
   app.decorateRequest('cacheOutcome', undefined);
@@ -18,16 +27,22 @@ export function registerRequestReport(app: FastifyInstance, events: RequestEvent
   app.decorateRequest('repository', undefined);
   app.decorateRequest('failure', undefined);
 
-  app.addHook('onSend', (request, _reply, payload, done) => {
-    if (!request.streamedBody && request.method !== 'HEAD') {
-      if (typeof payload === 'string') request.bodyBytes = Buffer.byteLength(payload);
-      else if (Buffer.isBuffer(payload)) request.bodyBytes = payload.length;
-    }
-    done(null, payload);
+  // One listener function for every response: the reply it reports is found on the response.
+  function closed(this: ReportedResponse): void {
+    const reply = this[REPLY];
+    if (reply) report(reply);
+  }
+  app.addHook('onRequest', (_request, reply, done) => {
+    (reply.raw as ReportedResponse)[REPLY] = reply;
+    reply.raw.on('close', closed);
+    done();
   });
 
-  app.addHook('onResponse', async (request, reply) => {
+  const report = (reply: FastifyReply): void => {
+    const { request } = reply;
     const status = reply.statusCode;
+    // A body that is not a stream goes out in one write, whose length fastify put in Content-Length.
+    if (!request.streamedBody && request.method !== 'HEAD') request.bodyBytes = Number(reply.getHeader('content-length') ?? 0);
     const repository = request.repository;
     request.log.info({
       method: request.method,
@@ -56,7 +71,7 @@ export function registerRequestReport(app: FastifyInstance, events: RequestEvent
         upstream: repository?.upstream,
       });
     }
-  });
+  };
 }
 
 /** The path as the client meant it (percent-decoding undone where it can be). */
