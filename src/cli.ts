@@ -81,6 +81,8 @@ program.command('warm')
   .option('--retries <n>', 'retries of an upstream failure, with back-off (Retry-After respected)', '4')
   .option('--pin', 'protect what was warmed from eviction (recorded in <storage root>/pins.json)')
   .option('--lock <file>', 'write "<reference> <digest>" for every image; read it back with --from')
+  .option('--referrers', 'also fetch the referrers (signatures, SBOMs, attestations) of every warmed manifest, recursively')
+  .option('--artifact-type <type>', 'only referrers of this artifactType (implies --referrers); repeatable', collect, [])
   .action(async (references: string[], options: WarmCommandOptions) => { process.exitCode = await warm(references, options); });
 
 program.command('export')
@@ -90,6 +92,7 @@ program.command('export')
   .option('-c, --config <file>', 'configuration file')
   .option('--lock <file>', 'export exactly the images of this lock file (written by warm --lock)')
   .option('-f, --from <file>', 'references from a list, compose file or Kubernetes manifests; repeatable', collect, [])
+  .option('--referrers', 'also the cached referrers (signatures, SBOMs, attestations) of every exported image, and their blobs')
   .action(async (references: string[], options: ExportCommandOptions) => { process.exitCode = await exportCommand(references, options); });
 
 program.command('import')

@@ -9,6 +9,7 @@ import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } f
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
+import { ProxyReferrersService } from './proxy/referrers.js';
 import { ProxyTagService } from './proxy/tags.js';
 import { systemClock, type Clock } from './registry/clock.js';
 import { UpstreamRouter } from './routing/router.js';
@@ -20,6 +21,7 @@ import { Evictor } from './storage/evictor.js';
 import { FilesystemDriver } from './storage/filesystem.js';
 import { LocalManifestStore, StorageRevisionStatter } from './storage/manifests.js';
 import { PinSet, type PinRule } from './storage/pins.js';
+import { LocalReferrersStore } from './storage/referrers.js';
 import { LocalTagStore } from './storage/tags.js';
 import { sweepUploads } from './storage/uploads.js';
 import { UsageRecorder } from './storage/usage.js';
@@ -58,6 +60,8 @@ export class Mirror {
   readonly blobs: ProxyBlobStore;
   readonly manifests: ProxyManifestStore;
   readonly tags: ProxyTagService;
+  readonly localReferrers: LocalReferrersStore;
+  readonly referrers: ProxyReferrersService;
   readonly evictor: Evictor;
   readonly usage: UsageRecorder;
   /** Every metric of the process; the layers report to its sinks. */
@@ -165,8 +169,12 @@ export class Mirror {
       clock,
       events: this.metrics.eviction,
     });
-    this.manifests = new ProxyManifestStore(this.localManifests, upstreams);
+    this.manifests = new ProxyManifestStore({ local: this.localManifests, upstreams });
     this.tags = new ProxyTagService({ records: tagRecords, local: this.localTags, manifests: this.manifests, upstreams, logger, clock });
+    this.localReferrers = new LocalReferrersStore(this.driver);
+    this.referrers = new ProxyReferrersService({
+      local: this.localReferrers, tags: this.tags, manifests: this.manifests, upstreams, logger, clock,
+    });
     this.admin = this.buildAdmin();
   }
 

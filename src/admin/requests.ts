@@ -2,7 +2,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { RepositoryRef } from '../registry/services.js';
 import type { FailedRequest, RequestEvents, RequestKind, RequestOutcome } from '../registry/telemetry.js';
 
-export const REQUEST_KINDS: readonly RequestKind[] = ['manifest', 'blob', 'tags', 'catalog'];
+export const REQUEST_KINDS: readonly RequestKind[] = ['manifest', 'blob', 'tags', 'referrers', 'catalog'];
 export const OUTCOMES: readonly RequestOutcome[] = ['hit', 'miss', 'coalesced', 'stale', 'error'];
 type CountedMethod = 'GET' | 'HEAD';
 

@@ -34,6 +34,8 @@ export interface ExportCommandOptions {
   readonly out: string;
   readonly lock?: string;
   readonly from: string[];
+  /** Also the cached referrers of every exported image. */
+  readonly referrers?: boolean;
 }
 
 /**
@@ -45,7 +47,9 @@ async function withMirror<T>(config: ResolvedConfig, use: (mirror: Mirror, stora
   // Logs go to stderr: stdout is the command's report.
   const mirror = await Mirror.create({ config, logger: createLogger('warn', pino.destination(2)) });
   try {
-    return await use(mirror, { driver: mirror.driver, manifests: mirror.localManifests, tags: mirror.localTags, blobs: mirror.localBlobs });
+    return await use(mirror, {
+      driver: mirror.driver, manifests: mirror.localManifests, tags: mirror.localTags, blobs: mirror.localBlobs, referrers: mirror.localReferrers,
+    });
   } finally {
     await mirror.close(0);
   }
@@ -58,10 +62,11 @@ export async function exportCommand(references: string[], options: ExportCommand
   return withMirror(config, async (mirror, storage) => {
     const images = entries.length > 0 ? await namedImages(storage, mirror.router, entries) : await allImages(storage);
     if (images.length === 0) throw new UsageError('nothing to export: the cache holds no images');
-    const plan = await planExport(storage, images);
+    const plan = await planExport(storage, images, options.referrers ? { referrers: { refName } } : {});
     const report = await writeBundleFile(storage, plan, resolve(options.out));
-    for (const image of images) process.stdout.write(`${image.refName}  ${image.digest}\n`);
-    process.stdout.write(`exported ${report.images} images (${report.manifests} manifests, ${report.blobs} blobs, `
+    for (const image of plan.top.keys()) process.stdout.write(`${image.refName}  ${image.digest}\n`);
+    const referrers = options.referrers ? ` and ${report.referrers} referrers` : '';
+    process.stdout.write(`exported ${report.images} images${referrers} (${report.manifests} manifests, ${report.blobs} blobs, `
       + `${formatBytes(report.bytes)}) to ${options.out}\n`);
     return 0;
   });
@@ -193,6 +198,7 @@ export async function importCommand(bundle: string, options: { config?: string }
         process.stdout.write(`${image.refName}  ${image.digest}${note}\n`);
       }
       if (report.unnamed > 0) process.stdout.write(`skipped ${report.unnamed} images without a ref name\n`);
+      if (report.referrers > 0) process.stdout.write(`recorded ${report.referrers} referrers (signatures, SBOMs, attestations)\n`);
       process.stdout.write(`imported ${report.images.length} images (${report.manifests} manifests, ${report.blobs} blobs, `
         + `${formatBytes(report.bytes)}; ${formatBytes(report.newBytes)} new) into ${config.storageRoot}\n`);
       return 0;

@@ -33,6 +33,12 @@ export function markCache(request: FastifyRequest, reply: FastifyReply, outcome:
   void reply.header('x-pullthrough-cache', outcome);
 }
 
+/** How an answer from a record was served: its cache outcome, or stale (with `Warning: 110`) when the upstream failed. */
+export function markResolution(request: FastifyRequest, reply: FastifyReply, resolution: { cache: CacheOutcome; stale: boolean }): void {
+  markCache(request, reply, resolution.stale ? 'stale' : resolution.cache);
+  if (resolution.stale) void reply.header('warning', '110 pullthrough "Response is Stale"');
+}
+
 /** Counts what a streamed body delivered, for the log line. */
 export function countBytes(request: FastifyRequest, stream: Readable): Readable {
   request.streamedBody = true;

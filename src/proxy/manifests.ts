@@ -16,6 +16,11 @@ function acceptForDigest(accept: readonly string[]): string[] {
   return [...new Set([...accept, ...DEFAULT_MANIFEST_ACCEPT])];
 }
 
+export interface ProxyManifestStoreOptions {
+  readonly local: LocalManifestStore;
+  readonly upstreams: UpstreamLookup;
+}
+
 /**
  * The proxy manifest store: local first, by digest; on a miss one upstream
  * GET by digest (never by tag), verified against the digest before it is
@@ -24,7 +29,13 @@ function acceptForDigest(accept: readonly string[]): string[] {
 export class ProxyManifestStore implements ManifestService {
   private readonly flights = new SingleFlight<Manifest>();
 
-  constructor(readonly local: LocalManifestStore, private readonly upstreams: UpstreamLookup) {}
+  private readonly local: LocalManifestStore;
+  private readonly upstreams: UpstreamLookup;
+
+  constructor(options: ProxyManifestStoreOptions) {
+    this.local = options.local;
+    this.upstreams = options.upstreams;
+  }
 
   async stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<StatResult | undefined> {
     const local = await this.local.stat(repository, digest);

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Descriptor } from './descriptor.js';
 import type { Digest } from './digest.js';
 import type { RepositoryName, Tag } from './names.js';
+import type { ReferrerDescriptor } from './referrers.js';
 
 /**
  * The interfaces that carry the design (ARCHITECTURE.md). A local store, a
@@ -160,4 +161,21 @@ export interface TagService {
   resolve(repository: RepositoryRef, tag: Tag, accept: readonly string[]): Promise<TagResolution>;
   /** All tags, sorted; throws NAME_UNKNOWN when the repository is unknown. */
   list(repository: RepositoryRef): Promise<readonly string[]>;
+}
+
+export interface ReferrersResult {
+  /** Every referrer of the subject, in the upstream's order; filtering is the caller's. */
+  readonly referrers: readonly ReferrerDescriptor[];
+  readonly cache: CacheOutcome;
+  /** True when the upstream could not be asked and an older list answered. */
+  readonly stale: boolean;
+}
+
+/**
+ * The referrers of a manifest (OCI 1.1): the manifests in the repository
+ * whose `subject` is that digest. "None" is an empty list, never an error,
+ * whether or not the subject exists.
+ */
+export interface ReferrersService {
+  list(repository: RepositoryRef, subject: Digest): Promise<ReferrersResult>;
 }

@@ -11,7 +11,7 @@ import type { RepositoryRef } from './services.js';
  */
 
 /** The kinds of registry request that are counted. */
-export type RequestKind = 'manifest' | 'blob' | 'tags' | 'catalog';
+export type RequestKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'catalog';
 
 /** How a request was answered: from the cache, from a fetch, by joining one, stale, or with an error. */
 export type RequestOutcome = 'hit' | 'miss' | 'coalesced' | 'stale' | 'error';

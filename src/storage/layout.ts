@@ -9,6 +9,7 @@ import type { RepositoryRef } from '../registry/services.js';
  *   repositories/<upstream>/<repo>/_layers/<alg>/<hex>        link: blob usable in this repository
  *   repositories/<upstream>/<repo>/_manifests/revisions/<alg>/<hex>   link + media type
  *   repositories/<upstream>/<repo>/_manifests/tags/<tag>      tag record (JSON)
+ *   repositories/<upstream>/<repo>/_manifests/referrers/<alg>/<hex>   referrers of that subject (JSON)
  *   _uploads/<uuid>                                           in-flight fills and staged imports
  *   pins.json                                                 pins written by `warm --pin`
  *
@@ -81,6 +82,12 @@ export function tagsPath(r: RepositoryRef): string {
 
 export function tagPath(r: RepositoryRef, tag: string): string {
   return `${tagsPath(r)}/${tag}`;
+}
+
+/** The referrers record of a subject manifest: what lists it, as the upstream said, and when. */
+export function referrersRecordPath(r: RepositoryRef, subject: Digest): string {
+  const { algorithm, hex } = splitDigest(subject);
+  return `${repositoryPath(r)}/${MANIFESTS_DIR}/referrers/${algorithm}/${hex}`;
 }
 
 /** `<dir>/<algorithm>` and `<dir>/<algorithm>/<hex>` of a directory of digest-named records. */

@@ -6,7 +6,8 @@ import type { Clock } from '../registry/clock.js';
 import type { UpstreamSettings } from '../config/settings.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
-import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
+import { MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../registry/mediaTypes.js';
+import { mergeReferrers, readReferrersIndex, type ReferrerDescriptor } from '../registry/referrers.js';
 import { NO_UPSTREAM_EVENTS, type UpstreamEvents, type UpstreamRequestKind } from '../registry/telemetry.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
 import { RateLimitTracker } from './rateLimit.js';
@@ -54,6 +55,8 @@ const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR
 const RETRY_DELAYS_MS = [100, 400];
 /** How much of an upstream's error body is read for its message (the status page shows it). */
 const ERROR_BODY_LIMIT = 4096;
+/** Referrers-list pages followed at most. */
+const MAX_REFERRER_PAGES = 20;
 
 export function header(headers: Headers, name: string): string | undefined {
   const value = headers[name];
@@ -84,6 +87,14 @@ function digestHeader(headers: Headers): Digest | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The path after `/v2/<repository>/` of the next page a `Link: <…>; rel="next"` names, if it stays in the repository. */
+function nextPage(headers: Headers, repository: string): string | undefined {
+  const link = header(headers, 'link');
+  const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)?.[1] : undefined;
+  const prefix = `/v2/${repository}/`;
+  return next?.startsWith(prefix) ? next.slice(prefix.length) : undefined;
 }
 
 function retryAfterSeconds(headers: Headers, nowMs: number): number | undefined {
@@ -186,10 +197,35 @@ export class UpstreamClient {
     } catch {
       throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable tag list`);
     }
-    const link = header(res.headers, 'link');
-    const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)?.[1] : undefined;
-    const prefix = `/v2/${repository}/`;
-    return { tags, next: next?.startsWith(prefix) ? next.slice(prefix.length) : undefined };
+    return { tags, next: nextPage(res.headers, repository) };
+  }
+
+  /**
+   * The upstream's referrers API for `subject`, every page of it; undefined
+   * when it answers 404 (no referrers API: the caller reads the referrers
+   * tag). Asked like a manifest: it counts toward rate limits on registries
+   * that count, and a 404 is remembered for `notFoundTtl`.
+   */
+  async getReferrers(repository: string, subject: Digest): Promise<ReferrerDescriptor[] | undefined> {
+    const pages: ReferrerDescriptor[][] = [];
+    let rest: string | undefined = `referrers/${subject}`;
+    // The whole list, every page, is held to the size of one manifest: it is served as one index.
+    let budget = MAX_MANIFEST_BYTES;
+    for (let i = 0; rest !== undefined && i < MAX_REFERRER_PAGES; i++) {
+      const res = await this.send('GET', repository, rest, { accept: MEDIA_TYPES.ociIndex }, 'manifest');
+      if (res === undefined) {
+        if (i === 0) return undefined;
+        throw new UpstreamUnavailable(`upstream ${this.name} lost a page of the referrers of ${subject}`);
+      }
+      const body = await readLimited(res.body, budget, this.name);
+      this.events.fetched('manifest', body.length);
+      budget -= body.length;
+      const listed = readReferrersIndex(body);
+      if (!listed) throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable referrers list`);
+      pages.push(listed);
+      rest = nextPage(res.headers, repository);
+    }
+    return mergeReferrers(...pages);
   }
 
   /**

@@ -6,7 +6,7 @@ import { acceptedManifestTypes } from '../../registry/mediaTypes.js';
 import { parseTag } from '../../registry/names.js';
 import type { RegistryServices } from '../services.js';
 import type { Route } from '../../routing/router.js';
-import { markCache } from '../context.js';
+import { markCache, markResolution } from '../context.js';
 
 /** True when `If-None-Match` names this digest (quoted or not, weak or not, or `*`). */
 function notModified(ifNoneMatch: string | undefined, digest: string): boolean {
@@ -51,8 +51,7 @@ export async function serveManifest(
     const resolution = await mirror.tags.resolve(route.repository, tag, accept);
     mirror.requestEvents?.pulled(route.repository, tag);
     known = resolution.descriptor;
-    markCache(request, reply, resolution.stale ? 'stale' : resolution.cache);
-    if (resolution.stale) void reply.header('warning', '110 pullthrough "Response is Stale"');
+    markResolution(request, reply, resolution);
   }
   if (known && head) {
     descriptorHeaders(reply, known);

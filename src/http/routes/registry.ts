@@ -4,16 +4,25 @@ import type { RegistryServices } from '../services.js';
 import { parseRegistryPath } from '../paths.js';
 import { serveBlob } from './blobs.js';
 import { serveManifest } from './manifests.js';
+import { serveReferrers } from './referrers.js';
 import { page, pageQuerySchema, type PageQuery } from './pagination.js';
 import { markCache, routed } from '../context.js';
 
 interface RegistryQuery extends PageQuery {
   readonly ns?: string;
+  /** The referrers filter; empty is none. */
+  readonly artifactType?: string;
 }
+
+/** The query of every `/v2/<name>/...` request: pagination, `ns`, and the referrers' `artifactType`. */
+const registryQuerySchema = {
+  ...pageQuerySchema,
+  properties: { ...pageQuerySchema.properties, artifactType: { type: 'string', maxLength: 255 } },
+} as const;
 
 /**
  * The read side of the distribution API: `/v2/`, manifests, blobs, tag
- * lists and the catalog. Repository names may contain slashes, so one
+ * lists, referrers and the catalog. Repository names may contain slashes, so one
  * wildcard route splits the path; every name, tag and digest is checked
  * against the grammar before anything touches storage.
  */
@@ -31,7 +40,7 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
   app.route<{ Params: { '*': string }; Querystring: RegistryQuery }>({
     method: ['GET', 'HEAD'],
     url: '/v2/*',
-    schema: { querystring: pageQuerySchema },
+    schema: { querystring: registryQuerySchema },
     handler: async (request, reply) => {
       const path = parseRegistryPath(request.params['*']);
       switch (path.endpoint) {
@@ -51,6 +60,11 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
           const tags = page(await mirror.tags.list(route.repository), request.query, reply,
             `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`);
           return reply.type('application/json').send(JSON.stringify({ name: path.name, tags }));
+        }
+        case 'referrers': {
+          request.requestKind = 'referrers';
+          const route = routed(request, mirror.router.route(path.name, request.query.ns));
+          return serveReferrers(mirror, route, path.digest, request.query.artifactType || undefined, request, reply);
         }
         case 'upload':
           throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');
