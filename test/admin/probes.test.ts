@@ -109,7 +109,12 @@ test('/readyz: Redis stopped is 503 naming Redis; the Redis metrics say so', { s
   assert.equal((await scrape(proxy.adminUrl)).only('pullthrough_redis_connected'), 1);
 
   await redis.stop();
-  const down = await readyz(proxy);
+  // The client learns of the closed connection from its socket: wait for that event (bounded), not for a time.
+  let down = await readyz(proxy);
+  for (let i = 0; down.status === 200 && i < 100; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    down = await readyz(proxy);
+  }
   assert.equal(down.status, 503);
   assert.deepEqual(down.body.failing, ['redis']);
   assert.deepEqual(down.body.checks['storage'], { ok: true });
