@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { startFakeUpstream, tooManyRequests } from '../fixtures/fakeUpstream.js';
+import { startFakeUpstream, tooManyRequests, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';
 import { scrape, type Scrape } from '../fixtures/metrics.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
@@ -42,6 +42,14 @@ async function proxyOf(options: Parameters<typeof startProxy>[0]): Promise<Runni
   const proxy = await startProxy(options);
   stops.push(() => proxy.stop());
   return proxy;
+}
+
+/** A fake upstream named `name`, and a proxy in front of it (with extra proxy options). */
+async function behindFake(name: string, options: Partial<Parameters<typeof startProxy>[0]> = {}): Promise<{ fake: FakeUpstream; proxy: RunningProxy }> {
+  const fake = await startFakeUpstream();
+  stops.push(() => fake.stop());
+  const proxy = await proxyOf({ ...options, upstreams: [{ name, url: fake.url }] });
+  return { fake, proxy };
 }
 
 /** What one skopeo pull received: every file it wrote but its `version` marker, by kind. */
@@ -144,10 +152,8 @@ test('every series starts with pullthrough_, and the process metrics are there',
 });
 
 test('rate-limit gauges are what the upstream sent; 429s, upstream statuses and health are counted', async () => {
-  const fake = await startFakeUpstream();
-  stops.push(() => fake.stop());
   const name = 'limits.test';
-  const proxy = await proxyOf({ upstreams: [{ name, url: fake.url }] });
+  const { fake, proxy } = await behindFake(name);
   fake.addImage('rl/app', 'v1', makeImage({ layerSizes: [2048] }));
   fake.addImage('rl/app', 'v2', makeImage({ layerSizes: [2048] }));
   fake.setRateLimit({ limit: 100, remaining: 42, window: 21600 });
@@ -172,10 +178,8 @@ test('rate-limit gauges are what the upstream sent; 429s, upstream statuses and 
 });
 
 test('upstream health: a 503 is a failure, the next answer a success; each change is one log line', async () => {
-  const fake = await startFakeUpstream();
-  stops.push(() => fake.stop());
   const name = 'health.test';
-  const proxy = await proxyOf({ upstreams: [{ name, url: fake.url }] });
+  const { fake, proxy } = await behindFake(name);
   fake.addImage('h/app', 'v1', makeImage({ layerSizes: [1024] }));
   fake.addFault({ path: /\/manifests\//, once: true }, { status: { code: 503 } });
   assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 503);
@@ -207,11 +211,7 @@ test('token fetches are counted per upstream', async () => {
 });
 
 test('eviction runs, bytes evicted and blobs removed are counted', async () => {
-  const fake = await startFakeUpstream();
-  stops.push(() => fake.stop());
-  const name = 'evict.test';
-  const proxy = await proxyOf({
-    upstreams: [{ name, url: fake.url }],
+  const { fake, proxy } = await behindFake('evict.test', {
     storage: { maxSize: 10_000, highWatermark: 0.9, lowWatermark: 0.5, evictionGrace: '0s', evictionInterval: '1h', usageFlushInterval: '1h' },
   });
   const blobs = [Buffer.alloc(6000, 1), Buffer.alloc(6000, 2)];
@@ -236,9 +236,7 @@ test('eviction runs, bytes evicted and blobs removed are counted', async () => {
 });
 
 test('admin.listen: the operator endpoints answer there, and 404 on the registry port', async () => {
-  const fake = await startFakeUpstream();
-  stops.push(() => fake.stop());
-  const proxy = await proxyOf({ upstreams: [{ name: 'admin.test', url: fake.url }], admin: { listen: { host: '127.0.0.1', port: 0 } } });
+  const { proxy } = await behindFake('admin.test', { admin: { listen: { host: '127.0.0.1', port: 0 } } });
   assert.notEqual(proxy.adminUrl, proxy.url);
   const m = await scrape(proxy.adminUrl);
   assert.ok(m.family('pullthrough_requests_total'));
