@@ -6,6 +6,7 @@ import { buildApp } from '../http/app.js';
 import { Mirror } from '../mirror.js';
 import { showStackTraces } from './errors.js';
 import { listening, preparingStorage } from './startup.js';
+import { startupSummary } from './summary.js';
 
 export interface ServeOptions {
   readonly config?: string;
@@ -28,20 +29,19 @@ export async function serve(options: ServeOptions): Promise<void> {
   const config = loadConfig(options.config, process.env, serveFlags(options));
   showStackTraces(config.logLevel);
   const logger = createLogger(config.logLevel);
-  const mirror = await Mirror.create({ config, logger });
+  const mirror = await Mirror.create({ config, logger, version: PACKAGE_VERSION });
   await preparingStorage(config.storageRoot, () => mirror.start());
-  const app = buildApp({ mirror, logger });
+  // The operator's endpoints: on their own listener with `admin.listen`, else beside the registry API.
+  const app = buildApp({ mirror, logger, plugins: config.admin ? [] : [mirror.admin.routes] });
   const { host, port } = config.listen;
   await listening({ key: 'listen', host, port, portFlag: '--port' }, () => app.listen({ host, port }));
+  const adminListen = config.admin?.listen;
+  const admin = adminListen && await listening({ key: 'admin.listen', host: adminListen.host, port: adminListen.port },
+    () => mirror.admin.listen(adminListen, logger));
   const bound = app.server.address();
-  logger.info({
-    version: PACKAGE_VERSION,
-    listen: bound !== null && typeof bound === 'object' ? `${bound.address}:${bound.port}` : `${host}:${port}`,
-    upstreams: config.upstreams.map((u) => (u.offline ? `${u.name} (offline)` : u.name)),
-    storage: config.storageRoot,
-    maxBytes: config.storage.maxBytes,
-    redis: config.redis !== undefined,
-  }, 'pullthrough is serving');
+  const listen = bound !== null && typeof bound === 'object' ? `${bound.address}:${bound.port}` : `${host}:${port}`;
+  const adminAt = adminListen ? `${adminListen.host}:${adminListen.port}` : 'registry listener';
+  logger.info(startupSummary(config, PACKAGE_VERSION, listen, adminAt), 'pullthrough is serving');
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -53,7 +53,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       app.server.closeAllConnections();
     }, config.shutdownGraceMs);
     deadline.unref();
-    Promise.all([app.close(), mirror.close(config.shutdownGraceMs)])
+    Promise.all([app.close(), admin?.close(), mirror.close(config.shutdownGraceMs)])
       .then(() => process.exit(0), (err: unknown) => {
         logger.error({ err }, 'error while shutting down');
         process.exit(1);

@@ -112,6 +112,7 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
     redis: config.redis && resolveRedis(config.redis, problems),
+    admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port } },
   };
 }
 

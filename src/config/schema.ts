@@ -92,6 +92,14 @@ const Redis = Type.Object({
   leaseTtl: Type.String({ ...Duration, default: '10s' }),
 }, { additionalProperties: false });
 
+/** `admin.listen`: where /metrics, /livez, /readyz and the status page listen instead of the registry port. */
+const Admin = Type.Object({
+  listen: Type.Object({
+    host: Type.String({ default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535 }),
+  }, { additionalProperties: false }),
+}, { additionalProperties: false });
+
 export const ConfigSchema = Type.Object({
   listen: Type.Object({
     host: Type.String({ default: '0.0.0.0' }),
@@ -147,6 +155,8 @@ export const ConfigSchema = Type.Object({
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),
   /** Optional shared memory of several replicas: descriptor and tag cache, fill leases. */
   redis: Type.Optional(Redis),
+  /** The operator's endpoints (metrics, probes, status page) on an address of their own; absent: on the registry listener. */
+  admin: Type.Optional(Admin),
 }, { additionalProperties: false });
 
 export type Config = Static<typeof ConfigSchema>;

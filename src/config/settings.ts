@@ -58,6 +58,8 @@ export interface ResolvedConfig {
   readonly shutdownGraceMs: number;
   /** Undefined when no `redis` key is configured: memory and storage only, one process per storage root. */
   readonly redis: RedisSettings | undefined;
+  /** Undefined when no `admin` key is configured: the operator's endpoints are on the registry listener. */
+  readonly admin: { readonly listen: { readonly host: string; readonly port: number } } | undefined;
 }
 
 /** The `redis` block with defaults applied and durations parsed. */

@@ -1,12 +1,15 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import type { Logger } from 'pino';
 import type { RegistryServices } from './services.js';
 import { registerErrorHandling } from './errors.js';
+import { registerRequestReport } from './report.js';
 import { registryRoutes } from './routes/registry.js';
 
 export interface AppOptions {
   readonly mirror: RegistryServices;
   readonly logger: Logger;
+  /** More routes on the same listener (the operator's endpoints, when they have no listener of their own). */
+  readonly plugins?: readonly FastifyPluginAsync[];
 }
 
 /**
@@ -14,7 +17,7 @@ export interface AppOptions {
  * never opens a blob or starts a fill. Every answer carries the API version
  * header; every request ends in exactly one log line.
  */
-export function buildApp({ mirror, logger }: AppOptions): FastifyInstance {
+export function buildApp({ mirror, logger, plugins = [] }: AppOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = logger;
   const app: FastifyInstance = Fastify({
     loggerInstance,
@@ -26,25 +29,13 @@ export function buildApp({ mirror, logger }: AppOptions): FastifyInstance {
     forceCloseConnections: 'idle',
     requestIdHeader: false,
   });
-  app.decorateRequest('cacheOutcome', undefined);
-  app.decorateRequest('bodyBytes', 0);
-
   app.addHook('onRequest', async (_request, reply) => {
     void reply.header('docker-distribution-api-version', 'registry/2.0');
   });
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info({
-      method: request.method,
-      url: request.url.length > 512 ? `${request.url.slice(0, 512)}...` : request.url,
-      status: reply.statusCode,
-      bytes: request.bodyBytes,
-      ms: Math.round(reply.elapsedTime * 10) / 10,
-      cache: request.cacheOutcome,
-      aborted: !reply.raw.writableFinished || undefined,
-    }, 'request');
-  });
+  registerRequestReport(app, mirror.requestEvents);
 
   registerErrorHandling(app);
   void app.register(registryRoutes, { mirror });
+  for (const plugin of plugins) void app.register(plugin);
   return app;
 }

@@ -1,4 +1,5 @@
 import type { BlobStore, ManifestService, ReferrersService, TagService } from '../registry/services.js';
+import type { RequestEvents } from '../registry/telemetry.js';
 import type { UpstreamRouter } from '../routing/router.js';
 
 /**
@@ -14,4 +15,6 @@ export interface RegistryServices {
   readonly referrers: ReferrersService;
   /** The cached repositories as `<upstream>/<name>`, sorted. */
   catalog(): Promise<string[]>;
+  /** Told of every answered registry request (metrics, the status page); none by default. */
+  readonly requestEvents?: RequestEvents;
 }

@@ -72,6 +72,11 @@ export interface BlobDescriptorService extends BlobStatter {
 /** How a request was served, for logs and metrics. */
 export type CacheOutcome = 'hit' | 'miss' | 'coalesced';
 
+/** What a HEAD found: a descriptor, and how it was found; without `cache`, in the cache (a hit). */
+export interface StatResult extends Descriptor {
+  readonly cache?: CacheOutcome;
+}
+
 /** An inclusive byte range, already checked against the blob's size. */
 export interface ByteRange {
   readonly start: number;
@@ -96,7 +101,7 @@ export interface BlobHandle {
 /** Blobs of a repository. */
 export interface BlobStore {
   /** A HEAD: the descriptor when the blob is available to this repository. */
-  stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined>;
+  stat(repository: RepositoryRef, digest: Digest): Promise<StatResult | undefined>;
   /** A GET: throws BLOB_UNKNOWN when the blob is not available to this repository. */
   get(repository: RepositoryRef, digest: Digest): Promise<BlobHandle>;
 }
@@ -116,7 +121,7 @@ export interface ManifestResult {
 /** Manifests of a repository, by digest. Bodies are never re-serialised. */
 export interface ManifestService {
   /** The descriptor without the body (HEAD); undefined when unknown. */
-  stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Descriptor | undefined>;
+  stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<StatResult | undefined>;
   /** Throws MANIFEST_UNKNOWN when not available. */
   get(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<ManifestResult>;
 }

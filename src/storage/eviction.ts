@@ -144,6 +144,13 @@ async function removeUnit(driver: StorageDriver, unit: Unit, hooks: EvictionHook
   }
 }
 
+/** Bytes of every blob in storage: one walk over `blobs/` (the operator's view of the size when nothing is evicted). */
+export async function measureBlobBytes(driver: StorageDriver): Promise<number> {
+  let total = 0;
+  for (const blob of (await scanBlobs(driver)).values()) total += blob.size;
+  return total;
+}
+
 async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, { size: number; modifiedMs: number }>> {
   const found = new Map<Digest, { size: number; modifiedMs: number }>();
   for (const algorithm of await driver.list(BLOBS_DIR)) {

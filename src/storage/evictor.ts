@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type { Clock, Timer } from '../registry/clock.js';
+import { NO_EVICTION_EVENTS, type EvictionEvents } from '../registry/telemetry.js';
 import type { StorageDriver } from './driver.js';
-import { collectGarbage, type EvictionHooks, type EvictionPolicy, type EvictionReport } from './eviction.js';
+import { collectGarbage, measureBlobBytes, type EvictionHooks, type EvictionPolicy, type EvictionReport } from './eviction.js';
 import type { UsageRecorder } from './usage.js';
 
 export interface EvictorOptions {
@@ -14,13 +15,17 @@ export interface EvictorOptions {
   /** How often a run happens in the background. */
   readonly intervalMs: number;
   readonly clock: Clock;
+  /** Told of every run (metrics). */
+  readonly events?: EvictionEvents;
 }
 
 /**
  * Keeps the cache under its size cap in the background: a run every
  * `intervalMs`, and one soon after new bytes push the estimate past the high
  * watermark. Never runs at start-up in the foreground: the first run, which
- * also learns the current size, happens after start.
+ * also learns the current size, happens after start. Without a size cap or
+ * an idle limit nothing is evicted, and one background walk over the blobs
+ * after start learns the size for the operator's side.
  */
 export class Evictor {
   private estimate: number | undefined;
@@ -37,17 +42,29 @@ export class Evictor {
     return this.policy.maxBytes !== undefined || this.policy.maxIdleMs !== undefined;
   }
 
+  /** Bytes of all cached blobs, as last measured plus what was committed since; undefined until the first walk. */
+  get usedBytes(): number | undefined {
+    return this.estimate;
+  }
+
+  get maxBytes(): number | undefined {
+    return this.policy.maxBytes;
+  }
+
   start(): void {
-    if (!this.enabled) return;
+    if (!this.enabled) {
+      setImmediate(() => void this.measure());
+      return;
+    }
     this.timer = this.options.clock.setInterval(() => this.trigger(), this.options.intervalMs);
     setImmediate(() => this.trigger());
   }
 
   /** A fill committed `bytes`: evict now if that crosses the high watermark. */
   added(bytes: number): void {
-    if (this.estimate === undefined || this.policy.maxBytes === undefined) return;
+    if (this.estimate === undefined) return;
     this.estimate += bytes;
-    if (this.estimate > this.policy.maxBytes * this.policy.highWatermark) this.trigger();
+    if (this.policy.maxBytes !== undefined && this.estimate > this.policy.maxBytes * this.policy.highWatermark) this.trigger();
   }
 
   /** Starts a run unless one is running (then another follows it). */
@@ -84,14 +101,30 @@ export class Evictor {
   }
 
   private async run(): Promise<void> {
+    const began = this.options.clock.now();
     try {
       const report = await this.collectNow(false);
       this.estimate = report.totalBytes - report.freedBytes;
-      if (report.removedBlobs > 0 || report.removedImages.length > 0) {
-        this.options.logger.info({ freedBytes: report.freedBytes, removedImages: report.removedImages, removedBlobs: report.removedBlobs, bytes: this.estimate }, 'evicted');
-      }
+      const removed = report.removedBlobs > 0 || report.removedImages.length > 0;
+      // One line per run; a run that removed nothing is news only when debugging.
+      this.options.logger[removed ? 'info' : 'debug']({
+        freedBytes: report.freedBytes, removedImages: report.removedImages, removedBlobs: report.removedBlobs,
+        bytes: this.estimate, maxBytes: this.policy.maxBytes, ms: this.options.clock.now() - began,
+      }, removed ? 'evicted' : 'eviction run: nothing to remove');
+      (this.options.events ?? NO_EVICTION_EVENTS).evicted({ freedBytes: report.freedBytes, removedBlobs: report.removedBlobs, usedBytes: this.estimate });
     } catch (err) {
       this.options.logger.error({ err }, 'eviction run failed');
+    }
+  }
+
+  /** Learns the size without evicting anything (no size cap, no idle limit). */
+  private async measure(): Promise<void> {
+    try {
+      const measured = await measureBlobBytes(this.options.driver);
+      // Commits during the walk were added to nothing: the walk saw most of them already.
+      this.estimate = measured;
+    } catch (err) {
+      this.options.logger.warn({ err }, 'could not measure the cache size');
     }
   }
 

@@ -114,6 +114,16 @@ export function uploadPath(name: string): string {
   return `${UPLOADS_DIR}/${name}`;
 }
 
+/**
+ * The readiness probe's file (`_uploads/readyz-<id>`, one id per process):
+ * written, read back and removed. It lives among the uploads, so one that a
+ * crash left behind is swept at the next start like any dead upload.
+ */
+export function readinessProbePath(id: string): string {
+  if (!isUploadName(id)) throw new Error(`not a probe id: ${id.slice(0, 80)}`);
+  return `${UPLOADS_DIR}/readyz-${id}`;
+}
+
 /** Any entry found by listing the uploads directory (a name from a listing holds no `/`). */
 export function uploadsEntryPath(entry: string): string {
   return `${UPLOADS_DIR}/${entry}`;

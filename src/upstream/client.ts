@@ -8,6 +8,7 @@ import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
 import { MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../registry/mediaTypes.js';
 import { mergeReferrers, readReferrersIndex, type ReferrerDescriptor } from '../registry/referrers.js';
+import { NO_UPSTREAM_EVENTS, type UpstreamEvents, type UpstreamRequestKind } from '../registry/telemetry.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
 import { UpstreamAuthError } from './auth/authError.js';
 import { answersLikeRegistry, connectionErrorWords, ConnectionFailure, registryProbeVerdict, UpstreamDiagnostics } from './diagnosis.js';
@@ -45,6 +46,8 @@ export interface UpstreamClientOptions {
   readonly logger: Logger;
   /** Back-off windows, the negative cache and Retry-After dates are read against it. */
   readonly clock: Clock;
+  /** Told of every answer, failure and body byte count (metrics, upstream health). */
+  readonly events?: UpstreamEvents;
 }
 
 const MAX_REDIRECTS = 5;
@@ -52,6 +55,8 @@ const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 /** Connection-level failures after which nothing reached anyone: safe to retry an idempotent request. */
 const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 const RETRY_DELAYS_MS = [100, 400];
+/** How much of an upstream's error body is read for its message (the status page shows it). */
+const ERROR_BODY_LIMIT = 4096;
 /** Referrers-list pages followed at most. */
 const MAX_REFERRER_PAGES = 20;
 
@@ -123,9 +128,12 @@ export class UpstreamClient {
   private readonly notFound: LRUCache<string, true>;
   /** Warnings once per cause, and the check that a suspicious answer came from a registry at all. */
   private readonly diagnostics: UpstreamDiagnostics;
+  /** Where requests and their outcomes are counted (metrics, the status page). */
+  private readonly events: UpstreamEvents;
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
+    this.events = options.events ?? NO_UPSTREAM_EVENTS;
     this.rateLimit = new RateLimitTracker({ upstream: settings.name, logger: options.logger, clock: options.clock });
     this.diagnostics = new UpstreamDiagnostics({ upstream: settings.name, logger: options.logger, clock: options.clock });
     this.notFound = new LRUCache({
@@ -162,6 +170,7 @@ export class UpstreamClient {
     const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
+    this.events.fetched('manifest', body.length);
     return { body, mediaType: mediaTypeOf(res.headers), digestHeader: digestHeader(res.headers) };
   }
 
@@ -186,6 +195,7 @@ export class UpstreamClient {
     const res = await this.send('GET', repository, pathAndQuery ?? 'tags/list?n=1000', { accept: 'application/json' }, 'tags');
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, 16 * 1024 * 1024, this.name);
+    this.events.fetched('tags', body.length);
     let tags: string[] = [];
     try {
       const parsed = JSON.parse(body.toString('utf8')) as { tags?: unknown };
@@ -214,6 +224,7 @@ export class UpstreamClient {
         throw new UpstreamUnavailable(`upstream ${this.name} lost a page of the referrers of ${subject}`);
       }
       const body = await readLimited(res.body, budget, this.name);
+      this.events.fetched('manifest', body.length);
       budget -= body.length;
       const listed = readReferrersIndex(body);
       if (!listed) throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable referrers list`);
@@ -229,7 +240,7 @@ export class UpstreamClient {
    */
   private async send(
     method: Method, repository: string, rest: string, headers: Record<string, string>,
-    kind: 'manifest' | 'blob' | 'tags', signal?: AbortSignal,
+    kind: UpstreamRequestKind, signal?: AbortSignal,
   ): Promise<UpstreamResponse | undefined> {
     if (this.settings.offline) throw new UpstreamOffline(this.name);
     const path = `/v2/${repository}/${rest}`;
@@ -240,13 +251,14 @@ export class UpstreamClient {
       // Asking again during a back-off would only prolong it: answer at once, callers serve what is cached.
       throw new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls; retrying after the back-off`, backoff);
     }
-    const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, signal));
+    const res = await this.withRetries(method, kind, () => this.sendAuthenticated(method, path, repository, headers, signal));
     if (kind === 'manifest') {
       this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
       if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
     }
     // A 405 to a HEAD means "ask with GET": the caller decides.
     if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) {
+      this.events.responded(method, kind, res.statusCode, undefined);
       if (kind === 'manifest' && mediaTypeOf(res.headers) === 'text/html') {
         // No registry sends a manifest as a web page.
         await res.body.dump().catch(() => undefined);
@@ -257,7 +269,10 @@ export class UpstreamClient {
       this.diagnostics.answeredWell();
       return res;
     }
-    await res.body.dump().catch(() => undefined);
+    let message: string | undefined;
+    if (res.statusCode === 404) await res.body.dump().catch(() => undefined);
+    else message = await errorMessageOf(res.body);
+    this.events.responded(method, kind, res.statusCode, message);
     if (res.statusCode === 404) {
       await this.checkIsRegistry(res, path);
       if (remembers404) this.notFound.set(path, true);
@@ -298,7 +313,7 @@ export class UpstreamClient {
     return new UpstreamUnavailable(`upstream ${this.name} answered ${status}`, { upstream: this.name, status });
   }
 
-  private async withRetries(method: Method, attempt: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
+  private async withRetries(method: Method, kind: UpstreamRequestKind, attempt: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
     for (let i = 0; ; i++) {
       try {
         return await attempt();
@@ -310,6 +325,7 @@ export class UpstreamClient {
           await this.options.clock.sleep(RETRY_DELAYS_MS[i]!);
           continue;
         }
+        this.events.unreachable(method, kind, code ?? (err as Error).message);
         throw this.unreachable(err, code);
       }
     }
@@ -405,6 +421,31 @@ function emptyBody(): UpstreamResponse['body'] {
   const body = Object.assign(new PassThrough(), { dump: async () => undefined });
   body.end();
   return body;
+}
+
+/**
+ * The message of an upstream's error body (`{"errors":[{"message"}]}`, the
+ * registry error form), read from its first few KiB; undefined when it sent
+ * none or something else. The rest of the body is discarded.
+ */
+async function errorMessageOf(body: UpstreamResponse['body']): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      total += chunk.length;
+      if (total >= ERROR_BODY_LIMIT) {
+        body.destroy();
+        break;
+      }
+    }
+    const parsed = JSON.parse(Buffer.concat(chunks).subarray(0, ERROR_BODY_LIMIT).toString('utf8')) as { errors?: { message?: unknown }[] };
+    const message = parsed.errors?.[0]?.message;
+    return typeof message === 'string' && message.length > 0 ? message.slice(0, 500) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads a body whole, refusing more than `limit` bytes. */

@@ -41,11 +41,15 @@ export async function serveManifest(
   if (isDigestReference(reference)) {
     const digest = parseDigest(reference).digest;
     if (head) {
-      known = await mirror.manifests.stat(route.repository, digest, accept);
-      if (!known) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+      const found = await mirror.manifests.stat(route.repository, digest, accept);
+      if (!found) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+      markCache(request, reply, found.cache ?? 'hit');
+      known = found;
     }
   } else {
-    const resolution = await mirror.tags.resolve(route.repository, parseTag(reference), accept);
+    const tag = parseTag(reference);
+    const resolution = await mirror.tags.resolve(route.repository, tag, accept);
+    mirror.requestEvents?.pulled(route.repository, tag);
     known = resolution.descriptor;
     markResolution(request, reply, resolution);
   }
@@ -63,6 +67,5 @@ export async function serveManifest(
     return reply.code(304).headers({ 'docker-content-digest': manifest.digest, etag: `"${manifest.digest}"` }).send();
   }
   descriptorHeaders(reply, { digest: manifest.digest, size: manifest.body.length, mediaType: manifest.mediaType });
-  request.bodyBytes = manifest.body.length;
   return reply.send(manifest.body);
 }

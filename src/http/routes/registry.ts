@@ -6,6 +6,7 @@ import { serveBlob } from './blobs.js';
 import { serveManifest } from './manifests.js';
 import { serveReferrers } from './referrers.js';
 import { page, pageQuerySchema, type PageQuery } from './pagination.js';
+import { markCache, routed } from '../context.js';
 
 interface RegistryQuery extends PageQuery {
   readonly ns?: string;
@@ -29,6 +30,9 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
   app.get('/v2/', async (_request, reply) => reply.type('application/json').send('{}'));
 
   app.get<{ Querystring: PageQuery }>('/v2/_catalog', { schema: { querystring: pageQuerySchema } }, async (request, reply) => {
+    request.requestKind = 'catalog';
+    // The catalog lists what is cached: always a hit.
+    markCache(request, reply, 'hit');
     const repositories = page(await mirror.catalog(), request.query, reply, '/v2/_catalog');
     return reply.type('application/json').send(JSON.stringify({ repositories }));
   });
@@ -41,17 +45,25 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
       const path = parseRegistryPath(request.params['*']);
       switch (path.endpoint) {
         case 'manifest':
-          return serveManifest(mirror, mirror.router.route(path.name, request.query.ns), path.reference, request, reply);
-        case 'blob':
-          return serveBlob(mirror, mirror.router.route(path.name, request.query.ns), path.digest, request, reply);
+        case 'blob': {
+          request.requestKind = path.endpoint;
+          const route = routed(request, mirror.router.route(path.name, request.query.ns));
+          return path.endpoint === 'manifest'
+            ? serveManifest(mirror, route, path.reference, request, reply)
+            : serveBlob(mirror, route, path.digest, request, reply);
+        }
         case 'tags': {
-          const route = mirror.router.route(path.name, request.query.ns);
+          request.requestKind = 'tags';
+          const route = routed(request, mirror.router.route(path.name, request.query.ns));
+          // A tag list always asks the upstream (and adds the tags recorded here).
+          markCache(request, reply, 'miss');
           const tags = page(await mirror.tags.list(route.repository), request.query, reply,
             `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`);
           return reply.type('application/json').send(JSON.stringify({ name: path.name, tags }));
         }
         case 'referrers': {
-          const route = mirror.router.route(path.name, request.query.ns);
+          request.requestKind = 'referrers';
+          const route = routed(request, mirror.router.route(path.name, request.query.ns));
           return serveReferrers(mirror, route, path.digest, request.query.artifactType || undefined, request, reply);
         }
         case 'upload':
