@@ -7,6 +7,7 @@ import { Mirror } from './mirror.js';
 import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
 import { isReportedError, reportedExitCode } from './cli/errors.js';
 import { collect, warm, type WarmCommandOptions } from './cli/warm.js';
+import { listenerSecurity } from './cli/listenerSecurity.js';
 
 /** `pullthrough serve`: load the configuration, prepare storage, listen; stop gracefully on SIGTERM/SIGINT. */
 async function serve(options: { config?: string }): Promise<void> {
@@ -14,7 +15,8 @@ async function serve(options: { config?: string }): Promise<void> {
   const logger = createLogger(config.logLevel);
   const mirror = await Mirror.create({ config, logger });
   await mirror.start();
-  const app = buildApp({ mirror, logger });
+  const security = await listenerSecurity(config, logger);
+  const app = buildApp({ mirror, logger, tls: security.tls, access: security.access });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   logger.info({ upstreams: config.upstreams.map((u) => u.name), storage: config.storageRoot }, 'pullthrough is serving');
 
@@ -28,6 +30,7 @@ async function serve(options: { config?: string }): Promise<void> {
       app.server.closeAllConnections();
     }, config.shutdownGraceMs);
     deadline.unref();
+    security.close();
     Promise.all([app.close(), mirror.close(config.shutdownGraceMs)])
       .then(() => process.exit(0), (err: unknown) => {
         logger.error({ err }, 'error while shutting down');

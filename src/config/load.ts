@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import ms from 'ms';
+import { resolveAuth, resolveTls } from './access.js';
 import { ConfigSchema, type Config, type RedisConfig, type UpstreamConfig } from './schema.js';
 import { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamSettings } from './settings.js';
 
@@ -75,7 +76,8 @@ export function resolveConfig(document: unknown, source: string, env: NodeJS.Pro
     throw new ConfigError(`invalid configuration in ${source}:\n/defaultUpstream: names no upstream (${defaultUpstream})`);
   }
   return {
-    listen: { host: config.listen.host, port: config.listen.port },
+    listen: { host: config.listen.host, port: config.listen.port, tls: resolveTls(config.listen.tls) },
+    auth: resolveAuth(config.auth, upstreams),
     storageRoot: resolve(config.storage.root),
     storage: resolveStorage(config.storage, source),
     pins: config.pins,

@@ -1,12 +1,21 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import type { RegistryServices } from './services.js';
+import { OPEN_ACCESS, type ClientAccess } from './auth/access.js';
+import { identityName } from './auth/identity.js';
+import { clientOf } from './context.js';
+import type { TlsListener } from './tls.js';
 import { registerErrorHandling } from './errors.js';
 import { registryRoutes } from './routes/registry.js';
 
 export interface AppOptions {
   readonly mirror: RegistryServices;
   readonly logger: Logger;
+  /** Who may pull what (`auth`); everyone everything by default. */
+  readonly access?: ClientAccess;
+  /** HTTPS (`listen.tls`); plain HTTP by default. */
+  readonly tls?: TlsListener;
 }
 
 /**
@@ -14,7 +23,7 @@ export interface AppOptions {
  * never opens a blob or starts a fill. Every answer carries the API version
  * header; every request ends in exactly one log line.
  */
-export function buildApp({ mirror, logger }: AppOptions): FastifyInstance {
+export function buildApp({ mirror, logger, access = OPEN_ACCESS, tls }: AppOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = logger;
   const app: FastifyInstance = Fastify({
     loggerInstance,
@@ -25,18 +34,24 @@ export function buildApp({ mirror, logger }: AppOptions): FastifyInstance {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     requestIdHeader: false,
-  });
+    ...(tls ? { https: tls.serverOptions } : {}),
+  }) as unknown as FastifyInstance;
+  if (tls) tls.attach(app.server as unknown as TlsServer);
   app.decorateRequest('cacheOutcome', undefined);
   app.decorateRequest('bodyBytes', 0);
+  // Set by the first onRequest hook; fastify wants no shared object as a decoration's initial value.
+  app.decorateRequest('identity', null);
 
-  app.addHook('onRequest', async (_request, reply) => {
+  app.addHook('onRequest', async (request, reply) => {
     void reply.header('docker-distribution-api-version', 'registry/2.0');
+    request.identity = await access.identify(request);
   });
   app.addHook('onResponse', async (request, reply) => {
     request.log.info({
       method: request.method,
       url: request.url.length > 512 ? `${request.url.slice(0, 512)}...` : request.url,
       status: reply.statusCode,
+      user: identityName(clientOf(request)),
       bytes: request.bodyBytes,
       ms: Math.round(reply.elapsedTime * 10) / 10,
       cache: request.cacheOutcome,
@@ -45,6 +60,6 @@ export function buildApp({ mirror, logger }: AppOptions): FastifyInstance {
   });
 
   registerErrorHandling(app);
-  void app.register(registryRoutes, { mirror });
+  void app.register(registryRoutes, { mirror, access });
   return app;
 }

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CacheOutcome } from '../registry/services.js';
+import { ANONYMOUS, type ClientIdentity } from './auth/identity.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -8,6 +9,8 @@ declare module 'fastify' {
     cacheOutcome: CacheOutcome | 'stale' | undefined;
     /** Body bytes actually handed to the socket. */
     bodyBytes: number;
+    /** Who sent the request (`auth`), set by the first onRequest hook; read it with `clientOf`. */
+    identity: ClientIdentity | null;
   }
 }
 
@@ -23,4 +26,9 @@ export function countBytes(request: FastifyRequest, stream: Readable): Readable 
   // A 'data' listener starts the flow at once; paused, nothing is emitted until fastify's pipe resumes it.
   stream.pause();
   return stream;
+}
+
+/** Who sent the request: anonymous until (and unless) the onRequest hook identified someone. */
+export function clientOf(request: FastifyRequest): ClientIdentity {
+  return request.identity ?? ANONYMOUS;
 }

@@ -1,5 +1,9 @@
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.js';
+import type { RepositoryName } from '../../registry/names.js';
+import type { Route } from '../../routing/router.js';
+import type { ClientAccess } from '../auth/access.js';
+import { clientOf } from '../context.js';
 import type { RegistryServices } from '../services.js';
 import { parseRegistryPath } from '../paths.js';
 import { serveBlob } from './blobs.js';
@@ -16,11 +20,27 @@ interface RegistryQuery extends PageQuery {
  * wildcard route splits the path; every name, tag and digest is checked
  * against the grammar before anything touches storage.
  */
-export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = async (app: FastifyInstance, { mirror }) => {
-  app.get('/v2/', async (_request, reply) => reply.type('application/json').send('{}'));
+export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; access: ClientAccess }> = async (app: FastifyInstance, { mirror, access }) => {
+  /** Which upstream and repository the request is for, and whether its client may pull from there: before any upstream or storage access. */
+  const route = (request: FastifyRequest<{ Querystring: RegistryQuery }>, name: string): Route => {
+    const routed = mirror.router.route(name, request.query.ns);
+    access.authorize(clientOf(request), routed.repository);
+    return routed;
+  };
+
+  app.get('/v2/', async (request, reply) => {
+    access.authorizeAny(clientOf(request));
+    return reply.type('application/json').send('{}');
+  });
 
   app.get<{ Querystring: PageQuery }>('/v2/_catalog', { schema: { querystring: pageQuerySchema } }, async (request, reply) => {
-    const repositories = page(await mirror.catalog(), request.query, reply, '/v2/_catalog');
+    access.authorizeAny(clientOf(request));
+    // Only what this client may pull is listed. Upstream names hold no '/': the first segment is the upstream.
+    const readable = (await mirror.catalog()).filter((entry) => {
+      const slash = entry.indexOf('/');
+      return access.mayPull(clientOf(request), { upstream: entry.slice(0, slash), name: entry.slice(slash + 1) as RepositoryName });
+    });
+    const repositories = page(readable, request.query, reply, '/v2/_catalog');
     return reply.type('application/json').send(JSON.stringify({ repositories }));
   });
 
@@ -32,12 +52,11 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
       const path = parseRegistryPath(request.params['*']);
       switch (path.endpoint) {
         case 'manifest':
-          return serveManifest(mirror, mirror.router.route(path.name, request.query.ns), path.reference, request, reply);
+          return serveManifest(mirror, route(request, path.name), path.reference, request, reply);
         case 'blob':
-          return serveBlob(mirror, mirror.router.route(path.name, request.query.ns), path.digest, request, reply);
+          return serveBlob(mirror, route(request, path.name), path.digest, request, reply);
         case 'tags': {
-          const route = mirror.router.route(path.name, request.query.ns);
-          const tags = page(await mirror.tags.list(route.repository), request.query, reply,
+          const tags = page(await mirror.tags.list(route(request, path.name).repository), request.query, reply,
             `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`);
           return reply.type('application/json').send(JSON.stringify({ name: path.name, tags }));
         }
