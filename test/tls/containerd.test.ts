@@ -56,13 +56,10 @@ after(async () => {
   await upstream?.stop();
 });
 
-function proxyRequests(): { method: string; url: string; status: number; user?: string }[] {
-  return proxy.logs().filter((l) => l['msg'] === 'request') as unknown as { method: string; url: string; status: number; user?: string }[];
-}
 
 /** Everything since `since` went through pullthrough, over mutual TLS, with `ns`, and the upstream heard only pullthrough. */
 async function assertThroughPullthrough(since: number): Promise<void> {
-  const requests = proxyRequests().slice(since);
+  const requests = proxy.requests().slice(since);
   assert.ok(requests.some((r) => r.method === 'GET' && r.url.includes('/blobs/sha256:')), JSON.stringify(requests));
   for (const r of requests) {
     assert.equal(r.status, 200, `${r.method} ${r.url}`);
@@ -75,7 +72,7 @@ async function assertThroughPullthrough(since: number): Promise<void> {
 }
 
 test('ctr images pull through an HTTPS mirror with ca and client certificate in hosts.toml: digests checked', options, async () => {
-  const since = proxyRequests().length;
+  const since = proxy.requests().length;
   for (const [i, image] of images.entries()) {
     const ref = `${REGISTRY}/${image.repository}:${image.tag}`;
     const pulled = await containerd.pull(ref, `tls-${i}`);
@@ -87,7 +84,7 @@ test('ctr images pull through an HTTPS mirror with ca and client certificate in 
 
 test('CRI PullImage (the kubelet path) through the same hosts.toml: the image, its config and its digest', options, async () => {
   await upstream.clearRequests();
-  const since = proxyRequests().length;
+  const since = proxy.requests().length;
   // Cached by the test above in pullthrough, but not in the CRI namespace: containerd pulls it again.
   const image = images[0]!;
   const ref = `${REGISTRY}/${image.repository}:${image.tag}`;
@@ -96,7 +93,7 @@ test('CRI PullImage (the kubelet path) through the same hosts.toml: the image, i
   assert.ok(status, 'CRI knows the image');
   assert.equal(imageRef, status.id);
   assert.deepEqual(status.repoDigests, [`${REGISTRY}/${image.repository}@${image.digest}`]);
-  const requests = proxyRequests().slice(since);
+  const requests = proxy.requests().slice(since);
   assert.ok(requests.some((r) => r.url.startsWith(`/v2/${image.repository}/manifests/`)), JSON.stringify(requests));
   for (const r of requests) {
     assert.equal(r.status, 200, `${r.method} ${r.url}`);

@@ -74,16 +74,13 @@ after(async () => {
   await hub?.stop();
 });
 
-function proxyRequests(of: RunningProxy = proxy): { method: string; url: string; status: number; user?: string }[] {
-  return of.logs().filter((l) => l['msg'] === 'request') as unknown as { method: string; url: string; status: number; user?: string }[];
-}
 
 test('registry-mirrors over HTTPS (certs.d ca.crt, no insecure-registries): docker pull alpine is served by pullthrough', options, async () => {
-  const since = proxyRequests().length;
+  const since = proxy.requests().length;
   const pulled = await dockerd.pull('alpine:v1');
   assert.equal(pulled.digest, image.digest, `${pulled.output}\n${dockerd.logs().slice(-3000)}`);
   assert.equal(pulled.id, image.config.digest);
-  const requests = proxyRequests().slice(since);
+  const requests = proxy.requests().slice(since);
   assert.ok(requests.some((r) => r.url === `/v2/library/alpine/manifests/${image.digest}` && r.status === 200), JSON.stringify(requests));
   for (const r of requests) {
     assert.equal(r.status, 200, `${r.method} ${r.url}`);
@@ -99,7 +96,7 @@ test('docker login with an htpasswd user over HTTPS; a wrong password fails', op
   assert.match(wrong.stderr, /401|unauthorized/i);
   const login = await dockerd.docker(['login', registry.host, '--username', 'dora', '--password-stdin'], { input: `${PASSWORD}\n` });
   assert.match(login.stdout, /Login Succeeded/);
-  const requests = proxyRequests(registry);
+  const requests = registry.requests();
   assert.ok(requests.some((r) => r.url === '/v2/' && r.status === 200 && r.user === 'dora'), JSON.stringify(requests));
   assert.ok(requests.some((r) => r.url === '/v2/' && r.status === 401 && r.user === undefined), 'the challenge first');
   assert.ok(!registry.rawLogs().includes(PASSWORD));

@@ -54,9 +54,6 @@ after(async () => {
   await upstream?.stop();
 });
 
-function proxyRequests(): { method: string; url: string; status: number; user?: string }[] {
-  return proxy.logs().filter((l) => l['msg'] === 'request') as unknown as { method: string; url: string; status: number; user?: string }[];
-}
 
 const ref = (): string => `${REGISTRY}/${image.repository}:${image.tag}`;
 
@@ -66,7 +63,7 @@ test('podman login, then podman pull --cert-dir through the HTTPS mirror: the in
   assert.match(login.stdout, /Login Succeeded/i);
   await podman.pull(ref(), { extraArgs: ['--cert-dir', certDir] });
   assert.equal(await podman.imageDigest(ref()), image.digest);
-  const requests = proxyRequests();
+  const requests = proxy.requests();
   assert.ok(requests.some((r) => r.url === `/v2/${REGISTRY}/${image.repository}/manifests/${image.tag}` && r.user === 'pat' && r.status === 200),
     JSON.stringify(requests));
   for (const r of requests.filter((r) => r.status !== 401)) assert.equal(r.user, 'pat', r.url);
@@ -83,9 +80,9 @@ test('without credentials, or without the CA, podman gets nothing from the mirro
   const anonymous = await stranger.run(['pull', '--cert-dir', certDir, ref()], { allowFailure: true });
   assert.notEqual(anonymous.code, 0);
   assert.match(anonymous.stderr, /unauthorized|authentication/i);
-  const since = proxyRequests().length;
+  const since = proxy.requests().length;
   const untrusted = await podman.run(['pull', '--creds', `pat:${PASSWORD}`, ref()], { allowFailure: true });
   assert.notEqual(untrusted.code, 0);
   assert.match(untrusted.stderr, /certificate|x509/i, untrusted.stderr);
-  assert.deepEqual(proxyRequests().slice(since), [], 'no request got through an untrusted handshake');
+  assert.deepEqual(proxy.requests().slice(since), [], 'no request got through an untrusted handshake');
 });
