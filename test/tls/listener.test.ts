@@ -32,6 +32,8 @@ let first: IssuedCert;
 let second: IssuedCert;
 let httpsProxy: RunningProxy;
 let mtlsProxy: RunningProxy;
+/** Mutual TLS `request`, with a rule for one certificate CN. */
+let requestProxy: RunningProxy;
 let htpasswdFile: string;
 const proxies: RunningProxy[] = [];
 
@@ -72,7 +74,12 @@ before(async () => {
     upstreams: [UPSTREAM],
     tls: { certFile: server.certFile, keyFile: server.keyFile, clientCaFile: ca.certFile, clientAuth: 'require' },
   });
-  proxies.push(httpsProxy, mtlsProxy);
+  requestProxy = await startProxy({
+    upstreams: [UPSTREAM],
+    tls: { certFile: server.certFile, keyFile: server.keyFile, clientCaFile: ca.certFile, clientAuth: 'request' },
+    auth: { rules: [{ users: ['CN=ci-runner'], repositories: ['docker.io/**'] }] },
+  });
+  proxies.push(httpsProxy, mtlsProxy, requestProxy);
 });
 
 after(async () => {
@@ -163,6 +170,21 @@ test('mutual TLS "require": no client certificate, or one from another CA, fails
   const lines = mtlsProxy.logs().filter((l) => l['msg'] === 'request');
   assert.equal(lines.length, 1, 'the refused clients never got to send a request');
   assert.equal(lines[0]!['user'], 'CN=ci-runner');
+});
+
+test('mutual TLS "request": a verified certificate is an identity for the rules; none, or one from another CA, is anonymous', options, async () => {
+  const attempt = (client?: { certFile: string; keyFile: string }): Promise<number> =>
+    httpsRequest(`${requestProxy.url}/v2/library/alpine/manifests/v1`, { caFile: ca.certFile, ...(client ? { client } : {}) }).then((a) => a.status);
+  const [runner, stranger, other] = await Promise.all([
+    ca.issue({ commonName: 'ci-runner', use: 'client', name: 'request-runner' }),
+    otherCa.issue({ commonName: 'ci-runner', use: 'client', name: 'request-stranger' }),
+    ca.issue({ commonName: 'someone-else', use: 'client' }),
+  ]);
+  assert.equal(await attempt(), 401, 'no certificate: anonymous');
+  assert.equal(await attempt(stranger), 401, 'the same CN from another CA: anonymous');
+  assert.equal(await attempt(other), 403, 'a verified certificate without a rule: denied');
+  const allowed = await attempt(runner);
+  assert.ok(![401, 403].includes(allowed), `the rule's CN passes (then the upstream, closed here, answers): ${allowed}`);
 });
 
 test('no password, Authorization value or htpasswd line in any log line', options, async () => {
