@@ -1,5 +1,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
+import type { Server as TlsServer } from 'node:tls';
+import type { TlsListener } from '../http/tls.js';
 import type { PullthroughMetrics } from './metrics.js';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './page.js';
 import type { ReadinessProbe } from './probes.js';
@@ -56,10 +58,16 @@ export class Admin {
       reply.type('application/json').header('cache-control', 'no-store').send(JSON.stringify(await status.status())));
   };
 
-  /** A listener of the operator's endpoints alone (`admin.listen`). */
-  async listen(address: AdminAddress, logger: Logger): Promise<FastifyInstance> {
+  /** A listener of the operator's endpoints alone (`admin.listen`), over HTTPS with `admin.tls` (the same block as `listen.tls`). */
+  async listen(address: AdminAddress, logger: Logger, tls?: TlsListener): Promise<FastifyInstance> {
     const loggerInstance: FastifyBaseLogger = logger.child({ component: 'admin' });
-    const app = Fastify({ loggerInstance, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true });
+    const app = Fastify({
+      loggerInstance,
+      logController: new LogController({ disableRequestLogging: true }),
+      forceCloseConnections: true,
+      ...(tls ? { https: tls.serverOptions } : {}),
+    }) as unknown as FastifyInstance;
+    if (tls) tls.attach(app.server as unknown as TlsServer);
     await app.register(this.routes);
     app.setNotFoundHandler((_request, reply) => reply.code(404).type('application/json').send('{"error":"not found"}'));
     await app.listen({ host: address.host, port: address.port });

@@ -7,6 +7,7 @@ import { Mirror } from '../mirror.js';
 import { showStackTraces } from './errors.js';
 import { listening, preparingStorage } from './startup.js';
 import { startupSummary } from './summary.js';
+import { listenerSecurity, tlsListener } from './listenerSecurity.js';
 
 export interface ServeOptions {
   readonly config?: string;
@@ -32,12 +33,14 @@ export async function serve(options: ServeOptions): Promise<void> {
   const mirror = await Mirror.create({ config, logger, version: PACKAGE_VERSION });
   await preparingStorage(config.storageRoot, () => mirror.start());
   // The operator's endpoints: on their own listener with `admin.listen`, else beside the registry API.
-  const app = buildApp({ mirror, logger, plugins: config.admin ? [] : [mirror.admin.routes] });
+  const security = await listenerSecurity(config, logger);
+  const app = buildApp({ mirror, logger, plugins: config.admin ? [] : [mirror.admin.routes], tls: security.tls, access: security.access });
   const { host, port } = config.listen;
   await listening({ key: 'listen', host, port, portFlag: '--port' }, () => app.listen({ host, port }));
   const adminListen = config.admin?.listen;
+  const adminTls = config.admin?.tls && await tlsListener(config.admin.tls, logger);
   const admin = adminListen && await listening({ key: 'admin.listen', host: adminListen.host, port: adminListen.port },
-    () => mirror.admin.listen(adminListen, logger));
+    () => mirror.admin.listen(adminListen, logger, adminTls));
   const bound = app.server.address();
   const listen = bound !== null && typeof bound === 'object' ? `${bound.address}:${bound.port}` : `${host}:${port}`;
   const adminAt = adminListen ? `${adminListen.host}:${adminListen.port}` : 'registry listener';
@@ -53,6 +56,8 @@ export async function serve(options: ServeOptions): Promise<void> {
       app.server.closeAllConnections();
     }, config.shutdownGraceMs);
     deadline.unref();
+    security.close();
+    adminTls?.close();
     Promise.all([app.close(), admin?.close(), mirror.close(config.shutdownGraceMs)])
       .then(() => process.exit(0), (err: unknown) => {
         logger.error({ err }, 'error while shutting down');

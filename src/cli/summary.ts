@@ -13,7 +13,8 @@ export function startupSummary(config: ResolvedConfig, version: string, listen: 
     storage: config.storageRoot,
     maxSize: config.storage.maxBytes ?? null,
     redis: config.redis ? redisHost(config.redis.url) : null,
-    tls: false,
+    tls: config.listen.tls !== undefined,
+    auth: config.auth !== undefined,
     admin,
   };
 }

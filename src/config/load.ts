@@ -5,6 +5,7 @@ import ms from 'ms';
 import { pointerOf, schemaAt, type SchemaNode } from './keys.js';
 import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride } from './overrides.js';
 import { addSchemaErrors, ConfigProblems } from './problems.js';
+import { resolveAuth, resolveTls } from './access.js';
 import { ConfigSchema, type Config, type RedisConfig, type UpstreamConfig } from './schema.js';
 import { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamSettings } from './settings.js';
 
@@ -102,7 +103,8 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     problems.add('/defaultUpstream', `names no upstream (${defaultUpstream}); the upstreams are ${upstreams.map((u) => u.name).join(', ')}`);
   }
   return {
-    listen: { host: config.listen.host, port: config.listen.port },
+    listen: { host: config.listen.host, port: config.listen.port, tls: resolveTls(config.listen.tls) },
+    auth: resolveAuth(config.auth, upstreams),
     storageRoot: resolve(config.storage.root),
     storage: resolveStorage(config.storage, problems),
     pins: config.pins,
@@ -112,7 +114,7 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
     redis: config.redis && resolveRedis(config.redis, problems),
-    admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port } },
+    admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
   };
 }
 

@@ -65,7 +65,8 @@ function expectedOf(node: SchemaNode | undefined): string | undefined {
   if (members.length > 1 && members.every((m) => m.const !== undefined)) {
     return `one of ${members.map((m) => JSON.stringify(m.const)).join(', ')}`;
   }
-  const described = members.map((m) => m.expected ?? (typeof m.type === 'string' ? TYPE_WORDS[m.type] : undefined));
+  // A string of a pattern that says nothing of its form in words is not described as "a string": it is one.
+  const described = members.map((m) => m.expected ?? (typeof m.type === 'string' && m.pattern === undefined ? TYPE_WORDS[m.type] : undefined));
   return described.every((d) => d !== undefined) ? [...new Set(described)].join(', or ') : undefined;
 }
 

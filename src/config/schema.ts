@@ -92,19 +92,60 @@ const Redis = Type.Object({
   leaseTtl: Type.String({ ...Duration, default: '10s' }),
 }, { additionalProperties: false });
 
+/**
+ * HTTPS for a listener (the registry's; the admin listener takes the same
+ * block). The files are re-read when they change.
+ */
+export const Tls = Type.Object({
+  /** PEM certificate; a chain (leaf first) is sent whole. */
+  certFile: Type.String({ minLength: 1 }),
+  /** PEM private key of the certificate. */
+  keyFile: Type.String({ minLength: 1 }),
+  /** PEM CA certificates that sign client certificates (mutual TLS). */
+  clientCaFile: Type.Optional(Type.String({ minLength: 1 })),
+  /** `require`: no verified client certificate, no handshake. `request`: a verified one is an identity (its CN). */
+  clientAuth: Type.Optional(Type.Union([Type.Literal('require'), Type.Literal('request')])),
+}, { additionalProperties: false });
+
+/** One read rule: who (users, `anonymous`, `CN=<name>`, `*`) may (or, with `access: "none"`, may not) pull what. */
+const AccessRule = Type.Object({
+  users: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+  /** `<upstream>/<repository glob>`: `*` within one path component, `**` across any number; the upstream `*` is any upstream. */
+  repositories: Type.Array(Type.String({
+    pattern: '^[^/]+/.+$',
+    expected: 'an <upstream>/<repository glob> pattern ("docker.io/**", "registry.corp:5000/team/*", "*/library/alpine")',
+  }), { minItems: 1 }),
+  access: Type.Union([Type.Literal('pull'), Type.Literal('none')], { default: 'pull' }),
+}, { additionalProperties: false });
+
+/** Client authentication and read rules. Absent: every client may pull everything. */
+const Auth = Type.Object({
+  /** Users in an Apache htpasswd file of bcrypt entries (`htpasswd -B`), re-read when it changes. */
+  htpasswd: Type.Optional(Type.Object({
+    file: Type.String({ minLength: 1 }),
+    realm: Type.String({ minLength: 1, pattern: '^[^"\\\\\\r\\n]*$', default: 'pullthrough' }),
+  }, { additionalProperties: false })),
+  /** Ordered: the first rule naming the client and matching the repository decides. Default: authenticated clients pull everything. */
+  rules: Type.Optional(Type.Array(AccessRule)),
+}, { additionalProperties: false });
+
 /** `admin.listen`: where /metrics, /livez, /readyz and the status page listen instead of the registry port. */
 const Admin = Type.Object({
   listen: Type.Object({
     host: Type.String({ default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 0, maximum: 65535 }),
   }, { additionalProperties: false }),
+  /** HTTPS for the admin listener: the same block as `listen.tls`. */
+  tls: Type.Optional(Tls),
 }, { additionalProperties: false });
 
 export const ConfigSchema = Type.Object({
   listen: Type.Object({
     host: Type.String({ default: '0.0.0.0' }),
     port: Type.Integer({ minimum: 0, maximum: 65535 }),
+    tls: Type.Optional(Tls),
   }, { additionalProperties: false }),
+  auth: Type.Optional(Auth),
   storage: Type.Object({
     driver: Type.Literal('filesystem', { default: 'filesystem' }),
     /** Relative paths are resolved against the working directory. */
@@ -162,3 +203,4 @@ export const ConfigSchema = Type.Object({
 export type Config = Static<typeof ConfigSchema>;
 export type UpstreamConfig = Static<typeof Upstream>;
 export type RedisConfig = Static<typeof Redis>;
+export type AuthConfig = Static<typeof Auth>;

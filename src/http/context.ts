@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { CacheOutcome, RepositoryRef } from '../registry/services.js';
 import type { RequestKind } from '../registry/telemetry.js';
 import type { Route } from '../routing/router.js';
+import { ANONYMOUS, type ClientIdentity } from './auth/identity.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -18,6 +19,8 @@ declare module 'fastify' {
     repository: RepositoryRef | undefined;
     /** The registry error a request was answered with. */
     failure: { readonly code: string; readonly message: string } | undefined;
+    /** Who sent the request (`auth`), set by the first onRequest hook; read it with `clientOf`. */
+    identity: ClientIdentity | null;
   }
 }
 
@@ -46,4 +49,9 @@ export function countBytes(request: FastifyRequest, stream: Readable): Readable 
   // A 'data' listener starts the flow at once; paused, nothing is emitted until fastify's pipe resumes it.
   stream.pause();
   return stream;
+}
+
+/** Who sent the request: anonymous until (and unless) the onRequest hook identified someone. */
+export function clientOf(request: FastifyRequest): ClientIdentity {
+  return request.identity ?? ANONYMOUS;
 }

@@ -1,6 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { NO_REQUEST_EVENTS, type RequestEvents } from '../registry/telemetry.js';
+import { identityName } from './auth/identity.js';
+import { clientOf } from './context.js';
 
 /** Longest URL in a log line, and path in the status page's last errors. */
 const MAX_LOGGED_URL = 512;
@@ -48,6 +50,7 @@ export function registerRequestReport(app: FastifyInstance, events: RequestEvent
       method: request.method,
       url: request.url.length > MAX_LOGGED_URL ? `${request.url.slice(0, MAX_LOGGED_URL)}...` : request.url,
       status,
+      user: identityName(clientOf(request)),
       bytes: request.bodyBytes,
       ms: Math.round(reply.elapsedTime * 10) / 10,
       cache: request.cacheOutcome,

@@ -1,12 +1,15 @@
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { RegistryError } from '../../registry/errors.js';
+import type { RepositoryName } from '../../registry/names.js';
+import type { Route } from '../../routing/router.js';
+import type { ClientAccess } from '../auth/access.js';
 import type { RegistryServices } from '../services.js';
 import { parseRegistryPath } from '../paths.js';
 import { serveBlob } from './blobs.js';
 import { serveManifest } from './manifests.js';
 import { serveReferrers } from './referrers.js';
 import { page, pageQuerySchema, type PageQuery } from './pagination.js';
-import { markCache, routed } from '../context.js';
+import { clientOf, markCache, routed } from '../context.js';
 
 interface RegistryQuery extends PageQuery {
   readonly ns?: string;
@@ -26,14 +29,30 @@ const registryQuerySchema = {
  * wildcard route splits the path; every name, tag and digest is checked
  * against the grammar before anything touches storage.
  */
-export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = async (app: FastifyInstance, { mirror }) => {
-  app.get('/v2/', async (_request, reply) => reply.type('application/json').send('{}'));
+export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; access: ClientAccess }> = async (app: FastifyInstance, { mirror, access }) => {
+  /** Which upstream and repository the request is for, and whether its client may pull from there: before any upstream or storage access. */
+  const route = (request: FastifyRequest<{ Querystring: RegistryQuery }>, name: string): Route => {
+    const found = routed(request, mirror.router.route(name, request.query.ns));
+    access.authorize(clientOf(request), found.repository);
+    return found;
+  };
+
+  app.get('/v2/', async (request, reply) => {
+    access.authorizeAny(clientOf(request));
+    return reply.type('application/json').send('{}');
+  });
 
   app.get<{ Querystring: PageQuery }>('/v2/_catalog', { schema: { querystring: pageQuerySchema } }, async (request, reply) => {
     request.requestKind = 'catalog';
     // The catalog lists what is cached: always a hit.
     markCache(request, reply, 'hit');
-    const repositories = page(await mirror.catalog(), request.query, reply, '/v2/_catalog');
+    access.authorizeAny(clientOf(request));
+    // Only what this client may pull is listed. Upstream names hold no '/': the first segment is the upstream.
+    const readable = (await mirror.catalog()).filter((entry) => {
+      const slash = entry.indexOf('/');
+      return access.mayPull(clientOf(request), { upstream: entry.slice(0, slash), name: entry.slice(slash + 1) as RepositoryName });
+    });
+    const repositories = page(readable, request.query, reply, '/v2/_catalog');
     return reply.type('application/json').send(JSON.stringify({ repositories }));
   });
 
@@ -47,24 +66,23 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = 
         case 'manifest':
         case 'blob': {
           request.requestKind = path.endpoint;
-          const route = routed(request, mirror.router.route(path.name, request.query.ns));
+          const target = route(request, path.name);
           return path.endpoint === 'manifest'
-            ? serveManifest(mirror, route, path.reference, request, reply)
-            : serveBlob(mirror, route, path.digest, request, reply);
+            ? serveManifest(mirror, target, path.reference, request, reply)
+            : serveBlob(mirror, target, path.digest, request, reply);
         }
         case 'tags': {
           request.requestKind = 'tags';
-          const route = routed(request, mirror.router.route(path.name, request.query.ns));
+          const target = route(request, path.name);
           // A tag list always asks the upstream (and adds the tags recorded here).
           markCache(request, reply, 'miss');
-          const tags = page(await mirror.tags.list(route.repository), request.query, reply,
+          const tags = page(await mirror.tags.list(target.repository), request.query, reply,
             `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`);
           return reply.type('application/json').send(JSON.stringify({ name: path.name, tags }));
         }
         case 'referrers': {
           request.requestKind = 'referrers';
-          const route = routed(request, mirror.router.route(path.name, request.query.ns));
-          return serveReferrers(mirror, route, path.digest, request.query.artifactType || undefined, request, reply);
+          return serveReferrers(mirror, route(request, path.name), path.digest, request.query.artifactType || undefined, request, reply);
         }
         case 'upload':
           throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');
