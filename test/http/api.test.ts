@@ -130,6 +130,8 @@ test('writes answer 405 UNSUPPORTED', async () => {
 });
 
 test('malformed names, tags and digests get 400 with the right code and never reach storage or the upstream', async () => {
+  // Fills an earlier test left running would commit (an upload renamed into blobs/) during this one: let them settle.
+  while (proxy.mirror.blobs.activeFills > 0) await new Promise((r) => setTimeout(r, 10));
   const before = await readdir(proxy.root, { recursive: true });
   fake.clearRequests();
   const cases: [string, string][] = [
