@@ -27,11 +27,6 @@ interface Cells {
   readonly duration: Record<RequestKind, ByOutcome<Histogram.Internal<string>>>;
 }
 
-/** How many distinct images "most pulled" remembers; past it, the least pulled make room. */
-const MAX_PULLED_IMAGES = 1000;
-/** How many failed requests the status page lists. */
-const RECENT_ERRORS = 20;
-
 /** An image and how often it was pulled since start. */
 export interface PulledImage {
   readonly upstream: string;
@@ -39,6 +34,11 @@ export interface PulledImage {
   readonly tag: string;
   readonly pulls: number;
 }
+
+/** How many distinct images "most pulled" remembers; past it, the least pulled make room. */
+const MAX_PULLED_IMAGES = 1000;
+/** How many failed requests the status page lists. */
+const RECENT_ERRORS = 20;
 
 /**
  * What the HTTP layer reports, counted in `pullthrough_requests_total`,
