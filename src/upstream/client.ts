@@ -8,6 +8,8 @@ import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
 import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
+import { Deadline, sleep } from './deadline.js';
+import { UpstreamHealth, type FailureKind } from './health.js';
 import { RateLimitTracker } from './rateLimit.js';
 
 type Method = 'GET' | 'HEAD';
@@ -37,6 +39,18 @@ export interface BlobResponse {
   readonly body: Readable;
 }
 
+/** Limits of one request on the request path. */
+export interface RequestOptions {
+  /**
+   * Give up after this long on the mirror's clock (a tag revalidation's
+   * `revalidateTimeout`); an expired deadline is a timeout, which marks the
+   * upstream down.
+   */
+  readonly deadlineMs?: number;
+  /** Stops the request (its caller went away); not the upstream's failure. */
+  readonly signal?: AbortSignal;
+}
+
 export interface UpstreamClientOptions {
   readonly authorizer: UpstreamAuthorizer;
   readonly logger: Logger;
@@ -49,6 +63,8 @@ const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 /** Connection-level failures after which nothing reached anyone: safe to retry an idempotent request. */
 const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 const RETRY_DELAYS_MS = [100, 400];
+/** undici's own timeouts: no answer in time, which marks the upstream down at once. */
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT']);
 
 export function header(headers: Headers, name: string): string | undefined {
   const value = headers[name];
@@ -108,12 +124,17 @@ export class UpstreamClient {
   readonly rateLimit: RateLimitTracker;
   /** Manifest paths the upstream recently answered 404 for: asked again only after `notFoundTtl`. */
   private readonly notFound: LRUCache<string, true>;
+  /** Up or down: while down, requests fail at once and one probe per window asks `GET /v2/`. */
+  readonly health: UpstreamHealth;
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
     this.rateLimit = new RateLimitTracker({ upstream: settings.name, logger: options.logger, clock: options.clock });
     this.notFound = new LRUCache({
       max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false, perf: { now: () => options.clock.now() },
+    });
+    this.health = new UpstreamHealth({
+      upstream: settings.name, settings: settings.health, clock: options.clock, logger: options.logger, probe: () => this.probe(),
     });
     this.dispatcher = new Agent({
       connect: { timeout: settings.timeouts.connectMs },
@@ -129,12 +150,13 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
+    this.health.close();
     await this.dispatcher.close();
   }
 
   /** HEAD a manifest by tag or digest; undefined when the upstream has no such manifest. */
-  async headManifest(repository: string, reference: string, accept: readonly string[]): Promise<ManifestHead | undefined> {
-    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+  async headManifest(repository: string, reference: string, accept: readonly string[], options?: RequestOptions): Promise<ManifestHead | undefined> {
+    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest', options);
     if (res === undefined) return undefined;
     await res.body.dump();
     if (res.statusCode === 405) return { digest: undefined, mediaType: undefined, size: undefined };
@@ -142,8 +164,8 @@ export class UpstreamClient {
   }
 
   /** GET a manifest; the body is read whole, up to the manifest size limit. */
-  async getManifest(repository: string, reference: string, accept: readonly string[]): Promise<FetchedManifest | undefined> {
-    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+  async getManifest(repository: string, reference: string, accept: readonly string[], options?: RequestOptions): Promise<FetchedManifest | undefined> {
+    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest', options);
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
     return { body, mediaType: mediaTypeOf(res.headers), digestHeader: digestHeader(res.headers) };
@@ -160,7 +182,7 @@ export class UpstreamClient {
 
   /** GET a blob as a stream; the caller consumes or destroys the body. */
   async getBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<BlobResponse | undefined> {
-    const res = await this.send('GET', repository, `blobs/${digest}`, {}, 'blob', signal);
+    const res = await this.send('GET', repository, `blobs/${digest}`, {}, 'blob', signal ? { signal } : undefined);
     if (res === undefined) return undefined;
     return { size: contentLength(res.headers), body: res.body };
   }
@@ -189,18 +211,20 @@ export class UpstreamClient {
    */
   private async send(
     method: Method, repository: string, rest: string, headers: Record<string, string>,
-    kind: 'manifest' | 'blob' | 'tags', signal?: AbortSignal,
+    kind: 'manifest' | 'blob' | 'tags', options: RequestOptions = {},
   ): Promise<UpstreamResponse | undefined> {
     if (this.settings.offline) throw new UpstreamOffline(this.name);
     const path = `/v2/${repository}/${rest}`;
     const remembers404 = kind === 'manifest' && this.settings.notFoundTtlMs > 0;
     if (remembers404 && this.notFound.has(path)) return undefined;
+    // Known to be down: fail at once (callers serve what is cached); one probe per window looks for recovery.
+    this.health.check();
     const backoff = kind === 'manifest' ? this.rateLimit.backoffSeconds() : 0;
     if (backoff > 0) {
       // Asking again during a back-off would only prolong it: answer at once, callers serve what is cached.
       throw new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls; retrying after the back-off`, backoff);
     }
-    const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, signal));
+    const res = await this.observed(method, options, (signal) => this.sendAuthenticated(method, path, repository, headers, signal));
     if (kind === 'manifest') {
       this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
       if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
@@ -226,20 +250,71 @@ export class UpstreamClient {
     return new UpstreamUnavailable(`upstream ${this.name} answered ${status}`, { upstream: this.name, status });
   }
 
-  private async withRetries(method: Method, attempt: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
+  /**
+   * Sends with retries (idempotent requests after connection-level failures)
+   * within the request's deadline, and tells the upstream's health how it
+   * went: an answer below 500 is a sign of life; no answer, a timeout or a
+   * 5xx is a failure.
+   */
+  private async observed(
+    method: Method, options: RequestOptions, attempt: (signal: AbortSignal | undefined) => Promise<UpstreamResponse>,
+  ): Promise<UpstreamResponse> {
+    const deadline = new Deadline(this.options.clock, options.deadlineMs, options.signal);
+    try {
+      const res = await this.withRetries(method, deadline, () => attempt(deadline.signal));
+      if (res.statusCode >= 500) this.health.failed(`upstream ${this.name} answered ${res.statusCode}`, 'error');
+      else this.health.answered();
+      return res;
+    } finally {
+      deadline.cancel();
+    }
+  }
+
+  private async withRetries(method: Method, deadline: Deadline, attempt: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
     for (let i = 0; ; i++) {
       try {
         return await attempt();
       } catch (err) {
-        if (err instanceof RegistryError) throw err;
+        if (deadline.expired) throw this.unanswered(`did not answer within ${deadline.ms} ms`, 'timeout');
+        // The caller went away, or a verdict of ours (token service, redirects): not the upstream's failure.
+        if (err instanceof RegistryError || deadline.signal?.aborted) throw err;
         const code = errorCode(err);
         if (RETRYABLE_CODES.has(code ?? '') && i < RETRY_DELAYS_MS.length) {
           this.options.logger.debug({ upstream: this.name, method, code, attempt: i + 1 }, 'retrying upstream request');
-          await this.options.clock.sleep(RETRY_DELAYS_MS[i]!);
+          // Cut short by the deadline: the next attempt fails at once and says so.
+          await sleep(this.options.clock, RETRY_DELAYS_MS[i]!, deadline.signal).catch(() => undefined);
           continue;
         }
-        throw new UpstreamUnavailable(`upstream ${this.name} is unreachable (${code ?? (err as Error).message})`, { upstream: this.name });
+        throw this.unanswered(`is unreachable (${code ?? (err as Error).message})`, TIMEOUT_CODES.has(code ?? '') ? 'timeout' : 'error');
       }
+    }
+  }
+
+  /** The error for a request that got no answer, counted against the upstream's health. */
+  private unanswered(what: string, kind: FailureKind): UpstreamUnavailable {
+    const err = new UpstreamUnavailable(`upstream ${this.name} ${what}`, { upstream: this.name });
+    this.health.failed(err.message, kind);
+    return err;
+  }
+
+  /** `GET /v2/` without credentials: whether the upstream answers, and the challenge it sends when it wants authentication. */
+  private async ping(signal?: AbortSignal): Promise<{ status: number; challenges: string[] }> {
+    const res = await this.dispatcher.request({
+      origin: this.origin, path: '/v2/', method: 'GET', headers: { 'user-agent': 'pullthrough' }, signal,
+    }) as UpstreamResponse;
+    await res.body.dump().catch(() => undefined);
+    return { status: res.statusCode, challenges: res.statusCode === 401 ? headerValues(res.headers, 'www-authenticate') : [] };
+  }
+
+  /** The health probe: one `GET /v2/`, bounded by the revalidation deadline; true when the upstream answered below 500. */
+  private async probe(): Promise<boolean> {
+    const deadline = new Deadline(this.options.clock, this.settings.revalidateTimeoutMs);
+    try {
+      return (await this.ping(deadline.signal)).status < 500;
+    } catch {
+      return false;
+    } finally {
+      deadline.cancel();
     }
   }
 
