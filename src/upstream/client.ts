@@ -8,7 +8,7 @@ import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
 import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
-import { Deadline, sleep } from './deadline.js';
+import { abortable, Deadline, sleep } from './deadline.js';
 import { UpstreamHealth, type FailureKind } from './health.js';
 import { RateLimitTracker } from './rateLimit.js';
 
@@ -126,6 +126,8 @@ export class UpstreamClient {
   private readonly notFound: LRUCache<string, true>;
   /** Up or down: while down, requests fail at once and one probe per window asks `GET /v2/`. */
   readonly health: UpstreamHealth;
+  /** The one `GET /v2/` that teaches the authorizer the upstream's challenge before any request needs it. */
+  private authDiscovery: Promise<void> | undefined;
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
@@ -297,7 +299,11 @@ export class UpstreamClient {
     return err;
   }
 
-  /** `GET /v2/` without credentials: whether the upstream answers, and the challenge it sends when it wants authentication. */
+  /**
+   * `GET /v2/` without credentials: whether the upstream answers, and the
+   * challenge it sends when it wants authentication. The health probe, and
+   * how the authorizer learns the challenge before the first real request.
+   */
   private async ping(signal?: AbortSignal): Promise<{ status: number; challenges: string[] }> {
     const res = await this.dispatcher.request({
       origin: this.origin, path: '/v2/', method: 'GET', headers: { 'user-agent': 'pullthrough' }, signal,
@@ -306,11 +312,18 @@ export class UpstreamClient {
     return { status: res.statusCode, challenges: res.statusCode === 401 ? headerValues(res.headers, 'www-authenticate') : [] };
   }
 
+  /** Hands an answer to `GET /v2/` to the authorizer while it has not learned yet; true when the upstream answered (below 500). */
+  private heard(answer: { status: number; challenges: string[] }): boolean {
+    if (answer.status >= 500) return false;
+    if (!this.options.authorizer.learned) this.options.authorizer.learn(answer.challenges);
+    return true;
+  }
+
   /** The health probe: one `GET /v2/`, bounded by the revalidation deadline; true when the upstream answered below 500. */
   private async probe(): Promise<boolean> {
     const deadline = new Deadline(this.options.clock, this.settings.revalidateTimeoutMs);
     try {
-      return (await this.ping(deadline.signal)).status < 500;
+      return this.heard(await this.ping(deadline.signal));
     } catch {
       return false;
     } finally {
@@ -318,16 +331,37 @@ export class UpstreamClient {
     }
   }
 
+  /**
+   * Before the first request, one `GET /v2/` (shared by every request that
+   * comes meanwhile) tells the authorizer how the upstream authenticates, so
+   * that concurrent first requests of new repositories carry their tokens
+   * instead of each taking a 401. An upstream that answers 5xx teaches
+   * nothing: the request goes as it would have.
+   */
+  private async learnAuthentication(signal: AbortSignal | undefined): Promise<void> {
+    if (this.options.authorizer.learned) return;
+    this.authDiscovery ??= this.ping()
+      .then((answer) => { this.heard(answer); })
+      .finally(() => { this.authDiscovery = undefined; });
+    await abortable(this.authDiscovery, signal);
+  }
+
   private async sendAuthenticated(
     method: Method, path: string, repository: string, headers: Record<string, string>, signal?: AbortSignal,
   ): Promise<UpstreamResponse> {
     const authorizer = this.options.authorizer;
-    const res = await this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+    await this.learnAuthentication(signal);
+    const sent = await authorizer.authorize(repository, signal);
+    const res = await this.followRedirects(method, path, headers, sent, signal);
     if (res.statusCode !== 401) return res;
     const challenges = headerValues(res.headers, 'www-authenticate');
     await res.body.dump().catch(() => undefined);
-    if (!(await authorizer.challenged(repository, challenges, signal))) return { ...res, body: emptyBody() };
-    return this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+    const refused = { ...res, body: emptyBody() };
+    if (!(await authorizer.challenged(repository, challenges, sent, signal))) return refused;
+    const retry = await authorizer.authorize(repository, signal);
+    // What was just refused is never sent again.
+    if (retry === sent) return refused;
+    return this.followRedirects(method, path, headers, retry, signal);
   }
 
   /** Follows at most MAX_REDIRECTS redirects; credentials never leave the upstream's origin. */
