@@ -6,6 +6,7 @@ import { buildApp } from './http/app.js';
 import { Mirror } from './mirror.js';
 import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
 import { isReportedError, reportedExitCode } from './cli/errors.js';
+import { formatGcReport } from './cli/gc.js';
 import { collect, warm, type WarmCommandOptions } from './cli/warm.js';
 
 /** `pullthrough serve`: load the configuration, prepare storage, listen; stop gracefully on SIGTERM/SIGINT. */
@@ -44,10 +45,7 @@ async function gc(options: { config?: string; dryRun?: boolean }): Promise<void>
   const logger = createLogger('warn');
   const mirror = await Mirror.create({ config, logger });
   const report = await mirror.evictor.collect(options.dryRun === true);
-  const verb = report.dryRun ? 'would remove' : 'removed';
-  for (const image of report.removedImages) process.stdout.write(`${verb} ${image}\n`);
-  process.stdout.write(`${verb} ${report.removedImages.length} images and ${report.removedBlobs} blobs, `
-    + `freeing ${report.freedBytes} of ${report.totalBytes} bytes\n`);
+  process.stdout.write(formatGcReport(report, { graceMs: config.storage.evictionGraceMs, now: mirror.clock.now() }));
   await mirror.close(0);
 }
 

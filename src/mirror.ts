@@ -103,9 +103,11 @@ export class Mirror {
       descriptors,
       usage: this.usage,
       onCommitted: (d) => this.evictor.added(d.size),
+      onReleased: (digest) => this.evictor.released(digest),
     });
     this.blobs = new ProxyBlobStore({
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
+      onReleased: (digest) => this.evictor.released(digest),
     });
     this.localManifests = new LocalManifestStore({
       driver: this.driver,
