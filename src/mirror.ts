@@ -142,7 +142,9 @@ export class Mirror {
       intervalMs: config.storage.evictionIntervalMs,
       clock,
     });
-    this.manifests = new ProxyManifestStore(this.localManifests, upstreams);
+    this.manifests = new ProxyManifestStore({
+      local: this.localManifests, upstreams, ...(this.redis ? { coordinator: this.redis.manifests } : {}),
+    });
     this.tags = new ProxyTagService({ records: tagRecords, local: this.localTags, manifests: this.manifests, upstreams, logger, clock });
   }
 
