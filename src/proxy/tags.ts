@@ -51,7 +51,7 @@ export class ProxyTagService implements TagService {
       return { descriptor: record.descriptor, cache: 'hit', stale: false };
     }
     if (record && age(record) < settings.tagMaxAgeMs + settings.staleWhileRevalidateMs) {
-      this.refresh(repository, tag, accept, record).catch((err: Error) => this.options.logger.debug(
+      this.refresh(repository, tag, accept, record, isFresh).catch((err: Error) => this.options.logger.debug(
         { upstream: repository.upstream, repository: repository.name, tag, err: err.message }, 'background revalidation of a tag failed'));
       return { descriptor: record.descriptor, cache: 'hit', stale: true };
     }
@@ -77,12 +77,19 @@ export class ProxyTagService implements TagService {
    * One revalidation per tag at a time, recorded in every tier: each one
    * reaches Redis (one SET), which is what lets other replicas skip theirs.
    * With a record to fall back on, the upstream gets `revalidateTimeout`;
-   * without one, the full timeouts.
+   * without one, the full timeouts. With `fresh` (a background
+   * refresh, which no client waits for) the record is read again first: a
+   * request that read the old one just before another refresh finished
+   * must not ask the upstream a second time.
    */
-  private refresh(repository: RepositoryRef, tag: Tag, accept: readonly string[], record: TagRecord | undefined): Promise<Descriptor> {
+  private refresh(
+    repository: RepositoryRef, tag: Tag, accept: readonly string[], record: TagRecord | undefined, fresh?: (r: TagRecord) => boolean,
+  ): Promise<Descriptor> {
     const key = repositoryItemKey(repository, `${tag}\0${accept.join(',')}`);
     const deadlineMs = record ? this.options.upstreams(repository.upstream).settings.revalidateTimeoutMs : undefined;
     return this.flights.do(key, async () => {
+      const latest = fresh && await this.options.records.get(repository, tag, fresh);
+      if (latest && fresh!(latest)) return latest.descriptor;
       const descriptor = await this.revalidate(repository, tag, accept, deadlineMs);
       await this.options.records.put(repository, tag, { descriptor, fetchedAt: this.options.clock.now() });
       return descriptor;
