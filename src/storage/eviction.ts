@@ -199,8 +199,12 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
       if (projected <= targetBytes!) break;
       if (removed.has(unit)) continue;
       const reason = imageHeld(unit, true);
-      if (reason) keptImages.push({ reason, bytes: summarise(unit).bytes, image: summarise(unit), blob: undefined });
-      else release(unit);
+      if (!reason) {
+        release(unit);
+        continue;
+      }
+      const image = summarise(unit);
+      keptImages.push({ reason, bytes: image.bytes, image, blob: undefined });
     }
   }
   const stuck = overCap && projected > targetBytes!;
