@@ -15,7 +15,11 @@ export interface UpstreamHealthState {
   /** While down: when the next probe goes out. */
   readonly nextProbeAt: number | undefined;
   /** The latest failure, e.g. `upstream docker.io is unreachable (ECONNREFUSED)`. */
-  readonly lastFailure: string | undefined;
+  readonly lastError: string | undefined;
+  /** When the upstream last answered (below 500), on the mirror's clock; undefined before any answer. */
+  readonly lastSuccessAt: number | undefined;
+  /** When a request last failed; undefined before any failure. */
+  readonly lastFailureAt: number | undefined;
   /** How often the upstream has gone down since start. */
   readonly downCount: number;
 }
@@ -48,7 +52,9 @@ export class UpstreamHealth {
   private status: UpstreamStatus = 'up';
   private failures = 0;
   private since: number | undefined;
-  private lastFailure: string | undefined;
+  private lastError: string | undefined;
+  private lastSuccessAt: number | undefined;
+  private lastFailureAt: number | undefined;
   private downCount = 0;
   /** The length of the next down window. */
   private windowMs: number;
@@ -66,7 +72,9 @@ export class UpstreamHealth {
       consecutiveFailures: this.failures,
       since: this.since,
       nextProbeAt: this.nextProbeAt,
-      lastFailure: this.lastFailure,
+      lastError: this.lastError,
+      lastSuccessAt: this.lastSuccessAt,
+      lastFailureAt: this.lastFailureAt,
       downCount: this.downCount,
     };
   }
@@ -89,6 +97,7 @@ export class UpstreamHealth {
   /** The upstream answered (any status below 500). */
   answered(): void {
     this.failures = 0;
+    this.lastSuccessAt = this.options.clock.now();
     if (this.status === 'down') this.up('a request was answered');
     else this.windowMs = this.options.settings.backoffMs;
   }
@@ -96,7 +105,8 @@ export class UpstreamHealth {
   /** A request failed: no answer (connection error, timeout) or a 5xx. */
   failed(reason: string, kind: FailureKind): void {
     this.failures++;
-    this.lastFailure = reason;
+    this.lastError = reason;
+    this.lastFailureAt = this.options.clock.now();
     // Requests sent before the upstream went down still come back; they change nothing.
     if (this.status === 'down' || this.closed) return;
     if (kind === 'timeout' || this.failures >= this.options.settings.failures) this.down(reason);

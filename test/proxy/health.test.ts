@@ -15,6 +15,7 @@ import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.j
 import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type ProxyOptions, type RunningProxy } from '../fixtures/proxy.js';
 import { until } from '../fixtures/tools.js';
+import type { UpstreamHealthState } from '../../src/upstream/health.js';
 
 const UPSTREAM = 'sick.test';
 /** The defaults this file relies on: 3 failures, a 5 s first window, revalidateTimeout 3 s. */
@@ -71,7 +72,7 @@ async function get(proxy: RunningProxy, path: string): Promise<Answer> {
   };
 }
 
-function health(proxy: RunningProxy): { status: string; consecutiveFailures: number } {
+function health(proxy: RunningProxy): UpstreamHealthState {
   return proxy.mirror.upstream(UPSTREAM)!.health.state;
 }
 
@@ -116,6 +117,9 @@ test('stopped upstream: 20 cached-tag GETs all right, the upstream sees nothing 
   }
   assert.equal(health(proxy).status, 'down');
   assert.equal(health(proxy).consecutiveFailures, 3, 'three failed requests, then no more attempts');
+  assert.match(health(proxy).lastError ?? '', /unreachable \(ECONNREFUSED\)/, 'what the status page shows');
+  assert.ok(health(proxy).lastFailureAt! > health(proxy).lastSuccessAt!);
+  assert.equal(health(proxy).downCount, 1);
   assert.deepEqual(upstreamRequests(), [], 'nothing while down, though it listens again');
   assert.deepEqual(transitions(proxy), ['upstream is down: serving what is cached and failing misses at once until it answers again']);
 
