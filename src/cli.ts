@@ -1,61 +1,25 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
-import { ConfigError, loadConfig } from './config/load.js';
-import { createLogger } from './config/logger.js';
-import { buildApp } from './http/app.js';
-import { Mirror } from './mirror.js';
+import { PACKAGE_VERSION } from './config/version.js';
 import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
-import { isReportedError, reportedExitCode } from './cli/errors.js';
-import { formatGcReport } from './cli/gc.js';
+import { configCheck, configShow } from './cli/config.js';
+import { failureReport } from './cli/errors.js';
+import { gc } from './cli/gc.js';
+import { serve } from './cli/serve.js';
 import { collect, warm, type WarmCommandOptions } from './cli/warm.js';
-
-/** `pullthrough serve`: load the configuration, prepare storage, listen; stop gracefully on SIGTERM/SIGINT. */
-async function serve(options: { config?: string }): Promise<void> {
-  const config = loadConfig(options.config);
-  const logger = createLogger(config.logLevel);
-  const mirror = await Mirror.create({ config, logger });
-  await mirror.start();
-  const app = buildApp({ mirror, logger });
-  await app.listen({ host: config.listen.host, port: config.listen.port });
-  logger.info({ upstreams: config.upstreams.map((u) => u.name), storage: config.storageRoot }, 'pullthrough is serving');
-
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: finishing running responses and fills');
-    const deadline = setTimeout(() => {
-      logger.warn('grace period over: closing remaining connections');
-      app.server.closeAllConnections();
-    }, config.shutdownGraceMs);
-    deadline.unref();
-    Promise.all([app.close(), mirror.close(config.shutdownGraceMs)])
-      .then(() => process.exit(0), (err: unknown) => {
-        logger.error({ err }, 'error while shutting down');
-        process.exit(1);
-      });
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-}
-
-/** `pullthrough gc`: one eviction run against the configured storage, safe beside a running server. */
-async function gc(options: { config?: string; dryRun?: boolean }): Promise<void> {
-  const config = loadConfig(options.config);
-  const logger = createLogger('warn');
-  const mirror = await Mirror.create({ config, logger });
-  const report = await mirror.evictor.collect(options.dryRun === true);
-  process.stdout.write(formatGcReport(report, { graceMs: config.storage.evictionGraceMs, now: mirror.clock.now() }));
-  await mirror.close(0);
-}
 
 const program = new Command()
   .name('pullthrough')
-  .description('A pull-through caching proxy for OCI/Docker registries');
+  .description('A pull-through caching proxy for OCI/Docker registries')
+  .version(PACKAGE_VERSION, '-V, --version', 'print the version')
+  // Usage mistakes throw instead of exiting 1, so they end with 2 like a bad configuration (subcommands inherit this).
+  .exitOverride();
 
 program.command('serve', { isDefault: true })
   .description('serve the registry mirror')
   .option('-c, --config <file>', 'configuration file (default: $PULLTHROUGH_CONFIG, else the embedded proxy.config.json)')
+  .option('-p, --port <port>', 'listen on this port (listen.port)')
+  .option('-r, --root <dir>', 'cache under this directory (storage.root)')
   .action(serve);
 
 program.command('gc')
@@ -74,6 +38,8 @@ program.command('warm')
   .option('--retries <n>', 'retries of an upstream failure, with back-off (Retry-After respected)', '4')
   .option('--pin', 'protect what was warmed from eviction (recorded in <storage root>/pins.json)')
   .option('--lock <file>', 'write "<reference> <digest>" for every image; read it back with --from')
+  .option('--referrers', 'also fetch the referrers (signatures, SBOMs, attestations) of every warmed manifest, recursively')
+  .option('--artifact-type <type>', 'only referrers of this artifactType (implies --referrers); repeatable', collect, [])
   .action(async (references: string[], options: WarmCommandOptions) => { process.exitCode = await warm(references, options); });
 
 program.command('export')
@@ -83,6 +49,7 @@ program.command('export')
   .option('-c, --config <file>', 'configuration file')
   .option('--lock <file>', 'export exactly the images of this lock file (written by warm --lock)')
   .option('-f, --from <file>', 'references from a list, compose file or Kubernetes manifests; repeatable', collect, [])
+  .option('--referrers', 'also the cached referrers (signatures, SBOMs, attestations) of every exported image, and their blobs')
   .action(async (references: string[], options: ExportCommandOptions) => { process.exitCode = await exportCommand(references, options); });
 
 program.command('import')
@@ -91,15 +58,38 @@ program.command('import')
   .option('-c, --config <file>', 'configuration file')
   .action(async (bundle: string, options: { config?: string }) => { process.exitCode = await importCommand(bundle, options); });
 
-program.parseAsync(process.argv).catch((err: unknown) => {
-  if (isReportedError(err)) {
-    process.stderr.write(`pullthrough: ${err.message}\n`);
-    process.exit(reportedExitCode(err));
-  }
-  if (err instanceof ConfigError) {
-    process.stderr.write(`pullthrough: ${err.message}\n`);
-    process.exit(2);
-  }
-  process.stderr.write(`pullthrough: ${(err as Error).stack ?? String(err)}\n`);
-  process.exit(1);
-});
+const configCommand = program.command('config')
+  .description('look at the configuration (the file, then PULLTHROUGH_* variables) without starting anything');
+
+configCommand.command('check')
+  .description('validate the configuration and check that the files it names are readable; prints ok or each problem (exit 2)')
+  .option('-c, --config <file>', 'configuration file')
+  .action((options: { config?: string }) => { process.exitCode = configCheck(options); });
+
+configCommand.command('show')
+  .description('print the configuration in effect as JSON: defaults applied, secrets redacted')
+  .option('-c, --config <file>', 'configuration file')
+  .action((options: { config?: string }) => { process.exitCode = configShow(options); });
+
+/**
+ * `serve` is the default command, so commander would take a mistyped
+ * command (`pullthrough serv`) for an argument of serve: say what it is.
+ */
+function checkCommandName(argv: readonly string[]): void {
+  const first = argv[2];
+  if (first === undefined || first.startsWith('-')) return;
+  const names = program.commands.map((c) => c.name());
+  if (names.includes(first) || first === 'help') return;
+  const near = names.find((n) => n.startsWith(first) || first.startsWith(n));
+  program.error(`error: unknown command '${first}'${near ? ` (did you mean '${near}'?)` : ''}; the commands are ${names.join(', ')}`,
+    { exitCode: 2, code: 'commander.unknownCommand' });
+}
+
+try {
+  checkCommandName(process.argv);
+  await program.parseAsync(process.argv);
+} catch (err) {
+  const { code, text } = failureReport(err);
+  process.stderr.write(text);
+  process.exit(code);
+}

@@ -1,10 +1,16 @@
 import type { Logger } from 'pino';
+import { Admin } from './admin/admin.js';
+import { reportedHealth } from './admin/health.js';
+import { PullthroughMetrics, type MetricSources } from './admin/metrics.js';
+import { ReadinessProbe } from './admin/probes.js';
+import { StatusReporter } from './admin/status.js';
 import { CachedBlobStatter } from './cache/cachedStatter.js';
 import { CachedTagRecords } from './cache/cachedTags.js';
 import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } from './cache/memory.js';
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
+import { ProxyReferrersService } from './proxy/referrers.js';
 import { ProxyTagService } from './proxy/tags.js';
 import { systemClock, type Clock } from './registry/clock.js';
 import { UpstreamRouter } from './routing/router.js';
@@ -16,12 +22,14 @@ import { Evictor } from './storage/evictor.js';
 import { FilesystemDriver } from './storage/filesystem.js';
 import { LocalManifestStore, StorageRevisionStatter } from './storage/manifests.js';
 import { PinSet, type PinRule } from './storage/pins.js';
+import { LocalReferrersStore } from './storage/referrers.js';
 import { LocalTagStore } from './storage/tags.js';
 import { sweepUploads } from './storage/uploads.js';
 import { UsageRecorder } from './storage/usage.js';
 import type { UpstreamAuthorizer } from './upstream/auth/authorizer.js';
 import { authorizerFor as challengeAuthorizerFor } from './upstream/auth/authorizerFor.js';
 import { UpstreamClient } from './upstream/client.js';
+import type { RequestEvents, UpstreamEvents } from './registry/telemetry.js';
 // Types only: ioredis and the replica code load when Redis is configured (Mirror.create), not in every process.
 import type { RedisServices } from './proxy/replicas/services.js';
 
@@ -31,7 +39,9 @@ export interface MirrorOptions {
   /** The time every policy reads; tests pass a fake one. */
   readonly clock?: Clock;
   /** Builds the authorizer of one upstream; by default one that learns Bearer or Basic from the upstream's 401s. */
-  readonly authorizerFor?: (upstream: UpstreamSettings, logger: Logger, clock: Clock) => UpstreamAuthorizer;
+  readonly authorizerFor?: (upstream: UpstreamSettings, logger: Logger, clock: Clock, events: UpstreamEvents) => UpstreamAuthorizer;
+  /** The version the status page and `pullthrough_build_info` show. */
+  readonly version?: string;
   /** The Redis parts, when `redis` is configured; `Mirror.create` builds them. */
   readonly redis?: RedisServices;
 }
@@ -51,8 +61,16 @@ export class Mirror {
   readonly blobs: ProxyBlobStore;
   readonly manifests: ProxyManifestStore;
   readonly tags: ProxyTagService;
+  readonly localReferrers: LocalReferrersStore;
+  readonly referrers: ProxyReferrersService;
   readonly evictor: Evictor;
   readonly usage: UsageRecorder;
+  /** Every metric of the process; the layers report to its sinks. */
+  readonly metrics: PullthroughMetrics;
+  /** What the HTTP layer reports each answered request to. */
+  readonly requestEvents: RequestEvents;
+  /** The operator's endpoints: metrics, probes, status page. */
+  readonly admin: Admin;
   private readonly clients: Map<string, UpstreamClient>;
   /** Present when `redis` is configured: shared caches, and replicas on this root. */
   private readonly redis: RedisServices | undefined;
@@ -75,11 +93,23 @@ export class Mirror {
     const clock = this.clock = options.clock ?? systemClock;
     this.driver = driver;
     this.router = new UpstreamRouter(config.upstreams, config.defaultUpstream);
-    const authorizerFor = options.authorizerFor ?? ((u, l, c) => challengeAuthorizerFor(u, l, undefined, c));
+    this.metrics = new PullthroughMetrics({
+      upstreams: config.upstreams.map((u) => u.name),
+      version: options.version ?? 'unknown',
+      redis: config.redis !== undefined,
+      sources: this.metricSources(),
+      logger,
+      now: () => clock.now(),
+      // Asked when scraped: the clients exist by then.
+      health: { health: (upstream) => reportedHealth(this.clients.get(upstream)?.health.state) },
+    });
+    this.requestEvents = this.metrics.requests;
+    const authorizerFor = options.authorizerFor ?? ((u, l, c, e) => challengeAuthorizerFor(u, l, undefined, c, e));
     this.clients = new Map(config.upstreams.map((u) => [u.name, new UpstreamClient(u, {
-      authorizer: authorizerFor(u, logger.child({ upstream: u.name }), clock),
+      authorizer: authorizerFor(u, logger.child({ upstream: u.name }), clock, this.metrics.upstream(u.name)),
       logger: logger.child({ upstream: u.name }),
       clock,
+      events: this.metrics.upstream(u.name),
     })]));
     const upstreams = (name: string): UpstreamClient => {
       const client = this.clients.get(name);
@@ -108,6 +138,7 @@ export class Mirror {
     this.blobs = new ProxyBlobStore({
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
       onReleased: (digest) => this.evictor.released(digest),
+      fillEvents: (upstream) => this.metrics.upstream(upstream),
     });
     this.localManifests = new LocalManifestStore({
       driver: this.driver,
@@ -141,11 +172,47 @@ export class Mirror {
       logger: logger.child({ component: 'eviction' }),
       intervalMs: config.storage.evictionIntervalMs,
       clock,
+      events: this.metrics.eviction,
     });
     this.manifests = new ProxyManifestStore({
       local: this.localManifests, upstreams, ...(this.redis ? { coordinator: this.redis.manifests } : {}),
     });
     this.tags = new ProxyTagService({ records: tagRecords, local: this.localTags, manifests: this.manifests, upstreams, logger, clock });
+    this.localReferrers = new LocalReferrersStore(this.driver);
+    this.referrers = new ProxyReferrersService({
+      local: this.localReferrers, tags: this.tags, manifests: this.manifests, upstreams, logger, clock,
+    });
+    this.admin = this.buildAdmin();
+  }
+
+  /** What the metrics and the status page read when asked: fills, storage size, rate limits, Redis. */
+  private metricSources(): MetricSources {
+    return {
+      fills: () => this.blobs.fillsInProgress(),
+      storage: () => ({ usedBytes: this.evictor.usedBytes, maxBytes: this.evictor.maxBytes }),
+      rateLimit: (upstream) => this.clients.get(upstream)?.rateLimit.latest,
+      redis: () => this.redis && { connected: this.redis.connection.ready, failedCommands: this.redis.connection.failedCommands },
+    };
+  }
+
+  private buildAdmin(): Admin {
+    const { config } = this.options;
+    const clock = this.clock;
+    const connection = this.redis?.connection;
+    return new Admin({
+      metrics: this.metrics,
+      readiness: new ReadinessProbe({
+        driver: this.driver, clock, ...(connection ? { redis: { get connected() { return connection.ready; } } } : {}),
+      }),
+      status: new StatusReporter({
+        metrics: this.metrics,
+        sources: this.metricSources(),
+        upstreams: config.upstreams.map((u) => ({ name: u.name, offline: u.offline })),
+        version: this.options.version ?? 'unknown',
+        startedAt: clock.now(),
+        now: () => clock.now(),
+      }),
+    });
   }
 
   /** Prepares storage; never contacts an upstream and never walks the tree. */

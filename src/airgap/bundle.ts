@@ -1,6 +1,7 @@
 import type { StorageDriver } from '../storage/driver.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
 import type { LocalManifestStore } from '../storage/manifests.js';
+import type { LocalReferrersStore } from '../storage/referrers.js';
 import type { LocalTagStore } from '../storage/tags.js';
 
 /**
@@ -23,6 +24,8 @@ export interface BundleStorage {
   readonly driver: StorageDriver;
   readonly manifests: LocalManifestStore;
   readonly tags: LocalTagStore;
+  /** Export reads which referrers the cache knows; import records those a bundle carries. */
+  readonly referrers: LocalReferrersStore;
   /** Imported blobs go in through its one commit, so every cache tier and the evictor learn of them. */
   readonly blobs: LocalBlobStore;
 }

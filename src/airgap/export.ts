@@ -3,6 +3,8 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { DigestVerifier, splitDigest, type Digest } from '../registry/digest.js';
 import { parseManifest, registryBlobs, type ParsedManifest } from '../registry/imageManifest.js';
+import type { Tag } from '../registry/names.js';
+import { referrersTag } from '../registry/referrers.js';
 import type { RepositoryRef } from '../registry/services.js';
 import { blobDataPath } from '../storage/layout.js';
 import { BundleError, type BundleStorage } from './bundle.js';
@@ -15,10 +17,14 @@ export interface ExportImage {
   readonly digest: Digest;
   /** When the tag was learned upstream, if the name is a tag the cache recorded. */
   readonly tagFetchedAt: number | undefined;
+  /** The names it was asked for by, where they differ from `refName` (`alpine:3.19`): OCI tools find it by these too. */
+  readonly shortNames?: readonly string[];
 }
 
 export interface ExportReport {
   readonly images: number;
+  /** Entries added for referrers: each cached referrer, and each cached referrers-tag index. */
+  readonly referrers: number;
   readonly manifests: number;
   readonly blobs: number;
   /** Bytes of manifests and blobs written (tar framing not counted). */
@@ -43,35 +49,104 @@ export interface ExportPlan {
   readonly blobs: ReadonlyMap<Digest, number>;
 }
 
+export interface ExportOptions {
+  /**
+   * Also every referrer of every exported manifest (signatures, SBOMs,
+   * attestations, and theirs in turn) that the cache holds, each an entry
+   * named by `refName` (by digest), and the index under a referrers tag the
+   * cache recorded (by that tag).
+   */
+  readonly referrers?: { readonly refName: (repository: RepositoryRef, tag: Tag | undefined, digest: Digest) => string };
+}
+
+/** What `collect` gathers: everything the bundle holds, and the manifests of the image at hand. */
+interface Collected {
+  readonly manifests: Map<Digest, ExportManifest>;
+  readonly blobs: Map<Digest, number>;
+  readonly visited: Digest[];
+}
+
 /**
  * Checks that every image is in the cache, with all it is made of, before
  * a byte is written: a refusal (`BundleError`) names what is missing. The
  * children of an index that the cache lacks (warmed with `--platform`) are
- * left out; an index none of whose children is cached is refused.
+ * left out; an index none of whose children is cached is refused. With
+ * `referrers`, the cached referrers of every manifest join the plan as
+ * images of their own; those the cache lacks are left out.
  */
-export async function planExport(storage: BundleStorage, images: readonly ExportImage[]): Promise<ExportPlan> {
+export async function planExport(storage: BundleStorage, images: readonly ExportImage[], options: ExportOptions = {}): Promise<ExportPlan> {
   const top = new Map<ExportImage, ExportManifest>();
   const manifests = new Map<Digest, ExportManifest>();
   const blobs = new Map<Digest, number>();
-  for (const image of images) {
-    top.set(image, await collect(storage, image, image.digest, { manifests, blobs }, 0));
+  const queue = [...images];
+  const named = new Set(images.map((i) => i.refName));
+  for (let i = 0; i < queue.length; i++) {
+    const image = queue[i]!;
+    const collected: Collected = { manifests, blobs, visited: [] };
+    top.set(image, await collect(storage, image, image.digest, collected, 0));
+    if (!options.referrers) continue;
+    for (const subject of collected.visited) {
+      for (const referrer of await cachedReferrers(storage, image.repository, subject, options.referrers.refName)) {
+        if (named.has(referrer.refName)) continue;
+        named.add(referrer.refName);
+        queue.push(referrer);
+      }
+    }
   }
   const manifestBytes = [...manifests.values()].reduce((n, m) => n + m.body.length, 0);
   const blobBytes = [...blobs.values()].reduce((n, s) => n + s, 0);
-  const report = { images: images.length, manifests: manifests.size, blobs: blobs.size, bytes: manifestBytes + blobBytes };
+  const report = {
+    images: images.length, referrers: queue.length - images.length,
+    manifests: manifests.size, blobs: blobs.size, bytes: manifestBytes + blobBytes,
+  };
   return { report, top, manifests, blobs };
+}
+
+/**
+ * The referrers of `subject` that the cache holds, as images to export:
+ * those its referrers record lists, and the index under its referrers tag
+ * when that tag was recorded (an upstream without the referrers API) and
+ * the index lists a cached referrer.
+ */
+async function cachedReferrers(
+  storage: BundleStorage, repository: RepositoryRef, subject: Digest, refName: NonNullable<ExportOptions['referrers']>['refName'],
+): Promise<ExportImage[]> {
+  const found: ExportImage[] = [];
+  const cached = async (digest: Digest): Promise<boolean> => (await storage.manifests.stat(repository, digest)) !== undefined;
+  const image = (tag: Tag | undefined, digest: Digest, tagFetchedAt: number | undefined): ExportImage =>
+    ({ refName: refName(repository, tag, digest), repository, digest, tagFetchedAt });
+  for (const referrer of (await storage.referrers.get(repository, subject))?.referrers ?? []) {
+    if (await cached(referrer.digest)) found.push(image(undefined, referrer.digest, undefined));
+  }
+  const tag = referrersTag(subject);
+  const index = await storage.tags.get(repository, tag);
+  const body = index && (await storage.manifests.find(repository, index.descriptor.digest))?.manifest;
+  if (index && body && await anyChildCached(body, cached)) found.push(image(tag, index.descriptor.digest, index.fetchedAt));
+  return found;
+}
+
+async function anyChildCached(index: ExportManifest, cached: (digest: Digest) => Promise<boolean>): Promise<boolean> {
+  let parsed: ParsedManifest;
+  try {
+    parsed = parseManifest(index.body, index.mediaType);
+  } catch {
+    return false; // Not an index we can carry: the referrers travel without it.
+  }
+  if (parsed.kind !== 'index') return false;
+  for (const child of parsed.children) if (await cached(child.digest)) return true;
+  return false;
 }
 
 /** Adds a cached manifest and what it references; children an index lists but the cache lacks are left out. */
 async function collect(
-  storage: BundleStorage, image: ExportImage, digest: Digest,
-  plan: { manifests: Map<Digest, ExportManifest>; blobs: Map<Digest, number> }, depth: number,
+  storage: BundleStorage, image: ExportImage, digest: Digest, plan: Collected, depth: number,
 ): Promise<ExportManifest> {
   const where = `${image.refName}${digest === image.digest ? '' : ` (manifest ${digest})`}`;
   const stored = await storage.manifests.find(image.repository, digest);
   if (!stored) throw new BundleError(`${where} is not cached`);
   const manifest: ExportManifest = stored.manifest;
   plan.manifests.set(digest, manifest);
+  plan.visited.push(digest);
   const parsed = parseOrRefuse(manifest, where);
   if (parsed.kind === 'index') {
     if (depth >= 2) throw new BundleError(`${where}: indexes nested too deep`);
@@ -126,6 +201,7 @@ export async function exportBundle(storage: BundleStorage, plan: ExportPlan, out
       descriptor: { digest: m.digest, mediaType: m.mediaType, size: m.body.length },
       refName: image.refName,
       tagFetchedAt: image.tagFetchedAt,
+      shortNames: image.shortNames,
     }));
     await addEntry(pack, INDEX_FILE, indexFile(images));
     pack.finalize();

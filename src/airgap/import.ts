@@ -4,7 +4,8 @@ import type { Digest } from '../registry/digest.js';
 import { impliedMediaType, parseManifest, registryBlobs, type ParsedManifest } from '../registry/imageManifest.js';
 import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
 import type { Tag } from '../registry/names.js';
-import { repositoryKey, type RepositoryRef } from '../registry/services.js';
+import { manifestSubject, mergeReferrers, referrerDescriptor, type ReferrerDescriptor } from '../registry/referrers.js';
+import { repositoryItemKey, repositoryKey, type RepositoryRef } from '../registry/services.js';
 import { BundleError, type BundleStorage } from './bundle.js';
 import { parseIndexFile, type LayoutImage } from './ociLayout.js';
 import { StagedBlobs, readLayout } from './staging.js';
@@ -44,6 +45,8 @@ export interface ImportReport {
   readonly newBytes: number;
   /** index.json entries without a ref name: nothing to record them under, so not imported. */
   readonly unnamed: number;
+  /** Manifests with a `subject` (signatures, SBOMs, attestations) recorded as referrers of it. */
+  readonly referrers: number;
 }
 
 /** An image of the bundle, verified complete, ready to record. */
@@ -84,7 +87,9 @@ export async function importBundle(storage: BundleStorage, input: Readable, opti
   try {
     const index = parseIndexFile(await readLayout(input, staged));
     const named = index.filter((e) => e.refName !== undefined);
-    const images = await checkImages(named, staged, options.route);
+    // An image listed under its short names too is one image: one entry per full name and manifest.
+    const distinct = [...new Map(named.map((e) => [`${e.refName!} ${e.descriptor.digest}`, e])).values()];
+    const images = await checkImages(distinct, staged, options.route);
     return await commit(storage, images, staged, index.length - named.length, options.now);
   } finally {
     await staged.release();
@@ -183,6 +188,7 @@ async function commit(
   }
   const recorded: ImportedImage[] = [];
   for (const image of images) recorded.push(await recordImage(storage, image, now));
+  const referrers = await recordReferrers(storage, images, now);
   return {
     images: recorded,
     manifests: manifests.size,
@@ -190,7 +196,42 @@ async function commit(
     bytes: [...commits.values()].reduce((n, c) => n + c.descriptor.size, 0),
     newBytes,
     unnamed,
+    referrers,
   };
+}
+
+/**
+ * Every imported manifest with a `subject` joins the referrers record of
+ * that subject (added to what storage knew), so that the referrers endpoint
+ * answers offline with what the bundle carried; the referrers tag, if the
+ * bundle has one, is recorded like any tag. Recorded at `now`: the bundle
+ * does not say when the lists were learned. Resolves with how many.
+ */
+async function recordReferrers(storage: BundleStorage, images: readonly CheckedImage[], now: number): Promise<number> {
+  const lists = new Map<string, { repository: RepositoryRef; subject: Digest; referrers: Map<Digest, ReferrerDescriptor> }>();
+  for (const image of images) {
+    const { repository } = image.route;
+    for (const m of image.manifests) {
+      const subject = manifestSubject(m.body);
+      if (!subject) continue;
+      const key = repositoryItemKey(repository, subject);
+      const list = lists.get(key) ?? { repository, subject, referrers: new Map() };
+      lists.set(key, list);
+      const { digest, mediaType } = m.descriptor;
+      list.referrers.set(digest, referrerDescriptor({ digest, mediaType, body: m.body }));
+    }
+  }
+  let count = 0;
+  for (const { repository, subject, referrers } of lists.values()) {
+    const known = await storage.referrers.get(repository, subject);
+    await storage.referrers.put(repository, subject, {
+      referrers: mergeReferrers(known?.referrers ?? [], [...referrers.values()]),
+      fetchedAt: known?.fetchedAt ?? now,
+      source: known?.source ?? 'bundle',
+    });
+    count += referrers.size;
+  }
+  return count;
 }
 
 /** Manifest revisions (children first), then the tag, so a tag never points at something half recorded. */

@@ -11,8 +11,11 @@ import { BundleError } from './bundle.js';
  *
  * Each image is an `index.json` entry whose `org.opencontainers.image.ref.name`
  * is the full reference with its upstream (`ghcr.io/org/app:1.2`,
- * `docker.io/library/alpine@sha256:…`): that is how import knows where the
- * image belongs.
+ * `docker.io/library/alpine@sha256:…`). The names a user typed for it
+ * (`alpine:3.19` in a lock file) are further entries of the same manifest,
+ * so OCI tools find it by those too. Every entry's `io.containerd.image.name`
+ * is the full reference: that is how import (and containerd) know where
+ * the image belongs, whatever the short name would mean on another mirror.
  */
 
 /** The annotation that names an image of an OCI layout. */
@@ -45,19 +48,21 @@ export interface LayoutImage {
   readonly refName: string | undefined;
   /** When the exporting cache learned the tag upstream (ms since the epoch). */
   readonly tagFetchedAt: number | undefined;
+  /** Other names for it, as a user typed them (written only: read back, each is an entry with the full name). */
+  readonly shortNames?: readonly string[];
 }
 
-/** `index.json` listing `images`, each under its name for OCI tools and for containerd. */
+/** `index.json` listing `images`, each under its name and its short names for OCI tools, and its full name for containerd. */
 export function indexFile(images: readonly LayoutImage[]): Buffer {
-  const manifests = images.map((image) => ({
+  const manifests = images.flatMap((image) => [image.refName, ...(image.shortNames ?? [])].map((name) => ({
     mediaType: image.descriptor.mediaType,
     digest: image.descriptor.digest,
     size: image.descriptor.size,
     annotations: {
-      ...(image.refName !== undefined ? { [REF_NAME]: image.refName, [CONTAINERD_NAME]: image.refName } : {}),
+      ...(name !== undefined ? { [REF_NAME]: name, [CONTAINERD_NAME]: image.refName ?? name } : {}),
       ...(image.tagFetchedAt !== undefined ? { [TAG_FETCHED_AT]: new Date(image.tagFetchedAt).toISOString() } : {}),
     },
-  }));
+  })));
   return Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests }, null, 2));
 }
 
@@ -79,7 +84,8 @@ export function parseIndexFile(body: Buffer): LayoutImage[] {
     } catch {
       throw new BundleError(`${INDEX_FILE} entry ${i} has an invalid digest`);
     }
-    const name = d.annotations?.[REF_NAME] ?? d.annotations?.[CONTAINERD_NAME];
+    // containerd's name is the full one (ref.name may be a short name, or only a tag in containerd's own exports).
+    const name = d.annotations?.[CONTAINERD_NAME] ?? d.annotations?.[REF_NAME];
     const fetchedAt = typeof d.annotations?.[TAG_FETCHED_AT] === 'string' ? Date.parse(d.annotations[TAG_FETCHED_AT] as string) : NaN;
     return {
       descriptor: { digest, size: d.size, mediaType: typeof d.mediaType === 'string' ? d.mediaType : '' },

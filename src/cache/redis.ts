@@ -30,6 +30,7 @@ export class RedisConnection {
   readonly settings: RedisSettings;
   private healthy = true;
   private closed = false;
+  private failures = 0;
   /** Until the first connection is up, a command may wait for it (one command timeout at most). */
   private connected = false;
   private readonly firstReady: Promise<void>;
@@ -58,6 +59,16 @@ export class RedisConnection {
     }));
   }
 
+  /** Commands that failed or timed out since start (metrics). */
+  get failedCommands(): number {
+    return this.failures;
+  }
+
+  /** True while the connection is up and ready for commands (the readiness probe). */
+  get ready(): boolean {
+    return !this.closed && this.client.status === 'ready';
+  }
+
   /** The key for `name` under the configured prefix. */
   key(name: string): string {
     return this.prefix + name;
@@ -77,6 +88,7 @@ export class RedisConnection {
       this.up();
       return result;
     } catch (err) {
+      this.failures++;
       this.down(err as Error);
       return fallback;
     }

@@ -34,6 +34,8 @@ export interface ExportCommandOptions {
   readonly out: string;
   readonly lock?: string;
   readonly from: string[];
+  /** Also the cached referrers of every exported image. */
+  readonly referrers?: boolean;
 }
 
 /**
@@ -45,7 +47,9 @@ async function withMirror<T>(config: ResolvedConfig, use: (mirror: Mirror, stora
   // Logs go to stderr: stdout is the command's report.
   const mirror = await Mirror.create({ config, logger: createLogger('warn', pino.destination(2)) });
   try {
-    return await use(mirror, { driver: mirror.driver, manifests: mirror.localManifests, tags: mirror.localTags, blobs: mirror.localBlobs });
+    return await use(mirror, {
+      driver: mirror.driver, manifests: mirror.localManifests, tags: mirror.localTags, blobs: mirror.localBlobs, referrers: mirror.localReferrers,
+    });
   } finally {
     await mirror.close(0);
   }
@@ -58,10 +62,11 @@ export async function exportCommand(references: string[], options: ExportCommand
   return withMirror(config, async (mirror, storage) => {
     const images = entries.length > 0 ? await namedImages(storage, mirror.router, entries) : await allImages(storage);
     if (images.length === 0) throw new UsageError('nothing to export: the cache holds no images');
-    const plan = await planExport(storage, images);
+    const plan = await planExport(storage, images, options.referrers ? { referrers: { refName } } : {});
     const report = await writeBundleFile(storage, plan, resolve(options.out));
-    for (const image of images) process.stdout.write(`${image.refName}  ${image.digest}\n`);
-    process.stdout.write(`exported ${report.images} images (${report.manifests} manifests, ${report.blobs} blobs, `
+    for (const image of plan.top.keys()) process.stdout.write(`${image.refName}  ${image.digest}\n`);
+    const referrers = options.referrers ? ` and ${report.referrers} referrers` : '';
+    process.stdout.write(`exported ${report.images} images${referrers} (${report.manifests} manifests, ${report.blobs} blobs, `
       + `${formatBytes(report.bytes)}) to ${options.out}\n`);
     return 0;
   });
@@ -92,7 +97,7 @@ function refName(repository: RepositoryRef, tag: Tag | undefined, digest: Digest
 
 /** Each entry must be cached: a lock's digest, the reference's digest, or the tag as recorded. */
 async function namedImages(storage: BundleStorage, router: UpstreamRouter, entries: readonly ReferenceEntry[]): Promise<ExportImage[]> {
-  const images = new Map<string, ExportImage>();
+  const images = new Map<string, ExportImage & { shortNames: readonly string[] }>();
   const missing: string[] = [];
   for (const entry of entries) {
     const ref = router.parseReference(entry.reference);
@@ -106,10 +111,14 @@ async function namedImages(storage: BundleStorage, router: UpstreamRouter, entri
     }
     const name = refName(repository, tag, digest);
     const tagFetchedAt = record?.descriptor.digest === digest ? record.fetchedAt : undefined;
-    if (!images.has(name)) images.set(name, { refName: name, repository, digest, tagFetchedAt });
+    const image = images.get(name) ?? { refName: name, repository, digest, tagFetchedAt, shortNames: [] };
+    // The name as typed (a lock file's `alpine:3.19`) finds the image in the bundle too.
+    const typed = entry.reference.trim();
+    images.set(name, typed === name || image.shortNames.includes(typed) ? image : { ...image, shortNames: [...image.shortNames, typed] });
   }
   if (missing.length > 0) throw new BundleError(`not cached (warm them first):\n  ${missing.join('\n  ')}`);
-  return [...images.values()];
+  const fullNames = new Set(images.keys());
+  return [...images.values()].map((image) => ({ ...image, shortNames: image.shortNames.filter((s) => !fullNames.has(s)) }));
 }
 
 /** Every cached image: each recorded tag, and each top-level manifest no tag points to. */
@@ -193,6 +202,7 @@ export async function importCommand(bundle: string, options: { config?: string }
         process.stdout.write(`${image.refName}  ${image.digest}${note}\n`);
       }
       if (report.unnamed > 0) process.stdout.write(`skipped ${report.unnamed} images without a ref name\n`);
+      if (report.referrers > 0) process.stdout.write(`recorded ${report.referrers} referrers (signatures, SBOMs, attestations)\n`);
       process.stdout.write(`imported ${report.images.length} images (${report.manifests} manifests, ${report.blobs} blobs, `
         + `${formatBytes(report.bytes)}; ${formatBytes(report.newBytes)} new) into ${config.storageRoot}\n`);
       return 0;

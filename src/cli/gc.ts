@@ -1,5 +1,9 @@
 /** What `pullthrough gc` prints: the images it removes by name, sizes in human units, and what it kept and why. */
+import { loadConfig } from '../config/load.js';
+import { createLogger } from '../config/logger.js';
+import { Mirror } from '../mirror.js';
 import type { EvictionReport, ImageSummary, KeptContent } from '../storage/eviction.js';
+import { showStackTraces } from './errors.js';
 import { formatBytes, formatDuration } from './format.js';
 
 /** Lines of kept content printed at most; the rest is counted. */
@@ -46,4 +50,15 @@ export function formatGcReport(report: EvictionReport, options: { graceMs: numbe
   for (const kept of report.kept.slice(0, MAX_KEPT_LINES)) text += keptLine(kept, options.graceMs, options.now);
   if (report.kept.length > MAX_KEPT_LINES) text += `  … and ${report.kept.length - MAX_KEPT_LINES} more\n`;
   return text;
+}
+
+/** `pullthrough gc`: one eviction run against the configured storage, safe beside a running server. */
+export async function gc(options: { config?: string; dryRun?: boolean }): Promise<void> {
+  const config = loadConfig(options.config);
+  showStackTraces(config.logLevel);
+  const logger = createLogger('warn');
+  const mirror = await Mirror.create({ config, logger });
+  const report = await mirror.evictor.collect(options.dryRun === true);
+  process.stdout.write(formatGcReport(report, { graceMs: config.storage.evictionGraceMs, now: mirror.clock.now() }));
+  await mirror.close(0);
 }

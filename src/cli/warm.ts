@@ -22,6 +22,9 @@ export interface WarmCommandOptions {
   readonly retries: string;
   readonly pin?: boolean;
   readonly lock?: string;
+  readonly referrers?: boolean;
+  /** Referrers of these types only (implies `referrers`); repeatable. */
+  readonly artifactType: string[];
 }
 
 /** A usage mistake: reported in one line, exit code 2. */
@@ -70,6 +73,8 @@ export async function warm(references: string[], options: WarmCommandOptions): P
   const platforms = options.platform ? parsePlatforms(options.platform) : undefined;
   const jobs = positiveInteger(options.jobs, '--jobs');
   const retries = positiveInteger(options.retries, '--retries', 0);
+  const referrers = options.referrers || options.artifactType.length > 0
+    ? { artifactTypes: options.artifactType.length > 0 ? options.artifactType : undefined } : undefined;
   const tty = process.stderr.isTTY === true;
   // Logs go to stderr, and only errors on a terminal, where they would tear the bars apart.
   const logger = createLogger(tty ? 'error' : 'warn', pino.destination(2));
@@ -79,7 +84,7 @@ export async function warm(references: string[], options: WarmCommandOptions): P
   const reporter: ClosableReporter = tty ? new BarReporter(process.stderr) : new LineReporter(process.stderr);
   let results: WarmResult[];
   try {
-    results = await new Warmer(mirror, { platforms, jobs, retry: { ...DEFAULT_RETRY, retries }, reporter }).run(entries);
+    results = await new Warmer(mirror, { platforms, referrers, jobs, retry: { ...DEFAULT_RETRY, retries }, reporter }).run(entries);
   } finally {
     reporter.stop();
     await mirror.close(5_000);
@@ -112,14 +117,16 @@ async function writeLock(path: string, results: readonly Warmed[]): Promise<void
   await rename(temp, path);
 }
 
-/** The table at the end, then the failures with their reasons, then the totals. */
+/** The table at the end, then the failures with their reasons, then the totals. A REFERRERS column when they were warmed. */
 export function summary(results: readonly WarmResult[]): string {
-  const rows = [['REFERENCE', 'DIGEST', 'PLATFORMS', 'SIZE', 'FETCHED', 'STATUS']];
+  const withReferrers = results.some((r) => r.referrers !== undefined);
+  const rows = [['REFERENCE', 'DIGEST', 'PLATFORMS', ...(withReferrers ? ['REFERRERS'] : []), 'SIZE', 'FETCHED', 'STATUS']];
   for (const r of results) {
     rows.push([
       r.reference,
       r.digest ?? '-',
       r.platforms.length > 0 ? r.platforms.join(',') : '-',
+      ...(withReferrers ? [r.referrers === undefined ? '-' : String(r.referrers)] : []),
       r.status === 'failed' ? '-' : formatBytes(r.bytes),
       r.status === 'failed' ? '-' : formatBytes(r.fetchedBytes),
       r.status,
@@ -128,6 +135,7 @@ export function summary(results: readonly WarmResult[]): string {
   const failures = results.filter((r) => r.status === 'failed').map((r) => `failed: ${r.reference} (${r.source}): ${r.error}\n`);
   const total = results.reduce((n, r) => n + r.bytes, 0);
   const fetched = results.reduce((n, r) => n + r.fetchedBytes, 0);
+  const referrers = withReferrers ? `${results.reduce((n, r) => n + (r.referrers ?? 0), 0)} referrers, ` : '';
   return `\n${formatTable(rows)}\n${failures.join('')}`
-    + `${results.length} images, ${formatBytes(total)}, fetched ${formatBytes(fetched)}; ${failures.length} failed\n`;
+    + `${results.length} images, ${referrers}${formatBytes(total)}, fetched ${formatBytes(fetched)}; ${failures.length} failed\n`;
 }

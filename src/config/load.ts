@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv } from 'ajv';
 import ms from 'ms';
+import { pointerOf, schemaAt, type SchemaNode } from './keys.js';
+import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride } from './overrides.js';
+import { addSchemaErrors, ConfigProblems } from './problems.js';
+import { resolveAuth, resolveTls } from './access.js';
 import { ConfigSchema, type Config, type RedisConfig, type UpstreamConfig } from './schema.js';
 import {
   ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
@@ -14,20 +18,7 @@ export const DEFAULT_CONFIG_PATH = new URL('../../../proxy.config.json', import.
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 const validate = ajv.compile<Config>(ConfigSchema);
-
-/** One line per problem, each naming the key path, e.g. `/upstreams/0/url: must match ...`. */
-function describe(errors: readonly ErrorObject[]): string {
-  return errors.map((e) => {
-    const path = e.instancePath || '/';
-    if (e.keyword === 'additionalProperties') {
-      return `${path === '/' ? '' : path}/${String(e.params['additionalProperty'])}: unknown key`;
-    }
-    if (e.keyword === 'required') {
-      return `${path === '/' ? '' : path}/${String(e.params['missingProperty'])}: missing required key`;
-    }
-    return `${path}: ${e.message ?? 'invalid'}`;
-  }).join('\n');
-}
+const SCHEMA = ConfigSchema as SchemaNode;
 
 const SIZE_UNITS: Record<string, number> = {
   B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40,
@@ -42,10 +33,8 @@ export function sizeBytes(value: string | number): number {
   return Math.floor(Number(match[1]) * unit);
 }
 
-function resolveStorage(storage: Config['storage'], source: string): StorageSettings {
-  if (storage.lowWatermark > storage.highWatermark) {
-    throw new ConfigError(`invalid configuration in ${source}:\n/storage/lowWatermark: must not exceed highWatermark`);
-  }
+function resolveStorage(storage: Config['storage'], problems: ConfigProblems): StorageSettings {
+  if (storage.lowWatermark > storage.highWatermark) problems.add('/storage/lowWatermark', 'must not exceed highWatermark');
   return {
     maxBytes: storage.maxSize === undefined ? undefined : sizeBytes(storage.maxSize),
     highWatermark: storage.highWatermark,
@@ -63,45 +52,86 @@ export function durationMs(value: string): number {
   return parsed;
 }
 
+/** A configuration document and what is set from outside it. */
+export interface ConfigInput {
+  /** The parsed file; not changed. */
+  readonly document: unknown;
+  /** Names the file in messages. */
+  readonly source: string;
+  /** Where `passwordEnv` secrets are read. */
+  readonly env: NodeJS.ProcessEnv;
+  /** Environment variables and flags, applied over the document. */
+  readonly overrides?: readonly ConfigOverride[];
+  /** Problems found before validation, in words (a variable that names no key). */
+  readonly problems?: readonly string[];
+}
+
+/** The configuration in effect: the document as validated (defaults applied, overrides in), and resolved. */
+export interface EffectiveConfig {
+  readonly document: Config;
+  readonly config: ResolvedConfig;
+}
+
+/**
+ * Applies the overrides to a copy of the document, validates it against the
+ * schema and resolves it. Every problem found is reported at once, each
+ * naming its key path and, when a variable or flag set it, that too.
+ */
+export function resolveEffective(input: ConfigInput): EffectiveConfig {
+  const copy: unknown = structuredClone(input.document);
+  const applied = copy !== null && typeof copy === 'object' && !Array.isArray(copy)
+    ? applyOverrides(copy as Record<string, unknown>, input.overrides ?? [])
+    : { origins: new Map<string, string>(), problems: [] };
+  const problems = new ConfigProblems(input.source, applied.origins);
+  for (const line of [...(input.problems ?? []), ...applied.problems]) problems.addLine(line);
+  if (!validate(copy)) addSchemaErrors(problems, SCHEMA, copy, validate.errors ?? []);
+  problems.throwIfAny();
+  const document = copy as Config;
+  const config = resolveDocument(document, input.env, problems);
+  problems.throwIfAny();
+  return { document, config };
+}
+
 /** Validates a parsed JSON document and resolves it; `source` names it in errors. */
 export function resolveConfig(document: unknown, source: string, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
-  const copy: unknown = structuredClone(document);
-  if (!validate(copy)) {
-    throw new ConfigError(`invalid configuration in ${source}:\n${describe(validate.errors ?? [])}`);
-  }
-  const config = copy;
-  const upstreams = config.upstreams.map((u, i) => resolveUpstream(u, i, config, env));
-  checkUniqueNames(upstreams);
+  return resolveEffective({ document, source, env }).config;
+}
+
+function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: ConfigProblems): ResolvedConfig {
+  const upstreams = config.upstreams.map((u, i) => resolveUpstream(u, i, config, env, problems));
+  checkUniqueNames(upstreams, problems);
   const defaultUpstream = config.defaultUpstream ?? upstreams[0]!.name;
   if (!upstreams.some((u) => u.name === defaultUpstream)) {
-    throw new ConfigError(`invalid configuration in ${source}:\n/defaultUpstream: names no upstream (${defaultUpstream})`);
+    problems.add('/defaultUpstream', `names no upstream (${defaultUpstream}); the upstreams are ${upstreams.map((u) => u.name).join(', ')}`);
   }
   return {
-    listen: { host: config.listen.host, port: config.listen.port },
+    listen: { host: config.listen.host, port: config.listen.port, tls: resolveTls(config.listen.tls) },
+    auth: resolveAuth(config.auth, upstreams),
     storageRoot: resolve(config.storage.root),
-    storage: resolveStorage(config.storage, source),
+    storage: resolveStorage(config.storage, problems),
     pins: config.pins,
     logLevel: config.log.level,
     cache: { ...config.cache },
     upstreams,
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
-    redis: config.redis && resolveRedis(config.redis),
+    redis: config.redis && resolveRedis(config.redis, problems),
+    admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
   };
 }
 
-function resolveRedis(r: RedisConfig): RedisSettings {
+function resolveRedis(r: RedisConfig, problems: ConfigProblems): RedisSettings {
   const leaseTtlMs = durationMs(r.leaseTtl);
   // The lease is renewed every third of its life; below this, renewals would race the expiry.
-  if (leaseTtlMs < 300) throw new ConfigError('invalid configuration:\n/redis/leaseTtl: must be at least 300ms');
+  if (leaseTtlMs < 300) problems.add('/redis/leaseTtl', 'must be at least 300ms');
   const keyTtlMs = durationMs(r.keyTtl);
-  if (keyTtlMs < 1000) throw new ConfigError('invalid configuration:\n/redis/keyTtl: must be at least 1s');
+  if (keyTtlMs < 1000) problems.add('/redis/keyTtl', 'must be at least 1s');
   const commandTimeoutMs = durationMs(r.commandTimeout);
-  if (commandTimeoutMs < 1) throw new ConfigError('invalid configuration:\n/redis/commandTimeout: must be more than 0');
+  if (commandTimeoutMs < 1) problems.add('/redis/commandTimeout', 'must be more than 0');
   return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs };
 }
 
-function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv): UpstreamSettings {
+function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv, problems: ConfigProblems): UpstreamSettings {
   const defaults = config.upstreamDefaults;
   const url = new URL(u.url);
   const timeouts = { ...defaults.timeouts, ...u.timeouts };
@@ -111,7 +141,7 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     url,
     aliases: u.aliases ?? [],
     dockerHub: u.dockerHub ?? (u.name === 'docker.io' || url.hostname === 'docker.io' || url.hostname.endsWith('.docker.io')),
-    credentials: resolveCredentials(u, index, env),
+    credentials: resolveCredentials(u, index, env, problems),
     trustedRealms: u.trustedRealms ?? [],
     timeouts: {
       connectMs: durationMs(timeouts.connect),
@@ -144,51 +174,65 @@ function positiveDuration(value: string, path: string): number {
 }
 
 /** Secrets may come from the file, a file beside it, or the environment; exactly one source. */
-function resolveCredentials(u: UpstreamConfig, index: number, env: NodeJS.ProcessEnv): UpstreamCredentials | undefined {
+function resolveCredentials(u: UpstreamConfig, index: number, env: NodeJS.ProcessEnv, problems: ConfigProblems): UpstreamCredentials | undefined {
   const c = u.credentials;
   if (!c) return undefined;
   const where = `/upstreams/${index}/credentials`;
   const sources = [c.password, c.passwordFile, c.passwordEnv].filter((s) => s !== undefined);
   if (sources.length !== 1) {
-    throw new ConfigError(`invalid configuration:\n${where}: give exactly one of password, passwordFile, passwordEnv`);
+    problems.add(where, `give exactly one of password, passwordFile, passwordEnv (${sources.length} given)`);
+    return undefined;
   }
   if (c.password !== undefined) return { username: c.username, password: c.password };
   if (c.passwordFile !== undefined) {
     try {
       return { username: c.username, password: readFileSync(c.passwordFile, 'utf8').replace(/\r?\n$/, '') };
     } catch (err) {
-      throw new ConfigError(`invalid configuration:\n${where}/passwordFile: cannot read ${c.passwordFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      problems.add(`${where}/passwordFile`, `cannot read ${c.passwordFile} (${fileErrorWords(err)})`);
+      return undefined;
     }
   }
   const value = env[c.passwordEnv!];
   if (value === undefined) {
-    throw new ConfigError(`invalid configuration:\n${where}/passwordEnv: environment variable ${c.passwordEnv} is not set`);
+    problems.add(`${where}/passwordEnv`, `environment variable ${c.passwordEnv} is not set`);
+    return undefined;
   }
   return { username: c.username, password: value };
 }
 
-function checkUniqueNames(upstreams: readonly UpstreamSettings[]): void {
+/** `ENOENT: no such file` and the like, without a stack. */
+export function fileErrorWords(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const words: Record<string, string> = {
+    ENOENT: 'no such file', EACCES: `not readable by uid ${process.getuid?.() ?? '?'}`, EISDIR: 'a directory, not a file',
+    ENOTDIR: 'a path component is not a directory',
+  };
+  return code ? `${code}: ${words[code] ?? 'cannot be read'}` : String(err);
+}
+
+function checkUniqueNames(upstreams: readonly UpstreamSettings[], problems: ConfigProblems): void {
   const seen = new Set<string>();
   for (const u of upstreams) {
     for (const name of [u.name, ...u.aliases]) {
-      if (seen.has(name)) throw new ConfigError(`invalid configuration:\n/upstreams: ${name} names more than one upstream`);
+      if (seen.has(name)) problems.add('/upstreams', `${name} names more than one upstream`);
       seen.add(name);
     }
   }
 }
 
 /**
- * Loads the configuration: `--config FILE`, else `PULLTHROUGH_CONFIG`, else
- * the embedded default.
+ * The configuration in effect: `--config FILE`, else `PULLTHROUGH_CONFIG`,
+ * else the embedded default; then every `PULLTHROUGH_<PATH>` variable of
+ * `env`; then `flags` (the command line's shorthands, which win).
  */
-export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+export function loadEffective(path: string | undefined, env: NodeJS.ProcessEnv = process.env, flags: readonly ConfigOverride[] = []): EffectiveConfig {
   const source = path ?? env['PULLTHROUGH_CONFIG'] ?? DEFAULT_CONFIG_PATH;
   const name = source instanceof URL ? 'the embedded default configuration' : source;
   let text: string;
   try {
     text = readFileSync(source, 'utf8');
   } catch (err) {
-    throw new ConfigError(`cannot read configuration ${String(name)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new ConfigError(`cannot read configuration ${String(name)}: ${fileErrorWords(err)}`);
   }
   let document: unknown;
   try {
@@ -196,5 +240,20 @@ export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv = pr
   } catch (err) {
     throw new ConfigError(`configuration ${String(name)} is not valid JSON: ${(err as Error).message}`);
   }
-  return resolveConfig(document, String(name), env);
+  const fromEnv = environmentOverrides(SCHEMA, env, document);
+  // Flags come last: applied in order, a flag's value replaces the variable's.
+  const overrides = [...fromEnv.overrides.filter((o) => !flags.some((f) => pointerOf(f.path) === pointerOf(o.path))), ...flags];
+  return resolveEffective({ document, source: String(name), env, overrides, problems: fromEnv.problems });
+}
+
+/** `loadEffective`'s resolved configuration: what the commands run on. */
+export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv = process.env, flags: readonly ConfigOverride[] = []): ResolvedConfig {
+  return loadEffective(path, env, flags).config;
+}
+
+/** A command-line shorthand for a key (`serve --port 5001`): parsed by the key's schema type like a variable. */
+export function keyOverride(origin: string, path: readonly string[], text: string): ConfigOverride {
+  const schema = schemaAt(SCHEMA, path);
+  if (!schema) throw new Error(`no key ${path.join('.')} in the schema`);
+  return { origin, path, value: parseValue(schema, text) };
 }

@@ -2,11 +2,14 @@ import pino, { type Logger } from 'pino';
 
 /**
  * Paths that must never reach a log line: client credentials in request
- * headers, and any upstream secret wherever a configuration object is logged.
+ * headers (Basic credentials carry the password), and any upstream secret wherever a configuration object is logged.
  */
 export const REDACT_PATHS = [
   'req.headers.authorization',
+  'req.headers["proxy-authorization"]',
   'headers.authorization',
+  'headers["proxy-authorization"]',
+  '*.headers.authorization',
   'authorization',
   'password',
   '*.password',

@@ -6,11 +6,22 @@ import { Type, type Static } from '@sinclair/typebox';
  * validation can never disagree. README "Configuration" documents each key.
  */
 
+/*
+ * `expected` says a pattern in words: configuration errors quote it (keys.ts
+ * reads it wherever the schema is spread), so nobody is shown a bare regex.
+ */
+
 /** `"512MiB"`, `"20GiB"`, `"500MB"`, `"1TB"`: binary (KiB, MiB, GiB, TiB) or decimal (KB, MB, GB, TB) units. */
-export const Size = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?\\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$' });
+export const Size = Type.String({
+  pattern: '^[0-9]+(\\.[0-9]+)?\\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$',
+  expected: 'a size: a whole number of bytes, or a number and a unit, B, KB, MB, GB, TB, KiB, MiB, GiB or TiB ("500MB", "20GiB")',
+});
 
 /** `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"7d"`. */
-export const Duration = Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)$' });
+export const Duration = Type.String({
+  pattern: '^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)$',
+  expected: 'a duration: a number and a unit, ms, s, m, h or d, with no space between ("500ms", "10s", "5m", "1h", "7d")',
+});
 
 const Timeouts = Type.Object({
   /** TCP+TLS connect to the upstream. */
@@ -60,9 +71,15 @@ const UpstreamPolicy = {
 
 const Upstream = Type.Object({
   /** The registry host as clients name it: `docker.io`, `ghcr.io`, `registry.corp:5000`. */
-  name: Type.String({ pattern: '^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$' }),
+  name: Type.String({
+    pattern: '^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$',
+    expected: 'a registry host as clients write it: lower case, an optional port, no scheme ("docker.io", "registry.corp:5000")',
+  }),
   /** Where pullthrough connects: `https://registry-1.docker.io`. */
-  url: Type.String({ pattern: '^https?://[^/?#]+/?$' }),
+  url: Type.String({
+    pattern: '^https?://[^/?#]+/?$',
+    expected: 'a URL of a scheme (http:// or https://) and a host with an optional port, and no path: pullthrough adds /v2/ itself ("https://registry-1.docker.io", "http://127.0.0.1:5000")',
+  }),
   /** Other host names clients use for this registry (`?ns=` values and path prefixes). */
   aliases: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
   /** Docker Hub: one-component names mean `library/<name>`. Implied by a docker.io URL. */
@@ -79,7 +96,7 @@ const Upstream = Type.Object({
  */
 const Redis = Type.Object({
   /** `redis://[user:password@]host:6379[/db]` or `rediss://` for TLS. */
-  url: Type.String({ pattern: '^rediss?://' }),
+  url: Type.String({ pattern: '^rediss?://', expected: 'a redis:// or rediss:// URL ("redis://redis:6379")' }),
   /** Prepended to every key, so several mirrors (or tests) can share one Redis. */
   keyPrefix: Type.String({ default: 'pullthrough:' }),
   /** Longest wait for any one Redis command before falling through to storage. */
@@ -90,17 +107,66 @@ const Redis = Type.Object({
   leaseTtl: Type.String({ ...Duration, default: '10s' }),
 }, { additionalProperties: false });
 
+/**
+ * HTTPS for a listener (the registry's; the admin listener takes the same
+ * block). The files are re-read when they change.
+ */
+export const Tls = Type.Object({
+  /** PEM certificate; a chain (leaf first) is sent whole. */
+  certFile: Type.String({ minLength: 1 }),
+  /** PEM private key of the certificate. */
+  keyFile: Type.String({ minLength: 1 }),
+  /** PEM CA certificates that sign client certificates (mutual TLS). */
+  clientCaFile: Type.Optional(Type.String({ minLength: 1 })),
+  /** `require`: no verified client certificate, no handshake. `request`: a verified one is an identity (its CN). */
+  clientAuth: Type.Optional(Type.Union([Type.Literal('require'), Type.Literal('request')])),
+}, { additionalProperties: false });
+
+/** One read rule: who (users, `anonymous`, `CN=<name>`, `*`) may (or, with `access: "none"`, may not) pull what. */
+const AccessRule = Type.Object({
+  users: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+  /** `<upstream>/<repository glob>`: `*` within one path component, `**` across any number; the upstream `*` is any upstream. */
+  repositories: Type.Array(Type.String({
+    pattern: '^[^/]+/.+$',
+    expected: 'an <upstream>/<repository glob> pattern ("docker.io/**", "registry.corp:5000/team/*", "*/library/alpine")',
+  }), { minItems: 1 }),
+  access: Type.Union([Type.Literal('pull'), Type.Literal('none')], { default: 'pull' }),
+}, { additionalProperties: false });
+
+/** Client authentication and read rules. Absent: every client may pull everything. */
+const Auth = Type.Object({
+  /** Users in an Apache htpasswd file of bcrypt entries (`htpasswd -B`), re-read when it changes. */
+  htpasswd: Type.Optional(Type.Object({
+    file: Type.String({ minLength: 1 }),
+    realm: Type.String({ minLength: 1, pattern: '^[^"\\\\\\r\\n]*$', default: 'pullthrough' }),
+  }, { additionalProperties: false })),
+  /** Ordered: the first rule naming the client and matching the repository decides. Default: authenticated clients pull everything. */
+  rules: Type.Optional(Type.Array(AccessRule)),
+}, { additionalProperties: false });
+
+/** `admin.listen`: where /metrics, /livez, /readyz and the status page listen instead of the registry port. */
+const Admin = Type.Object({
+  listen: Type.Object({
+    host: Type.String({ default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535 }),
+  }, { additionalProperties: false }),
+  /** HTTPS for the admin listener: the same block as `listen.tls`. */
+  tls: Type.Optional(Tls),
+}, { additionalProperties: false });
+
 export const ConfigSchema = Type.Object({
   listen: Type.Object({
     host: Type.String({ default: '0.0.0.0' }),
     port: Type.Integer({ minimum: 0, maximum: 65535 }),
+    tls: Type.Optional(Tls),
   }, { additionalProperties: false }),
+  auth: Type.Optional(Auth),
   storage: Type.Object({
     driver: Type.Literal('filesystem', { default: 'filesystem' }),
     /** Relative paths are resolved against the working directory. */
     root: Type.String({ minLength: 1 }),
     /** Size cap of the cached blobs: `"20GiB"`, `"500MB"`, or bytes. None by default. */
-    maxSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })])),
+    maxSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })], { expected: Size.expected as string })),
     /** Eviction starts above maxSize × highWatermark and stops at maxSize × lowWatermark. */
     highWatermark: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.9 }),
     lowWatermark: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.8 }),
@@ -129,11 +195,12 @@ export const ConfigSchema = Type.Object({
   defaultUpstream: Type.Optional(Type.String()),
   upstreams: Type.Array(Upstream, { minItems: 1 }),
   upstreamDefaults: Type.Object({
+    // Each timeout has its own default, so setting one (in the file or a variable) keeps the others.
     timeouts: Type.Object({
-      connect: Duration,
-      headers: Duration,
-      bodyIdle: Duration,
-    }, { additionalProperties: false, default: { connect: '5s', headers: '10s', bodyIdle: '30s' } }),
+      connect: Type.String({ ...Duration, default: '5s' }),
+      headers: Type.String({ ...Duration, default: '10s' }),
+      bodyIdle: Type.String({ ...Duration, default: '30s' }),
+    }, { additionalProperties: false, default: {} }),
     tagMaxAge: Type.String({ ...Duration, default: '1m' }),
     detachedFillTimeout: Type.String({ ...Duration, default: '10m' }),
     offline: Type.Boolean({ default: false }),
@@ -151,8 +218,11 @@ export const ConfigSchema = Type.Object({
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),
   /** Optional shared memory of several replicas: descriptor and tag cache, fill leases. */
   redis: Type.Optional(Redis),
+  /** The operator's endpoints (metrics, probes, status page) on an address of their own; absent: on the registry listener. */
+  admin: Type.Optional(Admin),
 }, { additionalProperties: false });
 
 export type Config = Static<typeof ConfigSchema>;
 export type UpstreamConfig = Static<typeof Upstream>;
 export type RedisConfig = Static<typeof Redis>;
+export type AuthConfig = Static<typeof Auth>;

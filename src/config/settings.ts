@@ -12,7 +12,8 @@ export interface UpstreamCredentials {
 }
 
 export class ConfigError extends Error {
-  constructor(message: string) {
+  /** `message` holds them all; each problem on its own, for `config check` (none when the message is the one problem). */
+  constructor(message: string, readonly problems: readonly string[] = []) {
     super(message);
     this.name = 'ConfigError';
   }
@@ -59,8 +60,47 @@ export interface StorageSettings {
   readonly usageFlushIntervalMs: number;
 }
 
+/** `listen.tls`: paths as configured (resolved against the working directory). */
+export interface TlsSettings {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly clientCaFile: string | undefined;
+  /** Undefined without a `clientCaFile`: no client certificate is asked for. */
+  readonly clientAuth: 'require' | 'request' | undefined;
+}
+
+/**
+ * Who a read rule names: a user of the htpasswd file, a client
+ * certificate's common name, any authenticated client, or nobody at all.
+ */
+export type RuleSubject =
+  | { readonly kind: 'user'; readonly name: string }
+  | { readonly kind: 'certificate'; readonly commonName: string }
+  | { readonly kind: 'authenticated' }
+  | { readonly kind: 'anonymous' };
+
+/** A repository pattern: an upstream (undefined: any) and a glob over the repository name. */
+export interface RepositoryPattern {
+  readonly upstream: string | undefined;
+  readonly repository: string;
+}
+
+export interface AccessRuleSettings {
+  readonly subjects: readonly RuleSubject[];
+  readonly repositories: readonly RepositoryPattern[];
+  readonly access: 'pull' | 'none';
+}
+
+/** The `auth` block: users and the ordered read rules (the default rule appended when none is configured). */
+export interface AuthSettings {
+  readonly htpasswd: { readonly file: string; readonly realm: string } | undefined;
+  readonly rules: readonly AccessRuleSettings[];
+}
+
 export interface ResolvedConfig {
-  readonly listen: { readonly host: string; readonly port: number };
+  readonly listen: { readonly host: string; readonly port: number; readonly tls: TlsSettings | undefined };
+  /** Undefined when no `auth` key is configured: every client may pull everything. */
+  readonly auth: AuthSettings | undefined;
   readonly storageRoot: string;
   readonly storage: StorageSettings;
   readonly pins: readonly string[];
@@ -71,6 +111,8 @@ export interface ResolvedConfig {
   readonly shutdownGraceMs: number;
   /** Undefined when no `redis` key is configured: memory and storage only, one process per storage root. */
   readonly redis: RedisSettings | undefined;
+  /** Undefined when no `admin` key is configured: the operator's endpoints are on the registry listener. */
+  readonly admin: { readonly listen: { readonly host: string; readonly port: number }; readonly tls: TlsSettings | undefined } | undefined;
 }
 
 /** The `redis` block with defaults applied and durations parsed. */

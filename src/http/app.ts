@@ -1,12 +1,22 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
+import type { Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import type { RegistryServices } from './services.js';
+import { OPEN_ACCESS, type ClientAccess } from './auth/access.js';
+import type { TlsListener } from './tls.js';
 import { registerErrorHandling } from './errors.js';
+import { registerRequestReport } from './report.js';
 import { registryRoutes } from './routes/registry.js';
 
 export interface AppOptions {
   readonly mirror: RegistryServices;
   readonly logger: Logger;
+  /** More routes on the same listener (the operator's endpoints, when they have no listener of their own). */
+  readonly plugins?: readonly FastifyPluginAsync[];
+  /** Who may pull what (`auth`); everyone everything by default. */
+  readonly access?: ClientAccess;
+  /** HTTPS (`listen.tls`); plain HTTP by default. */
+  readonly tls?: TlsListener;
 }
 
 /**
@@ -14,7 +24,7 @@ export interface AppOptions {
  * never opens a blob or starts a fill. Every answer carries the API version
  * header; every request ends in exactly one log line.
  */
-export function buildApp({ mirror, logger }: AppOptions): FastifyInstance {
+export function buildApp({ mirror, logger, plugins = [], access = OPEN_ACCESS, tls }: AppOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = logger;
   const app: FastifyInstance = Fastify({
     loggerInstance,
@@ -25,26 +35,20 @@ export function buildApp({ mirror, logger }: AppOptions): FastifyInstance {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     requestIdHeader: false,
-  });
-  app.decorateRequest('cacheOutcome', undefined);
-  app.decorateRequest('bodyBytes', 0);
+    ...(tls ? { https: tls.serverOptions } : {}),
+  }) as unknown as FastifyInstance;
+  if (tls) tls.attach(app.server as unknown as TlsServer);
+  // Set by the first onRequest hook; fastify wants no shared object as a decoration's initial value.
+  app.decorateRequest('identity', null);
 
-  app.addHook('onRequest', async (_request, reply) => {
+  app.addHook('onRequest', async (request, reply) => {
     void reply.header('docker-distribution-api-version', 'registry/2.0');
+    request.identity = await access.identify(request);
   });
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info({
-      method: request.method,
-      url: request.url.length > 512 ? `${request.url.slice(0, 512)}...` : request.url,
-      status: reply.statusCode,
-      bytes: request.bodyBytes,
-      ms: Math.round(reply.elapsedTime * 10) / 10,
-      cache: request.cacheOutcome,
-      aborted: !reply.raw.writableFinished || undefined,
-    }, 'request');
-  });
+  registerRequestReport(app, mirror.requestEvents);
 
   registerErrorHandling(app);
-  void app.register(registryRoutes, { mirror });
+  void app.register(registryRoutes, { mirror, access });
+  for (const plugin of plugins) void app.register(plugin);
   return app;
 }

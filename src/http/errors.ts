@@ -34,6 +34,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
       registryError = new RegistryError('UNKNOWN', 'internal error');
     }
     if (registryError.status >= 500) request.log.warn({ code: registryError.code, message: registryError.message }, 'request failed');
+    request.failure = { code: registryError.code, message: registryError.message };
     void reply
       .code(registryError.status)
       .headers(registryError.headers ?? {})
@@ -42,7 +43,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
   });
 
   app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).type('application/json; charset=utf-8')
-      .send(errorBody('NAME_UNKNOWN', `no such endpoint: ${request.method} ${request.url.split('?')[0]!.slice(0, 200)}`));
+    const message = `no such endpoint: ${request.method} ${request.url.split('?')[0]!.slice(0, 200)}`;
+    request.failure = { code: 'NAME_UNKNOWN', message };
+    void reply.code(404).type('application/json; charset=utf-8').send(errorBody('NAME_UNKNOWN', message));
   });
 }

@@ -6,6 +6,7 @@ export type RegistryPath =
   | { readonly endpoint: 'manifest'; readonly name: string; readonly reference: string }
   | { readonly endpoint: 'blob'; readonly name: string; readonly digest: string }
   | { readonly endpoint: 'tags'; readonly name: string }
+  | { readonly endpoint: 'referrers'; readonly name: string; readonly digest: string }
   | { readonly endpoint: 'upload'; readonly name: string }
   | { readonly endpoint: 'unknown' };
 
@@ -14,6 +15,7 @@ const MANIFEST = /^(.+)\/manifests\/([^/]+)$/;
 const UPLOAD = /^(.+)\/blobs\/uploads(?:\/.*)?$/;
 const BLOB = /^(.+)\/blobs\/([^/]+)$/;
 const TAGS = /^(.+)\/tags\/list$/;
+const REFERRERS = /^(.+)\/referrers\/([^/]+)$/;
 
 export function parseRegistryPath(path: string): RegistryPath {
   let m = UPLOAD.exec(path);
@@ -24,5 +26,7 @@ export function parseRegistryPath(path: string): RegistryPath {
   if (m) return { endpoint: 'blob', name: m[1]!, digest: m[2]! };
   m = TAGS.exec(path);
   if (m) return { endpoint: 'tags', name: m[1]! };
+  m = REFERRERS.exec(path);
+  if (m) return { endpoint: 'referrers', name: m[1]!, digest: m[2]! };
   return { endpoint: 'unknown' };
 }

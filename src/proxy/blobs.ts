@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../registry/clock.js';
-import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
+import { OCTET_STREAM } from '../registry/descriptor.js';
 import { parseDigest, type Digest, type ParsedDigest } from '../registry/digest.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { Readable } from 'node:stream';
-import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef } from '../registry/services.js';
+import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef, type StatResult } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
+import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
 import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
@@ -19,6 +20,11 @@ class InFlight {
    * another replica's fill is found to follow); rejects on 404 or failure.
    */
   started!: Promise<FillSource>;
+  /** The source once `started` resolved, for progress reports. */
+  source: FillSource | undefined;
+  /** When the first request asked, on the mirror's clock. */
+  readonly startedAt: number;
+  readonly first: RepositoryRef;
   /** Repositories the upstream confirmed this blob for: all are linked by the commit. */
   readonly repositories = new Map<string, RepositoryRef>();
   /**
@@ -27,7 +33,9 @@ class InFlight {
    */
   sealed = false;
 
-  constructor(first: RepositoryRef) {
+  constructor(first: RepositoryRef, startedAt: number) {
+    this.first = first;
+    this.startedAt = startedAt;
     this.repositories.set(repositoryKey(first), first);
   }
 
@@ -47,6 +55,20 @@ export interface ProxyBlobStoreOptions {
   readonly coordinator?: FillCoordinator;
   /** Told when a fill of this process is over (eviction may have been waiting for that). */
   readonly onReleased?: (digest: Digest) => void;
+  /** Where the fills of each upstream report (metrics). */
+  readonly fillEvents?: (upstream: string) => FillEvents;
+}
+
+/** A cold blob on its way, as the status page shows it. */
+export interface FillProgress {
+  readonly digest: Digest;
+  /** The repository that asked first. */
+  readonly repository: RepositoryRef;
+  /** Bytes received so far; undefined while the upstream has not answered, or when another replica fetches. */
+  readonly receivedBytes: number | undefined;
+  /** The size, when the upstream stated it. */
+  readonly sizeBytes: number | undefined;
+  readonly startedAt: number;
 }
 
 /**
@@ -65,13 +87,13 @@ export class ProxyBlobStore implements BlobStore {
     this.local = options.local;
   }
 
-  async stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined> {
+  async stat(repository: RepositoryRef, digest: Digest): Promise<StatResult | undefined> {
     const local = await this.local.stat(repository, digest);
     if (local) return local;
     const inFlight = this.fills.get(digest);
     if (inFlight?.repositories.has(repositoryKey(repository))) {
       const fill = await inFlight.started.catch(() => undefined);
-      if (fill?.size !== undefined) return { digest, size: fill.size, mediaType: OCTET_STREAM };
+      if (fill?.size !== undefined) return { digest, size: fill.size, mediaType: OCTET_STREAM, cache: 'coalesced' };
     }
     // A HEAD on a miss costs one upstream HEAD and stores nothing.
     const head = await this.options.upstreams(repository.upstream).headBlob(repository.name, digest);
@@ -79,12 +101,13 @@ export class ProxyBlobStore implements BlobStore {
     const global = await this.local.statGlobal(digest);
     if (global) {
       await this.local.link(repository, global);
+      // The bytes were here; the upstream was asked only whether this repository may have them.
       return global;
     }
     if (head.size === undefined) {
       throw new RegistryError('UPSTREAM_INVALID', `upstream ${repository.upstream} answered a blob HEAD without its size`, { digest });
     }
-    return { digest, size: head.size, mediaType: OCTET_STREAM };
+    return { digest, size: head.size, mediaType: OCTET_STREAM, cache: 'miss' };
   }
 
   async get(repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
@@ -113,6 +136,17 @@ export class ProxyBlobStore implements BlobStore {
   /** Number of fills running now. */
   get activeFills(): number {
     return this.fills.size;
+  }
+
+  /** The fills running now, oldest first. */
+  fillsInProgress(): FillProgress[] {
+    return [...this.fills.entries()].map(([digest, f]) => ({
+      digest,
+      repository: f.first,
+      receivedBytes: f.source?.written,
+      sizeBytes: f.source?.size,
+      startedAt: f.startedAt,
+    }));
   }
 
   /** Waits for running fills (shutdown); aborts those still running after `timeoutMs`. */
@@ -153,7 +187,7 @@ export class ProxyBlobStore implements BlobStore {
 
   private start(repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
     const parsed = parseDigest(digest);
-    const inFlight = new InFlight(repository);
+    const inFlight = new InFlight(repository, this.options.clock.now());
     const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
     inFlight.started = this.options.coordinator
       ? this.options.coordinator.claim(parsed, {
@@ -165,6 +199,7 @@ export class ProxyBlobStore implements BlobStore {
       : fetch();
     this.fills.set(digest, inFlight);
     const { started } = inFlight;
+    started.then((source) => { inFlight.source = source; }, () => undefined);
     started.then(
       (fill) => fill.done.catch((err: Error) => this.options.logger.warn(
         { digest, upstream: repository.upstream, repository: repository.name, err: err.message }, 'blob fill failed')),
@@ -181,6 +216,7 @@ export class ProxyBlobStore implements BlobStore {
     repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(),
   ): Promise<BlobFill> {
     const client = this.options.upstreams(repository.upstream);
+    const requestedAt = performance.now();
     const response = await client.getBlob(repository.name, digest.digest);
     if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
     let upload;
@@ -199,6 +235,8 @@ export class ProxyBlobStore implements BlobStore {
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
       clock: this.options.clock,
+      events: this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
+      requestedAt,
     });
   }
 

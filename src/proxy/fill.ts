@@ -5,6 +5,7 @@ import { DigestVerifier, type ParsedDigest } from '../registry/digest.js';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { ByteRange } from '../registry/services.js';
+import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
 import type { Upload } from '../storage/driver.js';
 import { ChangeSignal, GrowingReader, openedOnRead, type GrowingSource } from './growingReader.js';
 
@@ -28,6 +29,10 @@ export interface BlobFillOptions {
   /** How long the fill goes on once no reader is left. */
   readonly detachedTimeoutMs: number;
   readonly clock: Clock;
+  /** Told of the first byte, every write and the end (metrics); times count from `requestedAt`. */
+  readonly events?: FillEvents;
+  /** `performance.now()` when the upstream GET was sent. */
+  readonly requestedAt?: number;
 }
 
 type FillState = 'running' | 'committed' | 'failed';
@@ -148,6 +153,9 @@ export class BlobFill implements GrowingSource {
 
   private async run(): Promise<Descriptor> {
     const { body, upload, expectedSize } = this.options;
+    const events = this.options.events ?? NO_FILL_EVENTS;
+    const requestedAt = this.options.requestedAt ?? performance.now();
+    const seconds = (): number => (performance.now() - requestedAt) / 1000;
     const verifier = new DigestVerifier(this.digest);
     const sink = new Writable({
       highWaterMark: SINK_BUFFER,
@@ -159,8 +167,10 @@ export class BlobFill implements GrowingSource {
           return;
         }
         for (const b of buffers) verifier.update(b);
+        if (this.bytesWritten === 0) events.firstByte(seconds());
         upload.write(buffers, this.bytesWritten).then(() => {
           this.bytesWritten += length;
+          events.received(length);
           this.signal.notify();
           callback();
         }, callback);
@@ -176,12 +186,14 @@ export class BlobFill implements GrowingSource {
       await this.options.commit(upload, descriptor);
       this.committedSize = this.bytesWritten;
       this.state = 'committed';
+      events.finished(true, seconds(), undefined);
       return descriptor;
     } catch (err) {
       this.state = 'failed';
       this.failure = err instanceof RegistryError ? err
         : new UpstreamUnavailable(`upstream broke off the blob (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
       body.destroy();
+      events.finished(false, seconds(), this.failure.message);
       await upload.discard();
       throw this.failure;
     } finally {

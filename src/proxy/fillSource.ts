@@ -14,6 +14,8 @@ export interface FillSource {
   readonly digest: ParsedDigest;
   /** The size, when the upstream stated it or the blob is complete. */
   readonly size: number | undefined;
+  /** Bytes received so far, when this source fetches them itself (the status page's progress bar). */
+  readonly written?: number;
   /** Resolves when the blob is committed and recorded; rejects when the fill failed. */
   readonly done: Promise<Descriptor>;
   /** How the request that found this source was served; a fill of our own (no value) is a miss. */

@@ -1,9 +1,8 @@
-import type { Descriptor } from '../registry/descriptor.js';
 import { digestOf, splitDigest, type Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import { manifestMediaType } from '../registry/imageManifest.js';
 import { DEFAULT_MANIFEST_ACCEPT } from '../registry/mediaTypes.js';
-import { repositoryItemKey, type Manifest, type ManifestResult, type ManifestService, type RepositoryRef } from '../registry/services.js';
+import { repositoryItemKey, type Manifest, type ManifestResult, type ManifestService, type RepositoryRef, type StatResult } from '../registry/services.js';
 import type { LocalManifestStore } from '../storage/manifests.js';
 import type { UpstreamLookup } from './blobs.js';
 import { SingleFlight } from './singleFlight.js';
@@ -53,7 +52,7 @@ export interface ProxyManifestStoreOptions {
  */
 export class ProxyManifestStore implements ManifestService {
   private readonly flights = new SingleFlight<OnceResult>();
-  readonly local: LocalManifestStore;
+  private readonly local: LocalManifestStore;
   private readonly upstreams: UpstreamLookup;
 
   constructor(private readonly options: ProxyManifestStoreOptions) {
@@ -61,16 +60,16 @@ export class ProxyManifestStore implements ManifestService {
     this.upstreams = options.upstreams;
   }
 
-  async stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Descriptor | undefined> {
+  async stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<StatResult | undefined> {
     const local = await this.local.stat(repository, digest);
     if (local) return local;
     const head = await this.upstreams(repository.upstream).headManifest(repository.name, digest, acceptForDigest(accept));
     if (!head) return undefined;
     if (head.size === undefined || head.mediaType === undefined) {
-      const { manifest } = await this.get(repository, digest, accept);
-      return { digest, size: manifest.body.length, mediaType: manifest.mediaType };
+      const { manifest, cache } = await this.get(repository, digest, accept);
+      return { digest, size: manifest.body.length, mediaType: manifest.mediaType, cache };
     }
-    return { digest, size: head.size, mediaType: head.mediaType };
+    return { digest, size: head.size, mediaType: head.mediaType, cache: 'miss' };
   }
 
   async get(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<ManifestResult> {

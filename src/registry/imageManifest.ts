@@ -75,7 +75,11 @@ export function impliedMediaType(body: Buffer): string {
   return Array.isArray(readManifestJson(body)?.['manifests']) ? MEDIA_TYPES.ociIndex : MEDIA_TYPES.ociManifest;
 }
 
-/** The digests a manifest references, whatever its kind: config, layers, children, blobs, subject. */
+/**
+ * The digests a manifest is made of, whatever its kind: config, layers,
+ * children, blobs. Not its `subject`: a signature refers to an image, it
+ * does not contain it (`manifestSubject` reads that).
+ */
 export function referencedDigests(body: Buffer): Digest[] {
   const m = readManifestJson(body);
   if (!m) return [];
@@ -90,7 +94,6 @@ export function referencedDigests(body: Buffer): Digest[] {
     }
   };
   take(m['config']);
-  take(m['subject']);
   for (const key of ['layers', 'manifests', 'blobs']) {
     const list = m[key];
     if (Array.isArray(list)) list.forEach(take);

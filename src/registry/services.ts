@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Descriptor } from './descriptor.js';
 import type { Digest } from './digest.js';
 import type { RepositoryName, Tag } from './names.js';
+import type { ReferrerDescriptor } from './referrers.js';
 
 /**
  * The interfaces that carry the design (ARCHITECTURE.md). A local store, a
@@ -71,6 +72,11 @@ export interface BlobDescriptorService extends BlobStatter {
 /** How a request was served, for logs and metrics. */
 export type CacheOutcome = 'hit' | 'miss' | 'coalesced';
 
+/** What a HEAD found: a descriptor, and how it was found; without `cache`, in the cache (a hit). */
+export interface StatResult extends Descriptor {
+  readonly cache?: CacheOutcome;
+}
+
 /** An inclusive byte range, already checked against the blob's size. */
 export interface ByteRange {
   readonly start: number;
@@ -95,7 +101,7 @@ export interface BlobHandle {
 /** Blobs of a repository. */
 export interface BlobStore {
   /** A HEAD: the descriptor when the blob is available to this repository. */
-  stat(repository: RepositoryRef, digest: Digest): Promise<Descriptor | undefined>;
+  stat(repository: RepositoryRef, digest: Digest): Promise<StatResult | undefined>;
   /** A GET: throws BLOB_UNKNOWN when the blob is not available to this repository. */
   get(repository: RepositoryRef, digest: Digest): Promise<BlobHandle>;
 }
@@ -115,7 +121,7 @@ export interface ManifestResult {
 /** Manifests of a repository, by digest. Bodies are never re-serialised. */
 export interface ManifestService {
   /** The descriptor without the body (HEAD); undefined when unknown. */
-  stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Descriptor | undefined>;
+  stat(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<StatResult | undefined>;
   /** Throws MANIFEST_UNKNOWN when not available. */
   get(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<ManifestResult>;
 }
@@ -155,4 +161,21 @@ export interface TagService {
   resolve(repository: RepositoryRef, tag: Tag, accept: readonly string[]): Promise<TagResolution>;
   /** All tags, sorted; throws NAME_UNKNOWN when the repository is unknown. */
   list(repository: RepositoryRef): Promise<readonly string[]>;
+}
+
+export interface ReferrersResult {
+  /** Every referrer of the subject, in the upstream's order; filtering is the caller's. */
+  readonly referrers: readonly ReferrerDescriptor[];
+  readonly cache: CacheOutcome;
+  /** True when the upstream could not be asked and an older list answered. */
+  readonly stale: boolean;
+}
+
+/**
+ * The referrers of a manifest (OCI 1.1): the manifests in the repository
+ * whose `subject` is that digest. "None" is an empty list, never an error,
+ * whether or not the subject exists.
+ */
+export interface ReferrersService {
+  list(repository: RepositoryRef, subject: Digest): Promise<ReferrersResult>;
 }

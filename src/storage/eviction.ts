@@ -2,8 +2,12 @@ import { parseDigest, type Digest } from '../registry/digest.js';
 import type { RepositoryRef } from '../registry/services.js';
 import { decodeTagRecord } from '../registry/tagRecord.js';
 import { referencedDigests } from '../registry/imageManifest.js';
+import { manifestSubject, referrersTag } from '../registry/referrers.js';
 import type { StorageDriver } from './driver.js';
-import { BLOBS_DIR, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath, revisionsDir, tagPath, tagsPath, walkedBlobDataPath } from './layout.js';
+import {
+  BLOBS_DIR, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath,
+  referrersRecordPath, revisionsDir, tagPath, tagsPath, walkedBlobDataPath,
+} from './layout.js';
 import { digestsIn, findRepositories } from './catalog.js';
 
 /** What decides which cached content may go. */
@@ -244,9 +248,17 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
 async function removeUnit(driver: StorageDriver, unit: Unit, hooks: EvictionHooks | undefined): Promise<void> {
   for (const tag of unit.tags) await driver.delete(tagPath(unit.repository, tag));
   for (const digest of unit.manifests) {
+    await driver.delete(referrersRecordPath(unit.repository, digest));
     await driver.delete(manifestRevisionPath(unit.repository, digest));
     await hooks?.manifestRemoved?.(unit.repository, digest);
   }
+}
+
+/** Bytes of every blob in storage: one walk over `blobs/` (the operator's view of the size when nothing is evicted). */
+export async function measureBlobBytes(driver: StorageDriver): Promise<number> {
+  let total = 0;
+  for (const blob of (await scanBlobs(driver)).values()) total += blob.size;
+  return total;
 }
 
 async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, StoredBlob>> {
@@ -274,33 +286,52 @@ async function scanRepositories(driver: StorageDriver): Promise<RepositoryScan[]
   return found;
 }
 
-/** The images of a repository: manifests not referenced by another manifest of it, with their children. */
+/**
+ * The images of a repository: manifests not referenced by another manifest
+ * of it, with their children. A referrer (a manifest whose `subject` is
+ * cached here) and the index under the subject's referrers tag belong to
+ * the subject's image: kept by its pins and its use, removed with it.
+ */
 async function scanUnits(driver: StorageDriver, repository: RepositoryRef): Promise<Unit[]> {
   const revisions = new Map<Digest, { lastUsed: number; references: Digest[] }>();
+  const subjects = new Map<Digest, Digest>();
   for (const digest of await digestsIn(driver, revisionsDir(repository))) {
     const info = await driver.stat(manifestRevisionPath(repository, digest));
     const body = await driver.getContent(blobDataPath(digest));
     if (info) revisions.set(digest, { lastUsed: info.modifiedMs, references: body ? referencedDigests(body) : [] });
+    const subject = body && manifestSubject(body);
+    if (subject) subjects.set(digest, subject);
   }
   const tagsByDigest = new Map<Digest, string[]>();
+  const tagged = new Map<string, Digest>();
   for (const tag of await driver.list(tagsPath(repository))) {
     const digest = tagDigest(await driver.getContent(tagPath(repository, tag)));
     if (digest) tagsByDigest.set(digest, [...(tagsByDigest.get(digest) ?? []), tag]);
+    if (digest) tagged.set(tag, digest);
   }
+  const attached = new Map<Digest, Digest[]>();
+  const attach = (subject: Digest, d: Digest | undefined): void => {
+    if (d && d !== subject && revisions.has(subject) && revisions.has(d)) attached.set(subject, [...(attached.get(subject) ?? []), d]);
+  };
+  for (const [d, subject] of subjects) attach(subject, d);
+  for (const subject of revisions.keys()) attach(subject, tagged.get(referrersTag(subject)));
   const children = new Set<Digest>();
   for (const r of revisions.values()) for (const d of r.references) if (revisions.has(d)) children.add(d);
+  for (const list of attached.values()) list.forEach((d) => children.add(d));
   const units: Unit[] = [];
   for (const [digest, revision] of revisions) {
     if (children.has(digest)) continue;
-    const unit: Unit = { repository, digest, manifests: [], tags: tagsByDigest.get(digest) ?? [], blobs: new Set(), lastUsed: revision.lastUsed };
+    const unit: Unit = { repository, digest, manifests: [], tags: [], blobs: new Set(), lastUsed: revision.lastUsed };
     const visit = (d: Digest): void => {
       if (unit.blobs.has(d)) return;
       unit.blobs.add(d);
       const child = revisions.get(d);
       if (!child) return;
       unit.manifests.push(d);
+      unit.tags.push(...(tagsByDigest.get(d) ?? []));
       unit.lastUsed = Math.max(unit.lastUsed, child.lastUsed);
       child.references.forEach(visit);
+      attached.get(d)?.forEach(visit);
     };
     visit(digest);
     units.push(unit);

@@ -1,5 +1,5 @@
 import { constants, createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { access, mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { FileInfo, FileReader, StorageDriver, Upload } from './driver.js';
@@ -27,7 +27,10 @@ export class FilesystemDriver implements StorageDriver {
   constructor(readonly root: string) {}
 
   async init(): Promise<void> {
-    await this.ensureDir(join(this.root, UPLOADS_DIR));
+    const uploads = join(this.root, UPLOADS_DIR);
+    await this.ensureDir(uploads);
+    // A root made by someone else exists already: find out now, not at the first fill, that we cannot write it.
+    await access(uploads, constants.W_OK);
   }
 
   private full(path: string): string {

@@ -9,6 +9,7 @@ import type { RepositoryRef } from '../registry/services.js';
  *   repositories/<upstream>/<repo>/_layers/<alg>/<hex>        link: blob usable in this repository
  *   repositories/<upstream>/<repo>/_manifests/revisions/<alg>/<hex>   link + media type
  *   repositories/<upstream>/<repo>/_manifests/tags/<tag>      tag record (JSON)
+ *   repositories/<upstream>/<repo>/_manifests/referrers/<alg>/<hex>   referrers of that subject (JSON)
  *   _uploads/<uuid>                                           in-flight fills and staged imports
  *   pins.json                                                 pins written by `warm --pin`
  *
@@ -83,6 +84,12 @@ export function tagPath(r: RepositoryRef, tag: string): string {
   return `${tagsPath(r)}/${tag}`;
 }
 
+/** The referrers record of a subject manifest: what lists it, as the upstream said, and when. */
+export function referrersRecordPath(r: RepositoryRef, subject: Digest): string {
+  const { algorithm, hex } = splitDigest(subject);
+  return `${repositoryPath(r)}/${MANIFESTS_DIR}/referrers/${algorithm}/${hex}`;
+}
+
 /** `<dir>/<algorithm>` and `<dir>/<algorithm>/<hex>` of a directory of digest-named records. */
 export function digestRecordDir(dir: string, algorithm: string): string {
   return `${dir}/${algorithm}`;
@@ -105,6 +112,16 @@ export function isUploadName(name: string): boolean {
 export function uploadPath(name: string): string {
   if (!isUploadName(name)) throw new Error(`not an upload name: ${name.slice(0, 80)}`);
   return `${UPLOADS_DIR}/${name}`;
+}
+
+/**
+ * The readiness probe's file (`_uploads/readyz-<id>`, one id per process):
+ * written, read back and removed. It lives among the uploads, so one that a
+ * crash left behind is swept at the next start like any dead upload.
+ */
+export function readinessProbePath(id: string): string {
+  if (!isUploadName(id)) throw new Error(`not a probe id: ${id.slice(0, 80)}`);
+  return `${UPLOADS_DIR}/readyz-${id}`;
 }
 
 /** Any entry found by listing the uploads directory (a name from a listing holds no `/`). */

@@ -6,9 +6,13 @@ import type { Clock } from '../registry/clock.js';
 import type { UpstreamSettings } from '../config/settings.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
-import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
+import { MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../registry/mediaTypes.js';
+import { mergeReferrers, readReferrersIndex, type ReferrerDescriptor } from '../registry/referrers.js';
+import { NO_UPSTREAM_EVENTS, type UpstreamEvents, type UpstreamRequestKind } from '../registry/telemetry.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
+import { UpstreamAuthError } from './auth/authError.js';
 import { abortable, Deadline, sleep } from './deadline.js';
+import { answersLikeRegistry, connectionErrorWords, ConnectionFailure, registryProbeVerdict, UpstreamDiagnostics } from './diagnosis.js';
 import { UpstreamHealth, type FailureKind } from './health.js';
 import { RateLimitTracker } from './rateLimit.js';
 
@@ -56,6 +60,8 @@ export interface UpstreamClientOptions {
   readonly logger: Logger;
   /** Back-off windows, the negative cache and Retry-After dates are read against it. */
   readonly clock: Clock;
+  /** Told of every answer, failure and body byte count (metrics, upstream health). */
+  readonly events?: UpstreamEvents;
 }
 
 const MAX_REDIRECTS = 5;
@@ -65,6 +71,10 @@ const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR
 const RETRY_DELAYS_MS = [100, 400];
 /** undici's own timeouts: no answer in time, which marks the upstream down at once. */
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT']);
+/** How much of an upstream's error body is read for its message (the status page shows it). */
+const ERROR_BODY_LIMIT = 4096;
+/** Referrers-list pages followed at most. */
+const MAX_REFERRER_PAGES = 20;
 
 export function header(headers: Headers, name: string): string | undefined {
   const value = headers[name];
@@ -95,6 +105,14 @@ function digestHeader(headers: Headers): Digest | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The path after `/v2/<repository>/` of the next page a `Link: <…>; rel="next"` names, if it stays in the repository. */
+function nextPage(headers: Headers, repository: string): string | undefined {
+  const link = header(headers, 'link');
+  const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)?.[1] : undefined;
+  const prefix = `/v2/${repository}/`;
+  return next?.startsWith(prefix) ? next.slice(prefix.length) : undefined;
 }
 
 function retryAfterSeconds(headers: Headers, nowMs: number): number | undefined {
@@ -128,10 +146,16 @@ export class UpstreamClient {
   readonly health: UpstreamHealth;
   /** The one `GET /v2/` that teaches the authorizer the upstream's challenge before any request needs it. */
   private authDiscovery: Promise<void> | undefined;
+  /** Warnings once per cause, and the check that a suspicious answer came from a registry at all. */
+  private readonly diagnostics: UpstreamDiagnostics;
+  /** Where requests and their outcomes are counted (metrics, the status page). */
+  private readonly events: UpstreamEvents;
 
   constructor(readonly settings: UpstreamSettings, private readonly options: UpstreamClientOptions) {
     this.origin = settings.url.origin;
+    this.events = options.events ?? NO_UPSTREAM_EVENTS;
     this.rateLimit = new RateLimitTracker({ upstream: settings.name, logger: options.logger, clock: options.clock });
+    this.diagnostics = new UpstreamDiagnostics({ upstream: settings.name, logger: options.logger, clock: options.clock });
     this.notFound = new LRUCache({
       max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false, perf: { now: () => options.clock.now() },
     });
@@ -170,6 +194,7 @@ export class UpstreamClient {
     const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest', options);
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
+    this.events.fetched('manifest', body.length);
     return { body, mediaType: mediaTypeOf(res.headers), digestHeader: digestHeader(res.headers) };
   }
 
@@ -194,6 +219,7 @@ export class UpstreamClient {
     const res = await this.send('GET', repository, pathAndQuery ?? 'tags/list?n=1000', { accept: 'application/json' }, 'tags');
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, 16 * 1024 * 1024, this.name);
+    this.events.fetched('tags', body.length);
     let tags: string[] = [];
     try {
       const parsed = JSON.parse(body.toString('utf8')) as { tags?: unknown };
@@ -201,10 +227,35 @@ export class UpstreamClient {
     } catch {
       throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable tag list`);
     }
-    const link = header(res.headers, 'link');
-    const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)?.[1] : undefined;
-    const prefix = `/v2/${repository}/`;
-    return { tags, next: next?.startsWith(prefix) ? next.slice(prefix.length) : undefined };
+    return { tags, next: nextPage(res.headers, repository) };
+  }
+
+  /**
+   * The upstream's referrers API for `subject`, every page of it; undefined
+   * when it answers 404 (no referrers API: the caller reads the referrers
+   * tag). Asked like a manifest: it counts toward rate limits on registries
+   * that count, and a 404 is remembered for `notFoundTtl`.
+   */
+  async getReferrers(repository: string, subject: Digest): Promise<ReferrerDescriptor[] | undefined> {
+    const pages: ReferrerDescriptor[][] = [];
+    let rest: string | undefined = `referrers/${subject}`;
+    // The whole list, every page, is held to the size of one manifest: it is served as one index.
+    let budget = MAX_MANIFEST_BYTES;
+    for (let i = 0; rest !== undefined && i < MAX_REFERRER_PAGES; i++) {
+      const res = await this.send('GET', repository, rest, { accept: MEDIA_TYPES.ociIndex }, 'manifest');
+      if (res === undefined) {
+        if (i === 0) return undefined;
+        throw new UpstreamUnavailable(`upstream ${this.name} lost a page of the referrers of ${subject}`);
+      }
+      const body = await readLimited(res.body, budget, this.name);
+      this.events.fetched('manifest', body.length);
+      budget -= body.length;
+      const listed = readReferrersIndex(body);
+      if (!listed) throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable referrers list`);
+      pages.push(listed);
+      rest = nextPage(res.headers, repository);
+    }
+    return mergeReferrers(...pages);
   }
 
   /**
@@ -213,7 +264,7 @@ export class UpstreamClient {
    */
   private async send(
     method: Method, repository: string, rest: string, headers: Record<string, string>,
-    kind: 'manifest' | 'blob' | 'tags', options: RequestOptions = {},
+    kind: UpstreamRequestKind, options: RequestOptions = {},
   ): Promise<UpstreamResponse | undefined> {
     if (this.settings.offline) throw new UpstreamOffline(this.name);
     const path = `/v2/${repository}/${rest}`;
@@ -226,19 +277,55 @@ export class UpstreamClient {
       // Asking again during a back-off would only prolong it: answer at once, callers serve what is cached.
       throw new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls; retrying after the back-off`, backoff);
     }
-    const res = await this.observed(method, options, (signal) => this.sendAuthenticated(method, path, repository, headers, signal));
+    const res = await this.observed(method, kind, options, (signal) => this.sendAuthenticated(method, path, repository, headers, signal));
     if (kind === 'manifest') {
       this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
       if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
     }
     // A 405 to a HEAD means "ask with GET": the caller decides.
-    if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) return res;
-    await res.body.dump().catch(() => undefined);
+    if ((res.statusCode >= 200 && res.statusCode < 300) || (res.statusCode === 405 && method === 'HEAD')) {
+      this.events.responded(method, kind, res.statusCode, undefined);
+      if (kind === 'manifest' && mediaTypeOf(res.headers) === 'text/html') {
+        // No registry sends a manifest as a web page.
+        await res.body.dump().catch(() => undefined);
+        await this.checkIsRegistry(res, path);
+        throw new UpstreamUnavailable(`upstream ${this.name} sent a web page (text/html) for ${new URL(path, this.origin).href}, not a manifest`,
+          { upstream: this.name });
+      }
+      this.diagnostics.answeredWell();
+      return res;
+    }
+    let message: string | undefined;
+    if (res.statusCode === 404) await res.body.dump().catch(() => undefined);
+    else message = await errorMessageOf(res.body);
+    this.events.responded(method, kind, res.statusCode, message);
+    if (res.statusCode >= 500) this.health.failed(`upstream ${this.name} answered ${res.statusCode}${message ? `: ${message}` : ''}`, 'error');
     if (res.statusCode === 404) {
+      await this.checkIsRegistry(res, path);
       if (remembers404) this.notFound.set(path, true);
       return undefined;
     }
     throw this.statusError(res, repository);
+  }
+
+  /**
+   * An answer without a registry's marks (a web server's 404 page) makes one
+   * `GET /v2/` (at most once a minute): when that does not answer like a
+   * registry either, the configured URL is wrong, and saying "manifest
+   * unknown" would hide it. Throws `UpstreamUnavailable` naming the URL.
+   */
+  private async checkIsRegistry(res: UpstreamResponse, path: string): Promise<void> {
+    if (res.statusCode !== 200 && answersLikeRegistry(res.headers)) return;
+    const probeUrl = new URL('/v2/', this.origin).href;
+    const verdict = await this.diagnostics.registryVerdict(async () => {
+      const answer = await this.ping();
+      return registryProbeVerdict(answer.status, answer.headers);
+    });
+    if (verdict.registry) return;
+    const message = `upstream ${this.name} at ${this.origin} does not answer like a registry: GET ${probeUrl} gave ${verdict.answer} `
+      + `(a registry answers 200 or 401), and ${new URL(path, this.origin).href} gave ${res.statusCode}; check its url`;
+    this.diagnostics.warnOnce('not-a-registry', { url: probeUrl, status: verdict.answer }, message);
+    throw new UpstreamUnavailable(message, { upstream: this.name });
   }
 
   private statusError(res: UpstreamResponse, repository: string): Error {
@@ -259,25 +346,30 @@ export class UpstreamClient {
    * 5xx is a failure.
    */
   private async observed(
-    method: Method, options: RequestOptions, attempt: (signal: AbortSignal | undefined) => Promise<UpstreamResponse>,
+    method: Method, kind: UpstreamRequestKind, options: RequestOptions, attempt: (signal: AbortSignal | undefined) => Promise<UpstreamResponse>,
   ): Promise<UpstreamResponse> {
     const deadline = new Deadline(this.options.clock, options.deadlineMs, options.signal);
     try {
-      const res = await this.withRetries(method, deadline, () => attempt(deadline.signal));
-      if (res.statusCode >= 500) this.health.failed(`upstream ${this.name} answered ${res.statusCode}`, 'error');
-      else this.health.answered();
+      const res = await this.withRetries(method, kind, deadline, () => attempt(deadline.signal));
+      // A 5xx is counted as a failure where its message is read (send).
+      if (res.statusCode < 500) this.health.answered();
       return res;
     } finally {
       deadline.cancel();
     }
   }
 
-  private async withRetries(method: Method, deadline: Deadline, attempt: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
+  private async withRetries(
+    method: Method, kind: UpstreamRequestKind, deadline: Deadline, attempt: () => Promise<UpstreamResponse>,
+  ): Promise<UpstreamResponse> {
     for (let i = 0; ; i++) {
       try {
         return await attempt();
       } catch (err) {
-        if (deadline.expired) throw this.unanswered(`did not answer within ${deadline.ms} ms`, 'timeout');
+        if (deadline.expired) {
+          this.events.unreachable(method, kind, 'timeout');
+          throw this.unanswered(`upstream ${this.name} did not answer within ${deadline.ms} ms`, 'timeout');
+        }
         // The caller went away, or a verdict of ours (token service, redirects): not the upstream's failure.
         if (err instanceof RegistryError || deadline.signal?.aborted) throw err;
         const code = errorCode(err);
@@ -287,16 +379,28 @@ export class UpstreamClient {
           await sleep(this.options.clock, RETRY_DELAYS_MS[i]!, deadline.signal).catch(() => undefined);
           continue;
         }
-        throw this.unanswered(`is unreachable (${code ?? (err as Error).message})`, TIMEOUT_CODES.has(code ?? '') ? 'timeout' : 'error');
+        this.events.unreachable(method, kind, code ?? (err as Error).message);
+        throw this.unreachable(err, code);
       }
     }
   }
 
   /** The error for a request that got no answer, counted against the upstream's health. */
-  private unanswered(what: string, kind: FailureKind): UpstreamUnavailable {
-    const err = new UpstreamUnavailable(`upstream ${this.name} ${what}`, { upstream: this.name });
-    this.health.failed(err.message, kind);
-    return err;
+  private unanswered(message: string, kind: FailureKind): UpstreamUnavailable {
+    this.health.failed(message, kind);
+    return new UpstreamUnavailable(message, { upstream: this.name });
+  }
+
+  /**
+   * `upstream docker.io is unreachable at https://…/v2/…: it does not answer in TLS; … (ERR_SSL_WRONG_VERSION_NUMBER)`,
+   * warned once per cause and counted against the upstream's health (undici's timeouts mark it down at once).
+   */
+  private unreachable(err: unknown, code: string | undefined): UpstreamUnavailable {
+    const url = err instanceof ConnectionFailure ? err.url : this.origin;
+    const words = connectionErrorWords(code, url);
+    const message = `upstream ${this.name} is unreachable at ${url}: ${words} (${code ?? (err as Error).message})`;
+    this.diagnostics.warnOnce(code ?? 'unreachable', { url, code }, message);
+    return this.unanswered(message, TIMEOUT_CODES.has(code ?? '') ? 'timeout' : 'error');
   }
 
   /**
@@ -304,18 +408,24 @@ export class UpstreamClient {
    * challenge it sends when it wants authentication. The health probe, and
    * how the authorizer learns the challenge before the first real request.
    */
-  private async ping(signal?: AbortSignal): Promise<{ status: number; challenges: string[] }> {
+  private async ping(signal?: AbortSignal): Promise<{ status: number; headers: Headers; challenges: string[] }> {
     const res = await this.dispatcher.request({
       origin: this.origin, path: '/v2/', method: 'GET', headers: { 'user-agent': 'pullthrough' }, signal,
     }) as UpstreamResponse;
     await res.body.dump().catch(() => undefined);
-    return { status: res.statusCode, challenges: res.statusCode === 401 ? headerValues(res.headers, 'www-authenticate') : [] };
+    return { status: res.statusCode, headers: res.headers, challenges: res.statusCode === 401 ? headerValues(res.headers, 'www-authenticate') : [] };
   }
 
-  /** Hands an answer to `GET /v2/` to the authorizer while it has not learned yet; true when the upstream answered (below 500). */
-  private heard(answer: { status: number; challenges: string[] }): boolean {
+  /**
+   * Hands an answer to `GET /v2/` to the authorizer while it has not learned
+   * yet, and to the diagnostics as their check that the upstream is a
+   * registry (one `GET /v2/` serves both); true when the upstream answered
+   * (below 500).
+   */
+  private heard(answer: { status: number; headers: Headers; challenges: string[] }): boolean {
     if (answer.status >= 500) return false;
     if (!this.options.authorizer.learned) this.options.authorizer.learn(answer.challenges);
+    void this.diagnostics.registryVerdict(async () => registryProbeVerdict(answer.status, answer.headers));
     return true;
   }
 
@@ -335,15 +445,38 @@ export class UpstreamClient {
    * Before the first request, one `GET /v2/` (shared by every request that
    * comes meanwhile) tells the authorizer how the upstream authenticates, so
    * that concurrent first requests of new repositories carry their tokens
-   * instead of each taking a 401. An upstream that answers 5xx teaches
-   * nothing: the request goes as it would have.
+   * instead of each taking a 401. An upstream that answers 5xx, or cannot be
+   * reached, teaches nothing: the request goes as it would have (and its own
+   * failure names its own URL).
    */
   private async learnAuthentication(signal: AbortSignal | undefined): Promise<void> {
     if (this.options.authorizer.learned) return;
     this.authDiscovery ??= this.ping()
-      .then((answer) => { this.heard(answer); })
+      .then((answer) => { this.heard(answer); }, () => undefined)
       .finally(() => { this.authDiscovery = undefined; });
     await abortable(this.authDiscovery, signal);
+  }
+
+  /**
+   * A 401 to the request that carried our authorization: a Basic 401 means
+   * the configured password was refused; a Basic challenge when no
+   * credentials are configured means some are needed. Either is the
+   * operator's to fix, and is said so (and warned once). A refused token
+   * stays the caller's DENIED.
+   */
+  private unauthorized(sent: string | undefined, challenges: readonly string[], path: string): UpstreamAuthError | undefined {
+    const url = new URL(path, this.origin).href;
+    if (sent?.startsWith('Basic ')) {
+      const message = `upstream ${this.name} rejected the configured credentials (401 to Basic authentication at ${url})`;
+      this.diagnostics.warnOnce('credentials-rejected', { url, status: 401 }, message);
+      return new UpstreamAuthError('unauthorized', message, { upstream: this.name, status: 401 });
+    }
+    if (sent === undefined && this.settings.credentials === undefined && challenges.some((c) => /^\s*basic\b/i.test(c))) {
+      const message = `upstream ${this.name} wants Basic credentials (401 at ${url}), and none are configured for it: set its credentials`;
+      this.diagnostics.warnOnce('credentials-missing', { url, status: 401 }, message);
+      return new UpstreamAuthError('denied', message, { upstream: this.name, status: 401 });
+    }
+    return undefined;
   }
 
   private async sendAuthenticated(
@@ -356,12 +489,20 @@ export class UpstreamClient {
     if (res.statusCode !== 401) return res;
     const challenges = headerValues(res.headers, 'www-authenticate');
     await res.body.dump().catch(() => undefined);
-    const refused = { ...res, body: emptyBody() };
-    if (!(await authorizer.challenged(repository, challenges, sent, signal))) return refused;
-    const retry = await authorizer.authorize(repository, signal);
+    const mayRetry = await authorizer.challenged(repository, challenges, sent, signal);
+    const retriedWith = mayRetry ? await authorizer.authorize(repository, signal) : sent;
     // What was just refused is never sent again.
-    if (retry === sent) return refused;
-    return this.followRedirects(method, path, headers, retry, signal);
+    if (retriedWith === sent) {
+      const refused = this.unauthorized(sent, challenges, path);
+      if (refused) throw refused;
+      return { ...res, body: emptyBody() };
+    }
+    const retried = await this.followRedirects(method, path, headers, retriedWith, signal);
+    if (retried.statusCode !== 401) return retried;
+    const refusedAgain = this.unauthorized(retriedWith, headerValues(retried.headers, 'www-authenticate'), path);
+    if (!refusedAgain) return retried;
+    await retried.body.dump().catch(() => undefined);
+    throw refusedAgain;
   }
 
   /** Follows at most MAX_REDIRECTS redirects; credentials never leave the upstream's origin. */
@@ -373,9 +514,14 @@ export class UpstreamClient {
       const sameOrigin = url.origin === this.origin;
       const requestHeaders: Record<string, string> = { ...headers, 'user-agent': 'pullthrough' };
       if (authorization && sameOrigin) requestHeaders['authorization'] = authorization;
-      const res = await this.dispatcher.request({
-        origin: url.origin, path: url.pathname + url.search, method, headers: requestHeaders, signal,
-      }) as UpstreamResponse;
+      let res: UpstreamResponse;
+      try {
+        res = await this.dispatcher.request({
+          origin: url.origin, path: url.pathname + url.search, method, headers: requestHeaders, signal,
+        }) as UpstreamResponse;
+      } catch (err) {
+        throw new ConnectionFailure(url.href, err);
+      }
       const location = header(res.headers, 'location');
       if (!REDIRECT_STATUSES.has(res.statusCode) || !location) return res;
       await res.body.dump().catch(() => undefined);
@@ -395,6 +541,31 @@ function emptyBody(): UpstreamResponse['body'] {
   const body = Object.assign(new PassThrough(), { dump: async () => undefined });
   body.end();
   return body;
+}
+
+/**
+ * The message of an upstream's error body (`{"errors":[{"message"}]}`, the
+ * registry error form), read from its first few KiB; undefined when it sent
+ * none or something else. The rest of the body is discarded.
+ */
+async function errorMessageOf(body: UpstreamResponse['body']): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      total += chunk.length;
+      if (total >= ERROR_BODY_LIMIT) {
+        body.destroy();
+        break;
+      }
+    }
+    const parsed = JSON.parse(Buffer.concat(chunks).subarray(0, ERROR_BODY_LIMIT).toString('utf8')) as { errors?: { message?: unknown }[] };
+    const message = parsed.errors?.[0]?.message;
+    return typeof message === 'string' && message.length > 0 ? message.slice(0, 500) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads a body whole, refusing more than `limit` bytes. */

@@ -7,7 +7,8 @@ import {
 } from '../registry/imageManifest.js';
 import { DEFAULT_MANIFEST_ACCEPT } from '../registry/mediaTypes.js';
 import { parseTag, type Tag } from '../registry/names.js';
-import type { BlobHandle, ManifestService, RepositoryRef, TagService } from '../registry/services.js';
+import type { ReferrerDescriptor } from '../registry/referrers.js';
+import type { BlobHandle, ManifestService, ReferrersService, RepositoryRef, TagService } from '../registry/services.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import type { ReferenceEntry } from './references.js';
 import type { ImageReference, UpstreamRouter } from '../routing/router.js';
@@ -25,6 +26,7 @@ export interface WarmMirror {
   readonly router: UpstreamRouter;
   readonly tags: TagService;
   readonly manifests: ManifestService;
+  readonly referrers: ReferrersService;
   readonly blobs: {
     get(repository: RepositoryRef, digest: Digest): Promise<BlobHandle>;
   };
@@ -46,6 +48,11 @@ export const DEFAULT_RETRY: RetryPolicy = { retries: 4, baseDelayMs: 500, maxDel
 export interface WarmOptions {
   /** Only these children of an index; undefined: every child. */
   readonly platforms?: readonly Platform[] | undefined;
+  /**
+   * Also every referrer (signature, SBOM, attestation) of each manifest
+   * warmed, and theirs in turn; only those of `artifactTypes` when given.
+   */
+  readonly referrers?: { readonly artifactTypes: readonly string[] | undefined } | undefined;
   /** Images, and blobs, fetched at the same time. */
   readonly jobs: number;
   readonly retry?: RetryPolicy;
@@ -72,6 +79,8 @@ export interface WarmResult {
   readonly fetchedBytes: number;
   /** Manifests fetched from the upstream in this run. */
   readonly manifestsFetched: number;
+  /** Referrers warmed with the image (their blobs are in `bytes`); undefined when not asked for. */
+  readonly referrers: number | undefined;
   /** `fetched`: something came from the upstream; `cached`: all of it was already here. */
   readonly status: 'fetched' | 'cached' | 'failed';
   readonly error: string | undefined;
@@ -101,6 +110,8 @@ interface ImagePlan {
   readonly mediaType: string;
   readonly platforms: string[];
   readonly blobs: Map<Digest, ManifestEntry>;
+  /** Every manifest visited: the top one, and the children of an index. */
+  readonly manifests: Digest[];
   manifestsFetched: number;
   /** For a single image: its config, read for the platform column. */
   readonly configs: ManifestEntry[];
@@ -170,7 +181,7 @@ export class Warmer {
     } catch (err) {
       result = {
         reference: entry.reference, source: entry.source, ...known, mediaType: undefined, platforms: [], bytes: 0, fetchedBytes: 0,
-        manifestsFetched: 0, status: 'failed', error: describe(err), durationMs: Date.now() - startedAt,
+        manifestsFetched: 0, referrers: undefined, status: 'failed', error: describe(err), durationMs: Date.now() - startedAt,
       };
     }
     this.reporter.finished?.(result);
@@ -185,7 +196,9 @@ export class Warmer {
     const client = this.mirror.upstream(repository.upstream);
     const tag = known.tag = ref.tag ?? (ref.digest || entry.lockedDigest ? undefined : parseTag('latest'));
     const digest = known.digest = await this.topDigest(entry, ref, repository, tag, client);
-    const plan = await this.plan(repository, digest, client);
+    const plan = await this.plan(repository, digest, client, this.options.platforms);
+    const wanted = this.options.referrers;
+    const referrers = wanted ? await this.addReferrers(repository, client, plan, wanted.artifactTypes) : undefined;
     const blobs = [...plan.blobs.values()];
     const bytes = sum(blobs.map((b) => b.size));
     this.reporter.sized?.(reference, bytes);
@@ -194,7 +207,7 @@ export class Warmer {
     const platforms = plan.platforms.length > 0 ? plan.platforms : await this.configPlatforms(repository, plan.configs);
     return {
       reference, source: entry.source, repository, tag, digest, mediaType: plan.mediaType, platforms, bytes, fetchedBytes,
-      manifestsFetched: plan.manifestsFetched,
+      manifestsFetched: plan.manifestsFetched, referrers,
       status: fetchedBytes > 0 || plan.manifestsFetched > 0 ? 'fetched' : 'cached',
       error: undefined, durationMs: Date.now() - startedAt,
     };
@@ -217,19 +230,64 @@ export class Warmer {
     });
   }
 
-  /** Fetches (or finds) the manifest and, for an index, the wanted children; lists their blobs. */
-  private async plan(repository: RepositoryRef, digest: Digest, client: UpstreamClient | undefined): Promise<ImagePlan> {
-    const plan: ImagePlan = { mediaType: '', platforms: [], blobs: new Map(), manifestsFetched: 0, configs: [] };
-    const top = await this.visit(repository, digest, client, plan, 0);
+  /** Fetches (or finds) the manifest and, for an index, the wanted children (`undefined`: all); lists their blobs. */
+  private async plan(
+    repository: RepositoryRef, digest: Digest, client: UpstreamClient | undefined, wanted: readonly Platform[] | undefined,
+  ): Promise<ImagePlan> {
+    const plan: ImagePlan = { mediaType: '', platforms: [], blobs: new Map(), manifests: [], manifestsFetched: 0, configs: [] };
+    const top = await this.visit(repository, digest, client, plan, 0, wanted);
     return { ...plan, mediaType: top };
   }
 
+  /**
+   * Adds the referrers of every manifest in `plan` to it (their blobs and
+   * their fetches), then the referrers of those, each once; resolves with
+   * how many. A referrer is warmed whole: an index of one has no platform
+   * to choose.
+   */
+  private async addReferrers(
+    repository: RepositoryRef, client: UpstreamClient | undefined, plan: ImagePlan, artifactTypes: readonly string[] | undefined,
+  ): Promise<number> {
+    const seen = new Set<Digest>(plan.manifests);
+    const subjects = [...plan.manifests];
+    let count = 0;
+    for (let subject = subjects.shift(); subject !== undefined; subject = subjects.shift()) {
+      for (const referrer of await this.referrersOf(repository, subject, client)) {
+        if (seen.has(referrer.digest)) continue;
+        if (artifactTypes && !artifactTypes.includes(referrer.artifactType ?? '')) continue;
+        seen.add(referrer.digest);
+        const found = await this.plan(repository, referrer.digest, client, undefined);
+        for (const [digest, blob] of found.blobs) plan.blobs.set(digest, blob);
+        plan.manifestsFetched += found.manifestsFetched;
+        subjects.push(...found.manifests);
+        count++;
+      }
+    }
+    return count;
+  }
+
+  /** The referrers list of one manifest, as the upstream says it now (offline: as recorded). */
+  private async referrersOf(
+    repository: RepositoryRef, subject: Digest, client: UpstreamClient | undefined,
+  ): Promise<readonly ReferrerDescriptor[]> {
+    const label = `referrers of ${repository.upstream}/${repository.name}@${subject}`;
+    return this.attempt(label, client, async () => {
+      const listed = await this.mirror.referrers.list(repository, subject);
+      if (listed.stale && !client?.settings.offline) throw new StaleTag(label);
+      return listed.referrers;
+    });
+  }
+
   /** Adds one manifest (and what it references) to `plan`; returns its media type. */
-  private async visit(repository: RepositoryRef, digest: Digest, client: UpstreamClient | undefined, plan: ImagePlan, depth: number): Promise<string> {
+  private async visit(
+    repository: RepositoryRef, digest: Digest, client: UpstreamClient | undefined, plan: ImagePlan, depth: number,
+    wanted: readonly Platform[] | undefined,
+  ): Promise<string> {
     const label = `${repository.upstream}/${repository.name}@${digest}`;
     const { manifest, cache } = await this.attempt(label, client,
       () => this.mirror.manifests.get(repository, digest, DEFAULT_MANIFEST_ACCEPT));
     if (cache !== 'hit') plan.manifestsFetched++;
+    plan.manifests.push(digest);
     const parsed = parseManifest(manifest.body, manifest.mediaType);
     if (parsed.kind === 'image') {
       for (const blob of registryBlobs(parsed)) plan.blobs.set(blob.digest, blob);
@@ -237,25 +295,14 @@ export class Warmer {
       return manifest.mediaType;
     }
     if (depth >= MAX_INDEX_DEPTH) throw new Error(`${label}: indexes nested deeper than ${MAX_INDEX_DEPTH}`);
-    const children = this.wantedChildren(parsed.children, label);
+    const children = wantedChildren(parsed.children, wanted, label);
     for (const child of children) {
-      await this.visit(repository, child.digest, client, plan, depth + 1);
+      await this.visit(repository, child.digest, client, plan, depth + 1, wanted);
       const platform = child.platform ? formatPlatform(child.platform) : undefined;
       // Attestations and signatures ride in indexes as `unknown/unknown`: not a platform anyone runs.
       if (platform && platform !== 'unknown/unknown' && !plan.platforms.includes(platform)) plan.platforms.push(platform);
     }
     return manifest.mediaType;
-  }
-
-  private wantedChildren(children: readonly ManifestEntry[], label: string): readonly ManifestEntry[] {
-    const wanted = this.options.platforms;
-    if (!wanted) return children;
-    const chosen = children.filter((c) => wanted.some((w) => platformMatches(w, c.platform)));
-    if (chosen.length === 0) {
-      const available = children.map((c) => (c.platform ? formatPlatform(c.platform) : 'none')).join(', ');
-      throw new Error(`${label}: no child for ${wanted.map(formatPlatform).join(', ')} (the index has ${available})`);
-    }
-    return chosen;
   }
 
   /**
@@ -337,6 +384,17 @@ function retryAfterMs(err: unknown, client: UpstreamClient | undefined): number 
   const header = err instanceof RegistryError ? err.headers?.['retry-after'] : undefined;
   const seconds = header !== undefined && /^[0-9]+$/.test(header) ? Number(header) : 0;
   return Math.max(seconds * 1000, (client?.rateLimit.backoffSeconds() ?? 0) * 1000, client?.health.retryInMs() ?? 0);
+}
+
+/** The children of an index on the wanted platforms (`undefined`: every child); none at all is a failure. */
+function wantedChildren(children: readonly ManifestEntry[], wanted: readonly Platform[] | undefined, label: string): readonly ManifestEntry[] {
+  if (!wanted) return children;
+  const chosen = children.filter((c) => wanted.some((w) => platformMatches(w, c.platform)));
+  if (chosen.length === 0) {
+    const available = children.map((c) => (c.platform ? formatPlatform(c.platform) : 'none')).join(', ');
+    throw new Error(`${label}: no child for ${wanted.map(formatPlatform).join(', ')} (the index has ${available})`);
+  }
+  return chosen;
 }
 
 /** The same image named twice (`alpine` and `docker.io/library/alpine:latest`) is warmed once. */

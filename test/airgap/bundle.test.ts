@@ -19,8 +19,11 @@ import { resolveConfig } from '../../src/config/load.js';
 import { Mirror } from '../../src/mirror.js';
 import { parseDigest, type Digest } from '../../src/registry/digest.js';
 import { parseTag } from '../../src/registry/names.js';
+import type { ReferrerDescriptor } from '../../src/registry/referrers.js';
 import { FakeClock } from '../fixtures/clock.js';
-import { blobsOf, makeImage, makeIndex, manifestsOf, type BuiltImage, type BuiltIndex } from '../fixtures/images.js';
+import {
+  COSIGN_SIGNATURE, blobsOf, makeArtifact, makeImage, makeIndex, manifestsOf, referrerEntry, type Built, type BuiltImage, type BuiltIndex,
+} from '../fixtures/images.js';
 import { MemoryDriver } from '../fixtures/memoryDriver.js';
 
 const UPSTREAM = 'registry.test';
@@ -41,7 +44,10 @@ function cache(): Cache {
   }, 'test');
   const driver = new MemoryDriver();
   const mirror = new Mirror({ config, logger: pino({ level: 'silent' }), clock: new FakeClock() }, driver);
-  return { driver, mirror, storage: { driver, manifests: mirror.localManifests, tags: mirror.localTags, blobs: mirror.localBlobs } };
+  return {
+    driver, mirror,
+    storage: { driver, manifests: mirror.localManifests, tags: mirror.localTags, blobs: mirror.localBlobs, referrers: mirror.localReferrers },
+  };
 }
 
 async function importInto(c: Cache, bundle: Buffer): Promise<ImportReport> {
@@ -83,7 +89,7 @@ function blobName(digest: string): string {
 }
 
 /** An OCI layout as its own entries, written by hand (not by the code under test): oci-layout, manifests, blobs, index.json last. */
-function layoutEntries(images: readonly { ref: string; image: BuiltImage | BuiltIndex }[]): Entry[] {
+function layoutEntries(images: readonly { ref: string; image: Built }[]): Entry[] {
   const entries: Entry[] = [{ name: 'oci-layout', body: Buffer.from('{"imageLayoutVersion":"1.0.0"}') }];
   const seen = new Set<string>();
   for (const { image } of images) {
@@ -273,7 +279,7 @@ test('export then import gives the same storage; the same images always make the
   });
   const plan = await planExport(source.storage, images);
   assert.deepEqual(plan.report, {
-    images: 2, manifests: 4, blobs: 8,
+    images: 2, referrers: 0, manifests: 4, blobs: 8,
     bytes: [...manifestsOf(index), ...manifestsOf(single)].reduce((n, m) => n + m.body.length, 0)
       + [...blobsOf(index), ...blobsOf(single)].reduce((n, b) => n + b.size, 0),
   });
@@ -289,6 +295,39 @@ test('export then import gives the same storage; the same images always make the
   for (const path of source.driver.paths()) {
     assert.deepEqual(await target.driver.getContent(path), await source.driver.getContent(path), path);
   }
+});
+
+test('referrers: import records them by subject (added to a list storage knew); export --referrers carries them on', async () => {
+  const signature = makeArtifact({ artifactType: COSIGN_SIGNATURE, subject: single });
+  const older = makeArtifact({ artifactType: COSIGN_SIGNATURE, subject: single });
+  const source = cache();
+  const repository = source.mirror.router.parseReference(`${UPSTREAM}/team/app:v1`).route.repository;
+  const report = await importInto(source, await tarOf(layoutEntries([
+    { ref: `${UPSTREAM}/team/app:v1`, image: single }, { ref: `${UPSTREAM}/team/app@${signature.digest}`, image: signature },
+  ])));
+  assert.equal(report.referrers, 1);
+  const recorded = await source.mirror.localReferrers.get(repository, single.digest as Digest);
+  assert.deepEqual(recorded, { referrers: [referrerEntry(signature)], fetchedAt: source.mirror.clock.now(), source: 'bundle' });
+
+  const image = { refName: `${UPSTREAM}/team/app:v1`, repository, digest: single.digest as Digest, tagFetchedAt: LEARNED };
+  const refName = (_r: unknown, tag: string | undefined, digest: Digest): string => `${UPSTREAM}/team/app${tag ? `:${tag}` : `@${digest}`}`;
+  const without = await planExport(source.storage, [image]);
+  assert.equal(without.report.referrers, 0);
+  assert.equal(without.manifests.has(signature.digest as Digest), false, 'referrers travel only when asked for');
+  const plan = await planExport(source.storage, [image], { referrers: { refName } });
+  assert.equal(plan.report.referrers, 1);
+  assert.deepEqual([...plan.top.keys()].map((i) => i.refName), [image.refName, `${UPSTREAM}/team/app@${signature.digest}`]);
+  const bundle = collector();
+  await exportBundle(source.storage, plan, bundle.out);
+
+  // The target already knew one referrer of the image, learned upstream earlier: it keeps it, and its time.
+  const target = cache();
+  const known = [referrerEntry(older) as unknown as ReferrerDescriptor];
+  await target.mirror.localReferrers.put(repository, single.digest as Digest, { referrers: known, fetchedAt: LEARNED, source: 'api' });
+  await importInto(target, bundle.bytes());
+  assert.deepEqual(await target.mirror.localReferrers.get(repository, single.digest as Digest),
+    { referrers: [referrerEntry(older), referrerEntry(signature)], fetchedAt: LEARNED, source: 'api' });
+  assert.ok(await target.mirror.localManifests.stat(repository, signature.digest as Digest));
 });
 
 test('export refuses an image that is not completely cached, and a cached blob that no longer matches its digest', async () => {

@@ -1,7 +1,8 @@
 /**
  * A real Distribution 2.8 registry with htpasswd (bcrypt) Basic auth. With
  * the right password (from `passwordFile`) pulls work; with a wrong one the
- * client gets 403 DENIED naming the upstream, and neither the answer nor
+ * client gets 403 DENIED saying the configured credentials were rejected
+ * (and without any, that some are needed), and neither the answer nor
  * pullthrough's log carries a password or a Basic header value.
  */
 import test, { after, before } from 'node:test';
@@ -14,11 +15,12 @@ import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { seedImages, type SeededImage } from '../fixtures/seed.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
 import { runCommand, tempDir, toolSkip } from '../fixtures/tools.js';
-import { ask, basicHeader } from '../fixtures/upstreamAuth.js';
+import { ask, basicHeader, warnings } from '../fixtures/upstreamAuth.js';
 
 const skip = toolSkip('docker-registry', 'skopeo', 'htpasswd');
 const GOOD_NAME = 'basic.test';
 const BAD_NAME = 'basic-wrong.test';
+const ANON_NAME = 'basic-none.test';
 const MIRROR = { username: 'mirror', password: `basic-${randomBytes(12).toString('hex')}` };
 const WRONG = { username: 'mirror', password: `wrong-${randomBytes(12).toString('hex')}` };
 
@@ -26,6 +28,7 @@ let registry: RunningRegistry;
 let seeded: SeededImage[];
 let good: RunningProxy;
 let bad: RunningProxy;
+let anon: RunningProxy;
 
 /** Strings that must never reach a client or a log line. */
 const SECRETS = [
@@ -44,15 +47,17 @@ before(async () => {
   const dir = await tempDir('basic-secret');
   const passwordFile = join(dir, 'password');
   await writeFile(passwordFile, `${MIRROR.password}\n`, { mode: 0o600 });
-  [good, bad] = await Promise.all([
+  [good, bad, anon] = await Promise.all([
     startProxy({ upstreams: [{ name: GOOD_NAME, url: registry.url, credentials: { username: MIRROR.username, passwordFile } }] }),
     startProxy({ upstreams: [{ name: BAD_NAME, url: registry.url, credentials: WRONG }] }),
+    startProxy({ upstreams: [{ name: ANON_NAME, url: registry.url }] }),
   ]);
 });
 
 after(async () => {
   await good?.stop();
   await bad?.stop();
+  await anon?.stop();
   await registry?.stop();
 });
 
@@ -78,7 +83,8 @@ test('a wrong password: 403 DENIED naming the upstream, no secret in the answer 
     const answer = await ask(bad, path);
     assert.equal(answer.status, 403, `${path}: ${answer.body.toString()}`);
     assert.equal(answer.code, 'DENIED', path);
-    assert.match(answer.message ?? '', new RegExp(BAD_NAME.replace('.', '\\.')), `${path}: the message names the upstream`);
+    assert.match(answer.message ?? '', new RegExp(`^upstream ${BAD_NAME.replace('.', '\\.')} rejected the configured credentials \\(401 to Basic authentication at ${registry.url}${path}\\)$`),
+      `${path}: the message names the upstream, the URL and what came back`);
     assert.equal(answer.headers['www-authenticate'], undefined, 'no challenge: the client has nothing to log in to');
     assertNoSecret(`${JSON.stringify(answer.headers)}\n${answer.body.toString('utf8')}`, `the answer to ${path}`);
   }
@@ -89,4 +95,17 @@ test('a wrong password: 403 DENIED naming the upstream, no secret in the answer 
   assert.ok(inspect.stderr.includes(BAD_NAME), inspect.stderr);
   assertNoSecret(inspect.stderr, 'skopeo\'s error');
   assertNoSecret(bad.rawLogs(), 'the log');
+  // One warning for the cause, not one per request.
+  const rejected = warnings(bad).filter((w) => w['cause'] === 'credentials-rejected');
+  assert.equal(rejected.length, 1, JSON.stringify(warnings(bad)));
+  assert.equal(rejected[0]!['upstream'], BAD_NAME);
+});
+
+test('no credentials for a Basic-auth upstream: 403 DENIED saying that some are needed, not that they were rejected', { skip }, async () => {
+  const image = seeded[0]!;
+  const answer = await ask(anon, `/v2/${image.repository}/manifests/${image.tag}`);
+  assert.equal(answer.status, 403);
+  assert.equal(answer.code, 'DENIED');
+  assert.match(answer.message ?? '', new RegExp(`^upstream ${ANON_NAME.replace('.', '\\.')} wants Basic credentials \\(401 at .*\\), and none are configured for it`));
+  assert.equal(warnings(anon).filter((w) => w['cause'] === 'credentials-missing').length, 1);
 });

@@ -48,7 +48,7 @@ const SETTLE_MS = 300;
 test('in process: start-up and /v2/ send nothing upstream, nor does an hour of policy timers', async () => {
   const { fakes: seen, config } = await upstreams();
   process.env['PULLTHROUGH_STARTUP_PW'] = CREDENTIALS.password;
-  const clock = new FakeClock();
+  const clock = new FakeClock(Date.now());
   const proxy = await startProxy({ upstreams: config, clock }).finally(() => delete process.env['PULLTHROUGH_STARTUP_PW']);
   try {
     for (const path of ['/v2/', '/v2']) {

@@ -5,7 +5,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ConfigError, loadConfig, resolveConfig } from '../../src/config/load.js';
+import { loadConfig, resolveConfig } from '../../src/config/load.js';
+import { configErrorMessage } from '../fixtures/config.js';
 
 const run = promisify(execFile);
 const CLI = new URL('../../src/cli.js', import.meta.url).pathname;
@@ -19,15 +20,6 @@ function minimal(extra: Record<string, unknown> = {}): Record<string, unknown> {
   };
 }
 
-function message(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.message;
-  }
-  assert.fail('expected a ConfigError');
-}
 
 test('the embedded default: port 5000, ./data, docker.io at registry-1.docker.io, Docker Hub naming', () => {
   const config = loadConfig(undefined, {});
@@ -49,31 +41,31 @@ test('defaults are applied and durations parsed', () => {
 });
 
 test('a wrong type names its key path', () => {
-  assert.match(message(() => resolveConfig(minimal({ listen: { port: 'x' } }), 'f.json')), /\/listen\/port: must be integer/);
-  assert.match(message(() => resolveConfig(minimal({ upstreamDefaults: { tagMaxAge: 'soon' } }), 'f.json')), /\/upstreamDefaults\/tagMaxAge/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ listen: { port: 'x' } }), 'f.json')), /\/listen\/port: must be a whole number/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { tagMaxAge: 'soon' } }), 'f.json')), /\/upstreamDefaults\/tagMaxAge/);
 });
 
 test('a missing key names its key path', () => {
   const doc = minimal();
   delete doc['storage'];
-  assert.match(message(() => resolveConfig(doc, 'f.json')), /\/storage: missing required key/);
+  assert.match(configErrorMessage(() => resolveConfig(doc, 'f.json')), /\/storage: missing required key/);
   const noUrl = minimal({ upstreams: [{ name: 'docker.io' }] });
-  assert.match(message(() => resolveConfig(noUrl, 'f.json')), /\/upstreams\/0\/url: missing required key/);
+  assert.match(configErrorMessage(() => resolveConfig(noUrl, 'f.json')), /\/upstreams\/0\/url: missing required key/);
 });
 
 test('an unknown key names its key path', () => {
-  assert.match(message(() => resolveConfig(minimal({ listn: {} }), 'f.json')), /\/listn: unknown key/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ listn: {} }), 'f.json')), /\/listn: unknown key/);
   const typo = minimal({ upstreams: [{ name: 'docker.io', url: 'https://registry-1.docker.io', timout: {} }] });
-  assert.match(message(() => resolveConfig(typo, 'f.json')), /\/upstreams\/0\/timout: unknown key/);
+  assert.match(configErrorMessage(() => resolveConfig(typo, 'f.json')), /\/upstreams\/0\/timout: unknown key/);
 });
 
 test('the default upstream must exist, and names and aliases are unique', () => {
-  assert.match(message(() => resolveConfig(minimal({ defaultUpstream: 'ghcr.io' }), 'f')), /\/defaultUpstream/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ defaultUpstream: 'ghcr.io' }), 'f')), /\/defaultUpstream/);
   const dup = minimal({ upstreams: [
     { name: 'docker.io', url: 'https://registry-1.docker.io' },
     { name: 'mirror.example', url: 'https://m.example', aliases: ['docker.io'] },
   ] });
-  assert.match(message(() => resolveConfig(dup, 'f')), /docker\.io names more than one upstream/);
+  assert.match(configErrorMessage(() => resolveConfig(dup, 'f')), /docker\.io names more than one upstream/);
 });
 
 test('credentials: password, passwordFile or passwordEnv, exactly one', async () => {
@@ -83,9 +75,9 @@ test('credentials: password, passwordFile or passwordEnv, exactly one', async ()
   const withCreds = (credentials: object) => minimal({ upstreams: [{ ...base, credentials }] });
   assert.equal(resolveConfig(withCreds({ username: 'u', passwordFile: join(dir, 'secret') }), 'f').upstreams[0]!.credentials?.password, 'from-file');
   assert.equal(resolveConfig(withCreds({ username: 'u', passwordEnv: 'PT_SECRET' }), 'f', { PT_SECRET: 'from-env' }).upstreams[0]!.credentials?.password, 'from-env');
-  assert.match(message(() => resolveConfig(withCreds({ username: 'u', passwordEnv: 'PT_MISSING' }), 'f', {})), /passwordEnv: environment variable PT_MISSING is not set/);
-  assert.match(message(() => resolveConfig(withCreds({ username: 'u', password: 'a', passwordEnv: 'B' }), 'f', {})), /exactly one of/);
-  assert.match(message(() => resolveConfig(withCreds({ username: 'u' }), 'f', {})), /exactly one of/);
+  assert.match(configErrorMessage(() => resolveConfig(withCreds({ username: 'u', passwordEnv: 'PT_MISSING' }), 'f', {})), /passwordEnv: environment variable PT_MISSING is not set/);
+  assert.match(configErrorMessage(() => resolveConfig(withCreds({ username: 'u', password: 'a', passwordEnv: 'B' }), 'f', {})), /exactly one of/);
+  assert.match(configErrorMessage(() => resolveConfig(withCreds({ username: 'u' }), 'f', {})), /exactly one of/);
 });
 
 test('start-up stops on a bad configuration, exit code 2, naming the key path', async () => {
@@ -118,8 +110,8 @@ test('upstream health, revalidateTimeout and staleWhileRevalidate: defaults, per
   assert.deepEqual(ghcr!.health, { failures: 5, backoffMs: 5000, maxBackoffMs: 60_000 }, 'the rest from upstreamDefaults');
   assert.equal(ghcr!.revalidateTimeoutMs, 1000);
   assert.equal(ghcr!.staleWhileRevalidateMs, 600_000);
-  assert.match(message(() => resolveConfig(minimal({ upstreamDefaults: { health: { backoff: '1m', maxBackoff: '5s' } } }), 'f')),
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { health: { backoff: '1m', maxBackoff: '5s' } } }), 'f')),
     /\/upstreams\/0\/health\/maxBackoff: must not be shorter than backoff/);
-  assert.match(message(() => resolveConfig(minimal({ upstreamDefaults: { revalidateTimeout: '0s' } }), 'f')), /revalidateTimeout: must be more than 0/);
-  assert.match(message(() => resolveConfig(minimal({ upstreamDefaults: { health: { failures: 0 } } }), 'f')), /\/upstreamDefaults\/health\/failures/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { revalidateTimeout: '0s' } }), 'f')), /revalidateTimeout: must be more than 0/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { health: { failures: 0 } } }), 'f')), /\/upstreamDefaults\/health\/failures/);
 });

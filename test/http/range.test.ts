@@ -32,6 +32,8 @@ test('registry paths split at the endpoint keyword, names may contain one', () =
   assert.deepEqual(parseRegistryPath('a/b/tags/list'), { endpoint: 'tags', name: 'a/b' });
   assert.deepEqual(parseRegistryPath('a/blobs/uploads/'), { endpoint: 'upload', name: 'a' });
   assert.deepEqual(parseRegistryPath('a/blobs/uploads/1234'), { endpoint: 'upload', name: 'a' });
+  assert.deepEqual(parseRegistryPath('a/b/referrers/sha256:abc'), { endpoint: 'referrers', name: 'a/b', digest: 'sha256:abc' });
+  assert.deepEqual(parseRegistryPath('a/referrers/manifests/sha256:abc'), { endpoint: 'manifest', name: 'a/referrers', reference: 'sha256:abc' });
   assert.deepEqual(parseRegistryPath('a/other/x'), { endpoint: 'unknown' });
   assert.deepEqual(parseRegistryPath('manifests/latest'), { endpoint: 'unknown' });
 });

@@ -62,7 +62,7 @@ test('the tag moves upstream: within tagMaxAge the old digest, after it the new 
   await writeOciLayout(dir, [{ ref: 'v2', image: second }]);
   await pushLayout(dir, 'v2', `${upstream.host}/fresh/slow:v2`);
   await push('fresh/slow', first);
-  const clock = new FakeClock();
+  const clock = new FakeClock(Date.now());
   const proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '3s' }], clock });
   proxies.push(proxy);
   assert.equal(await served(proxy, 'fresh/slow'), first.digest);

@@ -76,7 +76,7 @@ test('offline: cached content is served, a miss says it is not cached and the mi
 test('maxStale bounds how old a tag served stale may be', async () => {
   const image = makeImage({ layerSizes: [1000] });
   fake.addImage('stale/app', 'v1', image);
-  const clock = new FakeClock();
+  const clock = new FakeClock(Date.now());
   const proxy = await proxyWith({ maxStale: '2s' }, undefined, clock);
   assert.equal((await get(`${proxy.url}/v2/stale/app/manifests/v1`)).status, 200);
   const fault = fake.addFault({ path: '/v2/stale/app/manifests/v1' }, { status: { code: 500 } });

@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { startFakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeIndex } from '../fixtures/images.js';
 import { testConfigDocument } from '../fixtures/proxy.js';
+import { pushBlob } from '../fixtures/push.js';
 import { findRedis, randomPrefix, redisKeys, startRedisProxy } from '../fixtures/redis.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { startServer, type RunningServer } from '../fixtures/server.js';
@@ -62,20 +63,6 @@ async function startThrottle(target: string, bytesPerSecond: number): Promise<{ 
   };
 }
 
-/** Pushes one blob (no image needed to GET a blob) with a monolithic upload: POST, then PUT with the digest. */
-async function pushBlob(registry: string, repository: string, bytes: Buffer): Promise<{ layer: string; size: number }> {
-  const layer = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-  const started = await request(`${registry}/v2/${repository}/blobs/uploads/`, { method: 'POST' });
-  await started.body.dump();
-  assert.equal(started.statusCode, 202);
-  const location = new URL(String(started.headers['location']), registry);
-  location.searchParams.set('digest', layer);
-  const put = await request(location, { method: 'PUT', body: bytes, headers: { 'content-type': 'application/octet-stream' } });
-  await put.body.dump();
-  assert.equal(put.statusCode, 201);
-  return { layer, size: bytes.length };
-}
-
 function replicaConfig(): Record<string, unknown> {
   const document = testConfigDocument({ upstreams: [{ name: UPSTREAM, url: throttle.url }] }, root);
   return { ...document, redis: { url: redis.url!, keyPrefix: prefix, leaseTtl: '2s' } };
@@ -85,7 +72,9 @@ before(async () => {
   if (skip) return;
   upstream = await startRegistry();
   for (const repository of ['replicas/eight', 'replicas/killed']) {
-    big.push({ repository, ...await pushBlob(upstream.url, repository, randomBytes(BIG)) });
+    // No image needed to GET a blob: the blob alone, with the plain push API.
+    const bytes = randomBytes(BIG);
+    big.push({ repository, layer: await pushBlob(upstream.url, repository, bytes), size: bytes.length });
   }
   throttle = await startThrottle(upstream.host, RATE);
   root = await tempDir('replicas');

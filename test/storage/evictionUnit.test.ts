@@ -16,11 +16,12 @@ import type { Descriptor } from '../../src/registry/descriptor.js';
 import type { Digest } from '../../src/registry/digest.js';
 import type { RepositoryName } from '../../src/registry/names.js';
 import type { RepositoryRef } from '../../src/registry/services.js';
+import { encodeReferrersRecord, referrersTag } from '../../src/registry/referrers.js';
 import { encodeTagRecord } from '../../src/registry/tagRecord.js';
 import { LocalBlobStore, StorageBlobStatter } from '../../src/storage/blobs.js';
 import { collectGarbage, type EvictionPolicy, type EvictionReport } from '../../src/storage/eviction.js';
 import { Evictor } from '../../src/storage/evictor.js';
-import { blobDataPath, layerLinkPath, manifestRevisionPath, tagPath } from '../../src/storage/layout.js';
+import { blobDataPath, layerLinkPath, manifestRevisionPath, referrersRecordPath, tagPath } from '../../src/storage/layout.js';
 import { UsageRecorder } from '../../src/storage/usage.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { MemoryDriver } from '../fixtures/memoryDriver.js';
@@ -480,4 +481,52 @@ test('a run held above the low watermark by a blob being read runs again as soon
   assert.ok(!driver.paths().includes(blobDataPath(a.layers[0]!)), 'released, and removed by the run that followed');
   assert.ok(kept(driver, c));
   await f.evictor.stop();
+});
+
+/** A signature of `subject` as the referrers service leaves it: the referrer, the index under the referrers tag, the referrers record. */
+async function storeSignature(driver: MemoryDriver, subject: StoredImage, usedAt: number): Promise<Digest[]> {
+  const layer = randomBytes(100);
+  const empty = Buffer.from('{}');
+  const signature = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json',
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: digestOf(empty), size: 2 },
+    layers: [{ mediaType: 'application/octet-stream', digest: digestOf(layer), size: layer.length }],
+    subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: 100 },
+  }));
+  const descriptor = { mediaType: OCI_MANIFEST, digest: digestOf(signature), size: signature.length };
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [descriptor] }));
+  const { repository } = subject;
+  const paths: string[] = [];
+  const put = async (path: string, data: Buffer | string): Promise<void> => {
+    await driver.putContent(path, data);
+    paths.push(path);
+  };
+  for (const data of [signature, index, empty, layer]) await put(blobDataPath(digestOf(data)), data);
+  for (const data of [empty, layer]) await put(layerLinkPath(repository, digestOf(data)), digestOf(data));
+  await put(manifestRevisionPath(repository, digestOf(signature)), JSON.stringify({ mediaType: OCI_MANIFEST, size: signature.length }));
+  await put(manifestRevisionPath(repository, digestOf(index)), JSON.stringify({ mediaType: OCI_INDEX, size: index.length }));
+  const tag = referrersTag(subject.digest);
+  const indexDescriptor = { digest: digestOf(index), mediaType: OCI_INDEX, size: index.length };
+  await put(tagPath(repository, tag), encodeTagRecord({ descriptor: indexDescriptor, fetchedAt: usedAt }));
+  await put(referrersRecordPath(repository, subject.digest), encodeReferrersRecord({ referrers: [descriptor], fetchedAt: usedAt, source: 'tag' }));
+  await driver.touch(paths, usedAt);
+  return [signature, index, empty, layer].map(digestOf);
+}
+
+test('a signature goes with the image it signs: kept by the image\'s pin, removed with it, never taking the image with it alone', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const image = await storeImage(driver, 'team/signed', { usedAt: clock.now() - 5 * HOUR });
+  const signature = await storeSignature(driver, image, clock.now() - 5 * HOUR);
+  const pinned = await collectGarbage(driver, policy({
+    maxIdleMs: HOUR, isPinned: (repository, tags) => repository.name === 'team/signed' && tags.includes('v1'),
+  }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(pinned.removedImages, [], 'the pin on the tag keeps the image and its signature');
+  assert.ok(kept(driver, image));
+  for (const d of signature) assert.ok(driver.paths().includes(blobDataPath(d)));
+
+  const idle = await collectGarbage(driver, policy({ maxIdleMs: HOUR }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(idle.removedImages.map((i) => i.id), [image.id], 'one image: the signature and the referrers tag index are part of it');
+  assert.equal(idle.removedBlobs, image.blobs.length + signature.length);
+  assert.deepEqual(driver.paths(), [], 'revisions, both tags, the referrers record, links and blobs');
 });

@@ -187,6 +187,30 @@ test('step 2: export the locked images as one OCI layout tar that skopeo reads',
   }
 });
 
+test('step 2b: the short name a lock file gives finds the image in the bundle; import still records it under its upstream', options, async () => {
+  // A is the default upstream of online.json: `team/oci-image:v1` is the lock's short name for A's image.
+  const image = imagesA['oci-image']!;
+  await writeFile(join(work, 'short.lock'), `team/oci-image:v1 ${image.digest}\n`);
+  const exported = await pullthrough(['export', '--config', 'online.json', '--lock', 'short.lock', '--out', 'short.tar']);
+  assert.equal(exported.code, 0, exported.stdout + exported.stderr);
+  for (const name of ['team/oci-image:v1', `${A}/team/oci-image:v1`]) {
+    const inspected = await runCommand('skopeo', ['inspect', `oci-archive:${join(work, 'short.tar')}:${name}`]);
+    assert.equal(JSON.parse(inspected.stdout).Digest, image.digest, name);
+  }
+  // Where the short name would mean another upstream, the bundle's full name decides.
+  const elsewhere = join(work, 'short-import');
+  await writeFile(join(work, 'b-default.json'), JSON.stringify({
+    listen: { port: 5000 }, storage: { root: elsewhere }, defaultUpstream: B,
+    upstreams: [{ name: A, url: regA.url }, { name: B, url: regB.url, aliases: [B_ALIAS] }],
+  }));
+  const imported = await pullthrough(['import', '--config', 'b-default.json', 'short.tar']);
+  assert.equal(imported.code, 0, imported.stdout + imported.stderr);
+  assert.match(imported.stdout, /^imported 1 images /m, 'one image, though index.json lists it twice');
+  const files = [...(await snapshot(elsewhere)).keys()];
+  assert.ok(files.includes(`repositories/${A}/team/oci-image/_manifests/tags/v1`), files.join('\n'));
+  assert.ok(!files.some((f) => f.startsWith(`repositories/${B}/`)), 'nothing under the upstream the short name would mean here');
+});
+
 test('step 3: a bundle with one flipped byte, or cut short, is refused and storage is left as it was', options, async () => {
   const bundle = await readFile(join(work, 'bundle.tar'));
   // Flip a byte inside a layer's data: after its 512-byte tar header.

@@ -19,6 +19,7 @@ export async function serveBlob(
   if (request.method === 'HEAD') {
     const descriptor = await mirror.blobs.stat(route.repository, digest);
     if (!descriptor) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+    markCache(request, reply, descriptor.cache ?? 'hit');
     return reply.type('application/octet-stream').header('content-length', String(descriptor.size)).send();
   }
 

@@ -5,7 +5,7 @@ import { acceptedManifestTypes } from '../../registry/mediaTypes.js';
 import { parseManifestReference, type ManifestReference } from '../../registry/reference.js';
 import type { RegistryServices } from '../services.js';
 import type { Route } from '../../routing/router.js';
-import { markCache } from '../context.js';
+import { markCache, markResolution } from '../context.js';
 
 /** True when `If-None-Match` names this digest (quoted or not, weak or not, or `*`). */
 function notModified(ifNoneMatch: string | undefined, digest: string): boolean {
@@ -55,14 +55,16 @@ export async function serveManifest(
   let known: Descriptor | undefined;
   if (ref.digest !== undefined) {
     if (head) {
-      known = await mirror.manifests.stat(route.repository, ref.digest, accept);
-      if (!known) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
+      const found = await mirror.manifests.stat(route.repository, ref.digest, accept);
+      if (!found) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
+      markCache(request, reply, found.cache ?? 'hit');
+      known = found;
     }
   } else {
     const resolution = await mirror.tags.resolve(route.repository, ref.tag, accept);
+    mirror.requestEvents?.pulled(route.repository, ref.tag);
     known = resolution.descriptor;
-    markCache(request, reply, resolution.stale ? 'stale' : resolution.cache);
-    if (resolution.stale) void reply.header('warning', '110 pullthrough "Response is Stale"');
+    markResolution(request, reply, resolution);
   }
   if (known && head) {
     descriptorHeaders(reply, known);
@@ -78,6 +80,5 @@ export async function serveManifest(
     return reply.code(304).headers({ 'docker-content-digest': manifest.digest, etag: `"${manifest.digest}"` }).send();
   }
   descriptorHeaders(reply, { digest: manifest.digest, size: manifest.body.length, mediaType: manifest.mediaType });
-  request.bodyBytes = manifest.body.length;
   return reply.send(manifest.body);
 }

@@ -1,47 +1,90 @@
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
+import type { RepositoryName } from '../../registry/names.js';
 import { parseManifestReference } from '../../registry/reference.js';
+import type { Route } from '../../routing/router.js';
+import type { ClientAccess } from '../auth/access.js';
 import type { RegistryServices } from '../services.js';
 import { parseRegistryPath } from '../paths.js';
 import { serveBlob } from './blobs.js';
 import { serveManifest } from './manifests.js';
+import { serveReferrers } from './referrers.js';
 import { page, pageQuerySchema, type PageQuery } from './pagination.js';
+import { clientOf, markCache, routed } from '../context.js';
 
 interface RegistryQuery extends PageQuery {
   readonly ns?: string;
+  /** The referrers filter; empty is none. */
+  readonly artifactType?: string;
 }
+
+/** The query of every `/v2/<name>/...` request: pagination, `ns`, and the referrers' `artifactType`. */
+const registryQuerySchema = {
+  ...pageQuerySchema,
+  properties: { ...pageQuerySchema.properties, artifactType: { type: 'string', maxLength: 255 } },
+} as const;
 
 /**
  * The read side of the distribution API: `/v2/`, manifests, blobs, tag
- * lists and the catalog. Repository names may contain slashes, so one
+ * lists, referrers and the catalog. Repository names may contain slashes, so one
  * wildcard route splits the path; every name, tag and digest is checked
  * against the grammar before anything touches storage.
  */
-export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices }> = async (app: FastifyInstance, { mirror }) => {
-  app.get('/v2/', async (_request, reply) => reply.type('application/json').send('{}'));
+export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; access: ClientAccess }> = async (app: FastifyInstance, { mirror, access }) => {
+  /** Which upstream and repository the request is for, and whether its client may pull from there: before any upstream or storage access. */
+  const route = (request: FastifyRequest<{ Querystring: RegistryQuery }>, name: string): Route => {
+    const found = routed(request, mirror.router.route(name, request.query.ns));
+    access.authorize(clientOf(request), found.repository);
+    return found;
+  };
+
+  app.get('/v2/', async (request, reply) => {
+    access.authorizeAny(clientOf(request));
+    return reply.type('application/json').send('{}');
+  });
 
   app.get<{ Querystring: PageQuery }>('/v2/_catalog', { schema: { querystring: pageQuerySchema } }, async (request, reply) => {
-    const repositories = page(await mirror.catalog(), request.query, reply, '/v2/_catalog');
+    request.requestKind = 'catalog';
+    // The catalog lists what is cached: always a hit.
+    markCache(request, reply, 'hit');
+    access.authorizeAny(clientOf(request));
+    // Only what this client may pull is listed. Upstream names hold no '/': the first segment is the upstream.
+    const readable = (await mirror.catalog()).filter((entry) => {
+      const slash = entry.indexOf('/');
+      return access.mayPull(clientOf(request), { upstream: entry.slice(0, slash), name: entry.slice(slash + 1) as RepositoryName });
+    });
+    const repositories = page(readable, request.query, reply, '/v2/_catalog');
     return reply.type('application/json').send(JSON.stringify({ repositories }));
   });
 
   app.route<{ Params: { '*': string }; Querystring: RegistryQuery }>({
     method: ['GET', 'HEAD'],
     url: '/v2/*',
-    schema: { querystring: pageQuerySchema },
+    schema: { querystring: registryQuerySchema },
     handler: async (request, reply) => {
       const path = parseRegistryPath(request.params['*']);
       switch (path.endpoint) {
         case 'manifest':
-          return serveManifest(mirror, mirror.router.route(path.name, request.query.ns), path.reference, request, reply);
-        case 'blob':
-          return serveBlob(mirror, mirror.router.route(path.name, request.query.ns), path.digest, request, reply);
+        case 'blob': {
+          request.requestKind = path.endpoint;
+          const target = route(request, path.name);
+          return path.endpoint === 'manifest'
+            ? serveManifest(mirror, target, path.reference, request, reply)
+            : serveBlob(mirror, target, path.digest, request, reply);
+        }
         case 'tags': {
-          const route = mirror.router.route(path.name, request.query.ns);
-          const tags = page(await mirror.tags.list(route.repository), request.query, reply,
+          request.requestKind = 'tags';
+          const target = route(request, path.name);
+          // A tag list always asks the upstream (and adds the tags recorded here).
+          markCache(request, reply, 'miss');
+          const tags = page(await mirror.tags.list(target.repository), request.query, reply,
             `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`);
           return reply.type('application/json').send(JSON.stringify({ name: path.name, tags }));
+        }
+        case 'referrers': {
+          request.requestKind = 'referrers';
+          return serveReferrers(mirror, route(request, path.name), path.digest, request.query.artifactType || undefined, request, reply);
         }
         case 'upload':
           throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');

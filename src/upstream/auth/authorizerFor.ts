@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { UpstreamSettings } from '../../config/settings.js';
 import { systemClock, type Clock } from '../../registry/clock.js';
+import type { UpstreamEvents } from '../../registry/telemetry.js';
 import type { UpstreamAuthorizer } from './authorizer.js';
 import { ChallengeAuthorizer } from './challengeAuthorizer.js';
 import type { TokenCache } from './tokenCache.js';
@@ -17,8 +18,11 @@ import type { TokenCache } from './tokenCache.js';
  * for headers on an upstream request. `tokenCache` lets upstreams share one
  * bounded cache (keys include the upstream name; give it the same clock).
  * `clock` measures token expiry, the race window and the exchange timeout.
+ * `events` is told of every token exchange.
  */
-export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenCache?: TokenCache, clock: Clock = systemClock): UpstreamAuthorizer {
+export function authorizerFor(
+  upstream: UpstreamSettings, logger: Logger, tokenCache?: TokenCache, clock: Clock = systemClock, events?: Pick<UpstreamEvents, 'tokenFetched'>,
+): UpstreamAuthorizer {
   return new ChallengeAuthorizer({
     upstreamName: upstream.name,
     upstreamUrl: upstream.url,
@@ -28,5 +32,6 @@ export function authorizerFor(upstream: UpstreamSettings, logger: Logger, tokenC
     tokenTimeoutMs: upstream.timeouts.connectMs + upstream.timeouts.headersMs,
     clock,
     ...(tokenCache ? { tokenCache } : {}),
+    ...(events ? { events } : {}),
   });
 }

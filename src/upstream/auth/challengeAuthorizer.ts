@@ -11,6 +11,7 @@ import { parseChallenges, type Challenge } from './challenge.js';
 import { isTrustedRealm } from './realmTrust.js';
 import { TokenCache, tokenCacheKey } from './tokenCache.js';
 import { fetchToken } from './tokenFetch.js';
+import { NO_UPSTREAM_EVENTS, type UpstreamEvents } from '../../registry/telemetry.js';
 
 /** The log methods the authorizer uses; a pino `Logger` has them. */
 export type AuthLogger = Pick<Logger, 'warn' | 'debug'>;
@@ -32,6 +33,8 @@ export interface ChallengeAuthorizerOptions {
   readonly tokenTimeoutMs?: number;
   /** Shares tokens across authorizers (give it the same clock); by default each authorizer has its own, on `clock`. Keys include the upstream name. */
   readonly tokenCache?: TokenCache;
+  /** Told of every token exchange and how it went (metrics). */
+  readonly events?: Pick<UpstreamEvents, 'tokenFetched'>;
 }
 
 /** What the upstream asked for last. */
@@ -99,13 +102,17 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
     if (known.kind === 'basic') return this.basicHeader;
     const scope = pullScope(repository);
     const key = this.tokenKey(known, scope);
+    const events = this.options.events ?? NO_UPSTREAM_EVENTS;
     const token = await this.tokens.get(key, () => fetchToken({
       upstreamName: this.options.upstreamName,
       realm: known.realm,
       service: known.service,
       scope,
       credentials: known.trusted ? this.options.credentials : undefined,
-    }, { dispatcher: this.dispatcher, clock: this.clock, timeoutMs: this.tokenTimeoutMs }), signal);
+    }, { dispatcher: this.dispatcher, clock: this.clock, timeoutMs: this.tokenTimeoutMs }).then(
+      (fetched) => { events.tokenFetched(true); return fetched; },
+      (err: unknown) => { events.tokenFetched(false); throw err; },
+    ), signal);
     return `Bearer ${token}`;
   }
 
