@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { Admin } from './admin/admin.js';
+import { reportedHealth } from './admin/health.js';
 import { PullthroughMetrics, type MetricSources } from './admin/metrics.js';
 import { ReadinessProbe } from './admin/probes.js';
 import { StatusReporter } from './admin/status.js';
@@ -99,6 +100,8 @@ export class Mirror {
       sources: this.metricSources(),
       logger,
       now: () => clock.now(),
+      // Asked when scraped: the clients exist by then.
+      health: { health: (upstream) => reportedHealth(this.clients.get(upstream)?.health.state) },
     });
     this.requestEvents = this.metrics.requests;
     const authorizerFor = options.authorizerFor ?? ((u, l, c, e) => challengeAuthorizerFor(u, l, undefined, c, e));
@@ -130,9 +133,11 @@ export class Mirror {
       descriptors,
       usage: this.usage,
       onCommitted: (d) => this.evictor.added(d.size),
+      onReleased: (digest) => this.evictor.released(digest),
     });
     this.blobs = new ProxyBlobStore({
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
+      onReleased: (digest) => this.evictor.released(digest),
       fillEvents: (upstream) => this.metrics.upstream(upstream),
     });
     this.localManifests = new LocalManifestStore({
@@ -169,7 +174,9 @@ export class Mirror {
       clock,
       events: this.metrics.eviction,
     });
-    this.manifests = new ProxyManifestStore({ local: this.localManifests, upstreams });
+    this.manifests = new ProxyManifestStore({
+      local: this.localManifests, upstreams, ...(this.redis ? { coordinator: this.redis.manifests } : {}),
+    });
     this.tags = new ProxyTagService({ records: tagRecords, local: this.localTags, manifests: this.manifests, upstreams, logger, clock });
     this.localReferrers = new LocalReferrersStore(this.driver);
     this.referrers = new ProxyReferrersService({

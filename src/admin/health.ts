@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { UpstreamHealthState } from '../upstream/health.js';
 
 /** What is known of one upstream's health. Times are milliseconds since the epoch. */
 export interface UpstreamHealth {
@@ -11,13 +12,25 @@ export interface UpstreamHealth {
 }
 
 /**
- * Where the operator's side reads upstream health. Until the upstream
- * health work (back-off windows, a recovery probe) lands, `LastContact`
- * below is the source: the outcome of the latest exchange. That work will
- * implement this interface and be handed to the metrics in its place.
+ * Where the operator's side reads upstream health. The mirror hands the
+ * metrics the upstream clients' own health (down after repeated failures or
+ * a timeout, up again when a request or the probe is answered), through
+ * `reportedHealth`; without one, `LastContact` below is the source: the
+ * outcome of the latest exchange.
  */
 export interface UpstreamHealthSource {
   health(upstream: string): UpstreamHealth;
+}
+
+/** An upstream client's health as the metrics and the status page show it: `unknown` until the first contact. */
+export function reportedHealth(state: UpstreamHealthState | undefined): UpstreamHealth {
+  const contacted = state !== undefined && (state.lastSuccessAt !== undefined || state.lastFailureAt !== undefined);
+  return {
+    state: contacted ? state.status : 'unknown',
+    lastSuccessAt: state?.lastSuccessAt,
+    lastFailureAt: state?.lastFailureAt,
+    lastError: state?.lastError,
+  };
 }
 
 /**

@@ -84,9 +84,10 @@ export class PullthroughMetrics {
       }),
     };
     for (const upstream of options.upstreams) {
-      const contact = new LastContact({ upstream, logger: options.logger, now: options.now });
-      this.contacts.set(upstream, contact);
-      this.upstreams.set(upstream, new UpstreamActivity({ upstream, metrics: upstreamMetrics, contact }));
+      // A health source of its own logs its transitions: the last contact is then neither kept nor logged.
+      const contact = options.health ? undefined : new LastContact({ upstream, logger: options.logger, now: options.now });
+      if (contact) this.contacts.set(upstream, contact);
+      this.upstreams.set(upstream, new UpstreamActivity({ upstream, metrics: upstreamMetrics, ...(contact ? { contact } : {}) }));
     }
     this.health = options.health ?? { health: (upstream) => this.lastContact(upstream) };
     this.upstreamGauges(registers);

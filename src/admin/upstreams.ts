@@ -18,7 +18,7 @@ type HistogramChild = Histogram.Internal<string>;
 /**
  * What one upstream's client and fills report, counted: the label children
  * are made once here, so an event costs prom-client's increment and nothing
- * else. Also tells `LastContact` whether the upstream answered.
+ * else. Also tells `LastContact`, when it has one, whether the upstream answered.
  */
 export class UpstreamActivity implements UpstreamEvents, FillEvents {
   private readonly fetchedBytes: Record<UpstreamRequestKind, CounterChild>;
@@ -30,7 +30,7 @@ export class UpstreamActivity implements UpstreamEvents, FillEvents {
   private readonly byStatus = new Map<string, CounterChild>();
 
   constructor(
-    private readonly options: { readonly upstream: string; readonly metrics: UpstreamMetricSet; readonly contact: LastContact },
+    private readonly options: { readonly upstream: string; readonly metrics: UpstreamMetricSet; readonly contact?: LastContact },
   ) {
     const { upstream, metrics } = options;
     this.fetchedBytes = {
@@ -54,15 +54,15 @@ export class UpstreamActivity implements UpstreamEvents, FillEvents {
     this.statusChild(method, String(status)).inc();
     if (status === 429) this.limited.inc();
     if (status >= 500 || status === 429) {
-      this.options.contact.failed(`answered ${status}${message ? `: ${message}` : ''}`);
+      this.options.contact?.failed(`answered ${status}${message ? `: ${message}` : ''}`);
     } else {
-      this.options.contact.succeeded();
+      this.options.contact?.succeeded();
     }
   }
 
   unreachable(method: string, _kind: UpstreamRequestKind, reason: string): void {
     this.statusChild(method, 'unreachable').inc();
-    this.options.contact.failed(`unreachable (${reason})`);
+    this.options.contact?.failed(`unreachable (${reason})`);
   }
 
   fetched(kind: UpstreamRequestKind, bytes: number): void {
@@ -83,7 +83,7 @@ export class UpstreamActivity implements UpstreamEvents, FillEvents {
 
   finished(ok: boolean, seconds: number, reason: string | undefined): void {
     (ok ? this.fills.ok : this.fills.failed).observe(seconds);
-    if (!ok && reason !== undefined) this.options.contact.failed(`blob fill failed: ${reason}`);
+    if (!ok && reason !== undefined) this.options.contact?.failed(`blob fill failed: ${reason}`);
   }
 
   private statusChild(method: string, status: string): CounterChild {

@@ -7,7 +7,9 @@ import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride }
 import { addSchemaErrors, ConfigProblems } from './problems.js';
 import { resolveAuth, resolveTls } from './access.js';
 import { ConfigSchema, type Config, type RedisConfig, type UpstreamConfig } from './schema.js';
-import { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamSettings } from './settings.js';
+import {
+  ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
+} from './settings.js';
 
 export { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamSettings } from './settings.js';
 
@@ -133,6 +135,7 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
   const defaults = config.upstreamDefaults;
   const url = new URL(u.url);
   const timeouts = { ...defaults.timeouts, ...u.timeouts };
+  const staleWhileRevalidate = u.staleWhileRevalidate ?? defaults.staleWhileRevalidate;
   return {
     name: u.name,
     url,
@@ -150,7 +153,24 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     offline: u.offline ?? defaults.offline,
     notFoundTtlMs: durationMs(u.notFoundTtl ?? defaults.notFoundTtl),
     maxStaleMs: (u.maxStale ?? defaults.maxStale) === undefined ? Infinity : durationMs((u.maxStale ?? defaults.maxStale)!),
+    revalidateTimeoutMs: positiveDuration(u.revalidateTimeout ?? defaults.revalidateTimeout, `/upstreams/${index}/revalidateTimeout`),
+    staleWhileRevalidateMs: staleWhileRevalidate === undefined ? 0 : durationMs(staleWhileRevalidate),
+    health: resolveHealth({ ...defaults.health, ...u.health }, index),
   };
+}
+
+function resolveHealth(health: Required<NonNullable<UpstreamConfig['health']>>, index: number): UpstreamHealthSettings {
+  const backoffMs = positiveDuration(health.backoff, `/upstreams/${index}/health/backoff`);
+  const maxBackoffMs = durationMs(health.maxBackoff);
+  if (maxBackoffMs < backoffMs) throw new ConfigError(`invalid configuration:\n/upstreams/${index}/health/maxBackoff: must not be shorter than backoff`);
+  return { failures: health.failures, backoffMs, maxBackoffMs };
+}
+
+/** A duration that must be more than zero (a zero deadline or window would make every request fail). */
+function positiveDuration(value: string, path: string): number {
+  const parsed = durationMs(value);
+  if (parsed <= 0) throw new ConfigError(`invalid configuration:\n${path}: must be more than 0`);
+  return parsed;
 }
 
 /** Secrets may come from the file, a file beside it, or the environment; exactly one source. */

@@ -32,6 +32,16 @@ const Timeouts = Type.Object({
   bodyIdle: Type.Optional(Duration),
 }, { additionalProperties: false });
 
+/** When an upstream counts as down, and how long it stays down before a probe asks again. */
+const Health = Type.Object({
+  /** Failed requests in a row (connection error, 5xx) that mark the upstream down; one timeout does it at once. */
+  failures: Type.Optional(Type.Integer({ minimum: 1 })),
+  /** The first down window; each failed probe doubles it. */
+  backoff: Type.Optional(Duration),
+  /** The longest down window. */
+  maxBackoff: Type.Optional(Duration),
+}, { additionalProperties: false });
+
 const Credentials = Type.Object({
   username: Type.String({ minLength: 1 }),
   password: Type.Optional(Type.String()),
@@ -52,6 +62,11 @@ const UpstreamPolicy = {
   offline: Type.Optional(Type.Boolean()),
   /** How long an upstream 404 for a tag or manifest is remembered, so retry storms stay here. */
   notFoundTtl: Type.Optional(Duration),
+  /** Revalidating a tag that has a record must answer within this, else the record is served stale and the upstream is down. */
+  revalidateTimeout: Type.Optional(Duration),
+  /** A record older than tagMaxAge by at most this is served at once while one background HEAD refreshes it. Off by default. */
+  staleWhileRevalidate: Type.Optional(Duration),
+  health: Type.Optional(Health),
 };
 
 const Upstream = Type.Object({
@@ -191,6 +206,13 @@ export const ConfigSchema = Type.Object({
     offline: Type.Boolean({ default: false }),
     notFoundTtl: Type.String({ ...Duration, default: '10s' }),
     maxStale: Type.Optional(Duration),
+    revalidateTimeout: Type.String({ ...Duration, default: '3s' }),
+    staleWhileRevalidate: Type.Optional(Duration),
+    health: Type.Object({
+      failures: Type.Integer({ minimum: 1, default: 3 }),
+      backoff: Type.String({ ...Duration, default: '5s' }),
+      maxBackoff: Type.String({ ...Duration, default: '1m' }),
+    }, { additionalProperties: false, default: {} }),
   }, { additionalProperties: false, default: {} }),
   /** How long SIGTERM waits for running responses and fills. */
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),

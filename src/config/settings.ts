@@ -34,6 +34,20 @@ export interface UpstreamSettings {
   readonly notFoundTtlMs: number;
   /** Infinity when unlimited. */
   readonly maxStaleMs: number;
+  /** The deadline of revalidating a tag that has a record (the request path waits at most this). */
+  readonly revalidateTimeoutMs: number;
+  /** How long past tagMaxAge a record is served at once while a background HEAD refreshes it; 0: off. */
+  readonly staleWhileRevalidateMs: number;
+  readonly health: UpstreamHealthSettings;
+}
+
+/** When an upstream counts as down (`src/upstream/health.ts`). */
+export interface UpstreamHealthSettings {
+  /** Failed requests in a row that mark it down (a timeout marks it down at once). */
+  readonly failures: number;
+  /** The first down window; doubled by each failed probe up to `maxBackoffMs`. */
+  readonly backoffMs: number;
+  readonly maxBackoffMs: number;
 }
 
 export interface StorageSettings {

@@ -53,6 +53,8 @@ export interface ProxyBlobStoreOptions {
   readonly clock: Clock;
   /** With Redis: replicas on this storage root fetch each cold blob once between them. */
   readonly coordinator?: FillCoordinator;
+  /** Told when a fill of this process is over (eviction may have been waiting for that). */
+  readonly onReleased?: (digest: Digest) => void;
   /** Where the fills of each upstream report (metrics). */
   readonly fillEvents?: (upstream: string) => FillEvents;
 }
@@ -202,7 +204,10 @@ export class ProxyBlobStore implements BlobStore {
       (fill) => fill.done.catch((err: Error) => this.options.logger.warn(
         { digest, upstream: repository.upstream, repository: repository.name, err: err.message }, 'blob fill failed')),
       () => undefined,
-    ).finally(() => this.fills.delete(digest));
+    ).finally(() => {
+      this.fills.delete(digest);
+      this.options.onReleased?.(digest);
+    });
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 

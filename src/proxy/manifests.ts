@@ -16,23 +16,46 @@ function acceptForDigest(accept: readonly string[]): string[] {
   return [...new Set([...accept, ...DEFAULT_MANIFEST_ACCEPT])];
 }
 
+/** What `ManifestFetchCoordinator.once` found: the manifest, and whether this process fetched it. */
+export interface OnceResult {
+  readonly manifest: Manifest;
+  /** False when another replica fetched it and this one found it in the shared storage. */
+  readonly fetched: boolean;
+}
+
+/**
+ * With replicas: one upstream fetch of a manifest by digest across the
+ * processes on one storage root. `ProxyManifestStore` asks it once per
+ * digest and repository in this process; later requests join that flight.
+ */
+export interface ManifestFetchCoordinator {
+  /**
+   * Runs `fetch` (which stores what it fetched) in one replica at a time for
+   * this repository and digest; the others wait until `find` sees the result
+   * in the shared storage, or take over when that replica gave up.
+   */
+  once(repository: RepositoryRef, digest: Digest, fetch: () => Promise<Manifest>, find: () => Promise<Manifest | undefined>): Promise<OnceResult>;
+}
+
 export interface ProxyManifestStoreOptions {
   readonly local: LocalManifestStore;
   readonly upstreams: UpstreamLookup;
+  /** With Redis: replicas on this storage root fetch each manifest once between them. */
+  readonly coordinator?: ManifestFetchCoordinator;
 }
 
 /**
  * The proxy manifest store: local first, by digest; on a miss one upstream
  * GET by digest (never by tag), verified against the digest before it is
- * stored, bit-exact, with its media type.
+ * stored, bit-exact, with its media type. One fetch per digest at a time
+ * in this process, and with replicas across them.
  */
 export class ProxyManifestStore implements ManifestService {
-  private readonly flights = new SingleFlight<Manifest>();
-
+  private readonly flights = new SingleFlight<OnceResult>();
   private readonly local: LocalManifestStore;
   private readonly upstreams: UpstreamLookup;
 
-  constructor(options: ProxyManifestStoreOptions) {
+  constructor(private readonly options: ProxyManifestStoreOptions) {
     this.local = options.local;
     this.upstreams = options.upstreams;
   }
@@ -53,8 +76,8 @@ export class ProxyManifestStore implements ManifestService {
     const local = await this.local.find(repository, digest);
     if (local) return local;
     const key = repositoryItemKey(repository, digest);
-    const { value, shared } = await this.flights.do(key, () => this.fetch(repository, digest, accept));
-    return { manifest: value, cache: shared ? 'coalesced' : 'miss' };
+    const { value, shared } = await this.flights.do(key, () => this.fetchOnce(repository, digest, accept));
+    return { manifest: value.manifest, cache: shared || !value.fetched ? 'coalesced' : 'miss' };
   }
 
   /**
@@ -63,6 +86,13 @@ export class ProxyManifestStore implements ManifestService {
    */
   async store(repository: RepositoryRef, manifest: Manifest): Promise<void> {
     await this.local.put(repository, manifest);
+  }
+
+  private async fetchOnce(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<OnceResult> {
+    const fetch = (): Promise<Manifest> => this.fetch(repository, digest, accept);
+    const { coordinator } = this.options;
+    if (!coordinator) return { manifest: await fetch(), fetched: true };
+    return coordinator.once(repository, digest, fetch, async () => (await this.local.find(repository, digest))?.manifest);
   }
 
   private async fetch(repository: RepositoryRef, digest: Digest, accept: readonly string[]): Promise<Manifest> {

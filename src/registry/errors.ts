@@ -58,6 +58,18 @@ export class UpstreamOffline extends UpstreamUnavailable {
   }
 }
 
+/**
+ * The upstream is known to be down (src/upstream/health.ts): the request was
+ * not sent. Callers serve what is cached, or fail at once.
+ */
+export class UpstreamDown extends UpstreamUnavailable {
+  constructor(upstream: string, retryInMs: number | undefined) {
+    super(`upstream ${upstream} is down; it is asked again ${retryInMs === undefined ? 'soon' : `in ${Math.ceil(retryInMs / 1000)} s`}`,
+      { upstream, down: true });
+    this.name = 'UpstreamDown';
+  }
+}
+
 /** The upstream answered 429; callers may fall back to what is cached. */
 export class UpstreamRateLimited extends RegistryError {
   constructor(message: string, retryAfterSeconds: number | undefined) {

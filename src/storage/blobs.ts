@@ -36,6 +36,8 @@ export interface LocalBlobStoreOptions {
   readonly usage?: UsageRecorder;
   /** Told of every blob whose bytes a commit added (the evictor's size estimate). */
   readonly onCommitted?: (descriptor: Descriptor) => void;
+  /** Told when the last reader of a blob let go of it (eviction may have been waiting for that). */
+  readonly onReleased?: (digest: Digest) => void;
 }
 
 /**
@@ -150,8 +152,12 @@ export class LocalBlobStore implements BlobStore {
     this.readers.set(digest, (this.readers.get(digest) ?? 0) + 1);
     stream.once('close', () => {
       const left = (this.readers.get(digest) ?? 1) - 1;
-      if (left > 0) this.readers.set(digest, left);
-      else this.readers.delete(digest);
+      if (left > 0) {
+        this.readers.set(digest, left);
+        return;
+      }
+      this.readers.delete(digest);
+      this.options.onReleased?.(digest);
     });
     return stream;
   }

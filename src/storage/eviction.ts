@@ -19,7 +19,14 @@ export interface EvictionPolicy {
   readonly lowWatermark: number;
   /** Remove images not used for this long, whatever the size; undefined: never. */
   readonly maxIdleMs: number | undefined;
-  /** Content used more recently than this is never removed (a pull may be in progress). */
+  /**
+   * Content used (or written) more recently than this is kept where a run
+   * cannot know better: by `maxIdle`, for blobs no image references yet (a
+   * bundle import or a warm beside the server commits blobs before it records
+   * their manifests), and everywhere in a run that cannot see the server's
+   * readers (`pullthrough gc`). It never holds back the size cap of a
+   * running server, which knows what is in use.
+   */
   readonly graceMs: number;
   /** Images (and so their blobs) that never go. */
   readonly isPinned: (repository: RepositoryRef, tags: readonly string[], digest: Digest) => boolean;
@@ -27,6 +34,25 @@ export interface EvictionPolicy {
   readonly inUse: (digest: Digest) => boolean;
   /** Called before each run: loads what `isPinned` reads (the pins file). */
   readonly prepare?: () => Promise<void>;
+}
+
+export interface CollectOptions {
+  readonly dryRun: boolean;
+  readonly now: number;
+  readonly hooks?: EvictionHooks;
+  /**
+   * True in the server: `policy.inUse` sees every reader and fill, so the
+   * size cap removes least recently used content whatever its age. False
+   * for `pullthrough gc`, which cannot see a running server's readers:
+   * content used within the grace stands in for content in use.
+   */
+  readonly inUseIsKnown: boolean;
+  /**
+   * Blobs an earlier run would have removed but for a reader or a fill
+   * (its report's `heldInUse`): once released they go, whatever use just
+   * touched them. In use they were; within a grace they are not.
+   */
+  readonly heldInUse?: ReadonlySet<Digest>;
 }
 
 /** An image as eviction sees it: a top-level manifest, its children, its tags, its blobs. */
@@ -44,13 +70,48 @@ interface RepositoryScan {
   readonly layers: Digest[];
 }
 
+interface StoredBlob {
+  readonly size: number;
+  readonly modifiedMs: number;
+}
+
+/** An image named in a report. */
+export interface ImageSummary {
+  /** `<upstream>/<name>@<digest>`. */
+  readonly id: string;
+  readonly repository: RepositoryRef;
+  readonly digest: Digest;
+  readonly tags: readonly string[];
+  /** Bytes of its blobs in storage, shared ones included. */
+  readonly bytes: number;
+  readonly lastUsed: number;
+}
+
+/** Why content that the size cap wanted gone stayed. */
+export type KeptReason = 'in use' | 'pinned' | 'within the grace';
+
+/** Content a run kept above the low watermark: an image, or a blob (with the image it belonged to, if any). */
+export interface KeptContent {
+  readonly reason: KeptReason;
+  readonly bytes: number;
+  readonly image: ImageSummary | undefined;
+  /** Set for a blob kept on its own. */
+  readonly blob: Digest | undefined;
+}
+
 export interface EvictionReport {
   /** Bytes of all blobs before the run. */
   readonly totalBytes: number;
   readonly freedBytes: number;
-  /** `<upstream>/<name>@<digest>` of every image removed. */
-  readonly removedImages: string[];
+  /** The size the cap brings use down to (maxBytes × lowWatermark); undefined without a cap. */
+  readonly targetBytes: number | undefined;
+  /** Every image removed, least recently used first. */
+  readonly removedImages: ImageSummary[];
   readonly removedBlobs: number;
+  /** When the run could not get down to `targetBytes`: what it kept, and why. Empty otherwise. */
+  readonly kept: KeptContent[];
+  /** Blobs the run would have removed but for a reader or a fill: the next run removes them once released. */
+  readonly heldInUse: Digest[];
   readonly dryRun: boolean;
 }
 
@@ -60,17 +121,22 @@ export interface EvictionHooks {
   readonly manifestRemoved?: (repository: RepositoryRef, digest: Digest) => Promise<void> | void;
 }
 
+/** A blob the run removes, and whether an image removed in this run held it (else no image referenced it). */
+interface Doomed {
+  readonly blob: StoredBlob;
+  readonly ofRemovedImage: boolean;
+}
+
 /**
  * Mark and sweep over the cache: images (a top-level manifest with its
  * children and tags) go least recently used first, then every blob that no
- * retained image references. Runs in the background or from `pullthrough
- * gc`; safe beside a running server, because nothing used within `graceMs`
- * is touched, and every removal is of a whole file.
+ * retained image references. Over the high watermark, images go until use
+ * is under the low one, whatever their age: only pinned images and blobs in
+ * use stay (and, where the run cannot see what is in use, content used
+ * within the grace). Every removal is of a whole file.
  */
-export async function collectGarbage(
-  driver: StorageDriver, policy: EvictionPolicy, options: { dryRun: boolean; now: number; hooks?: EvictionHooks },
-): Promise<EvictionReport> {
-  const now = options.now;
+export async function collectGarbage(driver: StorageDriver, policy: EvictionPolicy, options: CollectOptions): Promise<EvictionReport> {
+  const { now, inUseIsKnown } = options;
   const blobs = await scanBlobs(driver);
   const repositories = await scanRepositories(driver);
   const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository)))).flat();
@@ -78,41 +144,86 @@ export async function collectGarbage(
   const refcount = new Map<Digest, number>();
   for (const unit of units) for (const d of unit.blobs) refcount.set(d, (refcount.get(d) ?? 0) + 1);
   const totalBytes = [...blobs.values()].reduce((n, b) => n + b.size, 0);
-  const recent = (t: number): boolean => now - t < policy.graceMs;
-  const protectedUnit = (u: Unit): boolean => recent(u.lastUsed) || policy.isPinned(u.repository, u.tags, u.digest);
+  const withinGrace = (t: number): boolean => now - t < policy.graceMs;
+  const summarise = (u: Unit): ImageSummary => ({
+    id: `${u.repository.upstream}/${u.repository.name}@${u.digest}`,
+    repository: u.repository,
+    digest: u.digest,
+    tags: u.tags,
+    bytes: [...u.blobs].reduce((n, d) => n + (blobs.get(d)?.size ?? 0), 0),
+    lastUsed: u.lastUsed,
+  });
+  /** Why an image must stay; `forCap`: the size cap asks, which a running server's grace does not hold back. */
+  const imageHeld = (u: Unit, forCap: boolean): KeptReason | undefined => {
+    if (policy.isPinned(u.repository, u.tags, u.digest)) return 'pinned';
+    return (!forCap || !inUseIsKnown) && withinGrace(u.lastUsed) ? 'within the grace' : undefined;
+  };
+  const blobHeld = (d: Digest, blob: StoredBlob, ofRemovedImage: boolean): KeptReason | undefined => {
+    if (policy.inUse(d)) return 'in use';
+    if (options.heldInUse?.has(d)) return undefined;
+    return (!ofRemovedImage || !inUseIsKnown) && withinGrace(blob.modifiedMs) ? 'within the grace' : undefined;
+  };
 
   const removed = new Set<Unit>();
+  const doomed = new Map<Digest, Doomed>();
+  const held = new Map<Digest, { reason: KeptReason; unit: Unit | undefined }>();
   let projected = totalBytes;
+  const consider = (d: Digest, unit: Unit | undefined): void => {
+    const blob = blobs.get(d);
+    if (!blob || doomed.has(d)) return;
+    const reason = blobHeld(d, blob, unit !== undefined);
+    if (reason) {
+      held.set(d, { reason, unit });
+      return;
+    }
+    doomed.set(d, { blob, ofRemovedImage: unit !== undefined });
+    projected -= blob.size;
+  };
   const release = (unit: Unit): void => {
     removed.add(unit);
     for (const d of unit.blobs) {
       const left = (refcount.get(d) ?? 1) - 1;
       refcount.set(d, left);
-      const blob = blobs.get(d);
-      if (left === 0 && blob && !recent(blob.modifiedMs) && !policy.inUse(d)) projected -= blob.size;
+      if (left === 0) consider(d, unit);
     }
   };
   // Garbage from the start: blobs no image references.
-  for (const [d, blob] of blobs) {
-    if (!refcount.get(d) && !recent(blob.modifiedMs) && !policy.inUse(d)) projected -= blob.size;
-  }
-  const candidates = units.filter((u) => !protectedUnit(u)).sort((a, b) => a.lastUsed - b.lastUsed);
+  for (const d of blobs.keys()) if (!refcount.get(d)) consider(d, undefined);
+  const leastRecentFirst = [...units].sort((a, b) => a.lastUsed - b.lastUsed);
   if (policy.maxIdleMs !== undefined) {
-    for (const unit of candidates) if (now - unit.lastUsed >= policy.maxIdleMs) release(unit);
-  }
-  if (policy.maxBytes !== undefined && projected > policy.maxBytes * policy.highWatermark) {
-    for (const unit of candidates) {
-      if (projected <= policy.maxBytes * policy.lowWatermark) break;
-      if (!removed.has(unit)) release(unit);
+    for (const unit of leastRecentFirst) {
+      if (now - unit.lastUsed >= policy.maxIdleMs && !imageHeld(unit, false)) release(unit);
     }
   }
+  const keptImages: KeptContent[] = [];
+  const targetBytes = policy.maxBytes === undefined ? undefined : Math.floor(policy.maxBytes * policy.lowWatermark);
+  const overCap = policy.maxBytes !== undefined && projected > policy.maxBytes * policy.highWatermark;
+  if (overCap) {
+    for (const unit of leastRecentFirst) {
+      if (projected <= targetBytes!) break;
+      if (removed.has(unit)) continue;
+      const reason = imageHeld(unit, true);
+      if (!reason) {
+        release(unit);
+        continue;
+      }
+      const image = summarise(unit);
+      keptImages.push({ reason, bytes: image.bytes, image, blob: undefined });
+    }
+  }
+  const stuck = overCap && projected > targetBytes!;
+  const keptBlobs = [...held].map(([digest, h]): KeptContent => ({
+    reason: h.reason, bytes: blobs.get(digest)!.size, image: h.unit && summarise(h.unit), blob: digest,
+  }));
 
-  const doomedBlobs = [...blobs].filter(([d, b]) => !refcount.get(d) && !recent(b.modifiedMs) && !policy.inUse(d));
   const report: EvictionReport = {
     totalBytes,
-    freedBytes: doomedBlobs.reduce((n, [, b]) => n + b.size, 0),
-    removedImages: [...removed].map((u) => `${u.repository.upstream}/${u.repository.name}@${u.digest}`),
-    removedBlobs: doomedBlobs.length,
+    freedBytes: [...doomed.values()].reduce((n, d) => n + d.blob.size, 0),
+    targetBytes,
+    removedImages: [...removed].map(summarise),
+    removedBlobs: doomed.size,
+    kept: stuck ? [...keptImages, ...keptBlobs] : [],
+    heldInUse: [...held].filter(([, h]) => h.reason === 'in use').map(([d]) => d),
     dryRun: options.dryRun,
   };
   if (options.dryRun) return report;
@@ -122,11 +233,10 @@ export async function collectGarbage(
   for (const r of repositories) {
     for (const d of r.layers) linksByDigest.set(d, [...(linksByDigest.get(d) ?? []), r.repository]);
   }
-  for (const [digest] of doomedBlobs) {
+  for (const [digest, { ofRemovedImage }] of doomed) {
     // Checked again: a pull may have started on it since the scan.
-    if (policy.inUse(digest)) continue;
     const info = await driver.stat(blobDataPath(digest));
-    if (info && recent(info.modifiedMs)) continue;
+    if (policy.inUse(digest) || (info && blobHeld(digest, info, ofRemovedImage))) continue;
     const linked = linksByDigest.get(digest) ?? [];
     for (const repository of linked) await driver.delete(layerLinkPath(repository, digest));
     await driver.delete(blobDir(digest));
@@ -151,8 +261,8 @@ export async function measureBlobBytes(driver: StorageDriver): Promise<number> {
   return total;
 }
 
-async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, { size: number; modifiedMs: number }>> {
-  const found = new Map<Digest, { size: number; modifiedMs: number }>();
+async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, StoredBlob>> {
+  const found = new Map<Digest, StoredBlob>();
   for (const algorithm of await driver.list(BLOBS_DIR)) {
     for (const prefix of await driver.list(blobAlgorithmDir(algorithm))) {
       for (const hex of await driver.list(blobPrefixDir(algorithm, prefix))) {

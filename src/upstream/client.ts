@@ -11,7 +11,9 @@ import { mergeReferrers, readReferrersIndex, type ReferrerDescriptor } from '../
 import { NO_UPSTREAM_EVENTS, type UpstreamEvents, type UpstreamRequestKind } from '../registry/telemetry.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
 import { UpstreamAuthError } from './auth/authError.js';
+import { abortable, Deadline, sleep } from './deadline.js';
 import { answersLikeRegistry, connectionErrorWords, ConnectionFailure, registryProbeVerdict, UpstreamDiagnostics } from './diagnosis.js';
+import { UpstreamHealth, type FailureKind } from './health.js';
 import { RateLimitTracker } from './rateLimit.js';
 
 type Method = 'GET' | 'HEAD';
@@ -41,6 +43,18 @@ export interface BlobResponse {
   readonly body: Readable;
 }
 
+/** Limits of one request on the request path. */
+export interface RequestOptions {
+  /**
+   * Give up after this long on the mirror's clock (a tag revalidation's
+   * `revalidateTimeout`); an expired deadline is a timeout, which marks the
+   * upstream down.
+   */
+  readonly deadlineMs?: number;
+  /** Stops the request (its caller went away); not the upstream's failure. */
+  readonly signal?: AbortSignal;
+}
+
 export interface UpstreamClientOptions {
   readonly authorizer: UpstreamAuthorizer;
   readonly logger: Logger;
@@ -55,6 +69,8 @@ const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 /** Connection-level failures after which nothing reached anyone: safe to retry an idempotent request. */
 const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
 const RETRY_DELAYS_MS = [100, 400];
+/** undici's own timeouts: no answer in time, which marks the upstream down at once. */
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT']);
 /** How much of an upstream's error body is read for its message (the status page shows it). */
 const ERROR_BODY_LIMIT = 4096;
 /** Referrers-list pages followed at most. */
@@ -126,6 +142,10 @@ export class UpstreamClient {
   readonly rateLimit: RateLimitTracker;
   /** Manifest paths the upstream recently answered 404 for: asked again only after `notFoundTtl`. */
   private readonly notFound: LRUCache<string, true>;
+  /** Up or down: while down, requests fail at once and one probe per window asks `GET /v2/`. */
+  readonly health: UpstreamHealth;
+  /** The one `GET /v2/` that teaches the authorizer the upstream's challenge before any request needs it. */
+  private authDiscovery: Promise<void> | undefined;
   /** Warnings once per cause, and the check that a suspicious answer came from a registry at all. */
   private readonly diagnostics: UpstreamDiagnostics;
   /** Where requests and their outcomes are counted (metrics, the status page). */
@@ -138,6 +158,9 @@ export class UpstreamClient {
     this.diagnostics = new UpstreamDiagnostics({ upstream: settings.name, logger: options.logger, clock: options.clock });
     this.notFound = new LRUCache({
       max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false, perf: { now: () => options.clock.now() },
+    });
+    this.health = new UpstreamHealth({
+      upstream: settings.name, settings: settings.health, clock: options.clock, logger: options.logger, probe: () => this.probe(),
     });
     this.dispatcher = new Agent({
       connect: { timeout: settings.timeouts.connectMs },
@@ -153,12 +176,13 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
+    this.health.close();
     await this.dispatcher.close();
   }
 
   /** HEAD a manifest by tag or digest; undefined when the upstream has no such manifest. */
-  async headManifest(repository: string, reference: string, accept: readonly string[]): Promise<ManifestHead | undefined> {
-    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+  async headManifest(repository: string, reference: string, accept: readonly string[], options?: RequestOptions): Promise<ManifestHead | undefined> {
+    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest', options);
     if (res === undefined) return undefined;
     await res.body.dump();
     if (res.statusCode === 405) return { digest: undefined, mediaType: undefined, size: undefined };
@@ -166,8 +190,8 @@ export class UpstreamClient {
   }
 
   /** GET a manifest; the body is read whole, up to the manifest size limit. */
-  async getManifest(repository: string, reference: string, accept: readonly string[]): Promise<FetchedManifest | undefined> {
-    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+  async getManifest(repository: string, reference: string, accept: readonly string[], options?: RequestOptions): Promise<FetchedManifest | undefined> {
+    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest', options);
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
     this.events.fetched('manifest', body.length);
@@ -185,7 +209,7 @@ export class UpstreamClient {
 
   /** GET a blob as a stream; the caller consumes or destroys the body. */
   async getBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<BlobResponse | undefined> {
-    const res = await this.send('GET', repository, `blobs/${digest}`, {}, 'blob', signal);
+    const res = await this.send('GET', repository, `blobs/${digest}`, {}, 'blob', signal ? { signal } : undefined);
     if (res === undefined) return undefined;
     return { size: contentLength(res.headers), body: res.body };
   }
@@ -240,18 +264,20 @@ export class UpstreamClient {
    */
   private async send(
     method: Method, repository: string, rest: string, headers: Record<string, string>,
-    kind: UpstreamRequestKind, signal?: AbortSignal,
+    kind: UpstreamRequestKind, options: RequestOptions = {},
   ): Promise<UpstreamResponse | undefined> {
     if (this.settings.offline) throw new UpstreamOffline(this.name);
     const path = `/v2/${repository}/${rest}`;
     const remembers404 = kind === 'manifest' && this.settings.notFoundTtlMs > 0;
     if (remembers404 && this.notFound.has(path)) return undefined;
+    // Known to be down: fail at once (callers serve what is cached); one probe per window looks for recovery.
+    this.health.check();
     const backoff = kind === 'manifest' ? this.rateLimit.backoffSeconds() : 0;
     if (backoff > 0) {
       // Asking again during a back-off would only prolong it: answer at once, callers serve what is cached.
       throw new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls; retrying after the back-off`, backoff);
     }
-    const res = await this.withRetries(method, kind, () => this.sendAuthenticated(method, path, repository, headers, signal));
+    const res = await this.observed(method, kind, options, (signal) => this.sendAuthenticated(method, path, repository, headers, signal));
     if (kind === 'manifest') {
       this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
       if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
@@ -273,6 +299,7 @@ export class UpstreamClient {
     if (res.statusCode === 404) await res.body.dump().catch(() => undefined);
     else message = await errorMessageOf(res.body);
     this.events.responded(method, kind, res.statusCode, message);
+    if (res.statusCode >= 500) this.health.failed(`upstream ${this.name} answered ${res.statusCode}${message ? `: ${message}` : ''}`, 'error');
     if (res.statusCode === 404) {
       await this.checkIsRegistry(res, path);
       if (remembers404) this.notFound.set(path, true);
@@ -291,9 +318,8 @@ export class UpstreamClient {
     if (res.statusCode !== 200 && answersLikeRegistry(res.headers)) return;
     const probeUrl = new URL('/v2/', this.origin).href;
     const verdict = await this.diagnostics.registryVerdict(async () => {
-      const probe = await this.dispatcher.request({ origin: this.origin, path: '/v2/', method: 'GET', headers: { 'user-agent': 'pullthrough' } });
-      await probe.body.dump().catch(() => undefined);
-      return registryProbeVerdict(probe.statusCode, probe.headers);
+      const answer = await this.ping();
+      return registryProbeVerdict(answer.status, answer.headers);
     });
     if (verdict.registry) return;
     const message = `upstream ${this.name} at ${this.origin} does not answer like a registry: GET ${probeUrl} gave ${verdict.answer} `
@@ -313,16 +339,44 @@ export class UpstreamClient {
     return new UpstreamUnavailable(`upstream ${this.name} answered ${status}`, { upstream: this.name, status });
   }
 
-  private async withRetries(method: Method, kind: UpstreamRequestKind, attempt: () => Promise<UpstreamResponse>): Promise<UpstreamResponse> {
+  /**
+   * Sends with retries (idempotent requests after connection-level failures)
+   * within the request's deadline, and tells the upstream's health how it
+   * went: an answer below 500 is a sign of life; no answer, a timeout or a
+   * 5xx is a failure.
+   */
+  private async observed(
+    method: Method, kind: UpstreamRequestKind, options: RequestOptions, attempt: (signal: AbortSignal | undefined) => Promise<UpstreamResponse>,
+  ): Promise<UpstreamResponse> {
+    const deadline = new Deadline(this.options.clock, options.deadlineMs, options.signal);
+    try {
+      const res = await this.withRetries(method, kind, deadline, () => attempt(deadline.signal));
+      // A 5xx is counted as a failure where its message is read (send).
+      if (res.statusCode < 500) this.health.answered();
+      return res;
+    } finally {
+      deadline.cancel();
+    }
+  }
+
+  private async withRetries(
+    method: Method, kind: UpstreamRequestKind, deadline: Deadline, attempt: () => Promise<UpstreamResponse>,
+  ): Promise<UpstreamResponse> {
     for (let i = 0; ; i++) {
       try {
         return await attempt();
       } catch (err) {
-        if (err instanceof RegistryError) throw err;
+        if (deadline.expired) {
+          this.events.unreachable(method, kind, 'timeout');
+          throw this.unanswered(`upstream ${this.name} did not answer within ${deadline.ms} ms`, 'timeout');
+        }
+        // The caller went away, or a verdict of ours (token service, redirects): not the upstream's failure.
+        if (err instanceof RegistryError || deadline.signal?.aborted) throw err;
         const code = errorCode(err);
         if (RETRYABLE_CODES.has(code ?? '') && i < RETRY_DELAYS_MS.length) {
           this.options.logger.debug({ upstream: this.name, method, code, attempt: i + 1 }, 'retrying upstream request');
-          await this.options.clock.sleep(RETRY_DELAYS_MS[i]!);
+          // Cut short by the deadline: the next attempt fails at once and says so.
+          await sleep(this.options.clock, RETRY_DELAYS_MS[i]!, deadline.signal).catch(() => undefined);
           continue;
         }
         this.events.unreachable(method, kind, code ?? (err as Error).message);
@@ -331,13 +385,76 @@ export class UpstreamClient {
     }
   }
 
-  /** `upstream docker.io is unreachable at https://…/v2/…: it does not answer in TLS; … (ERR_SSL_WRONG_VERSION_NUMBER)`, warned once per cause. */
+  /** The error for a request that got no answer, counted against the upstream's health. */
+  private unanswered(message: string, kind: FailureKind): UpstreamUnavailable {
+    this.health.failed(message, kind);
+    return new UpstreamUnavailable(message, { upstream: this.name });
+  }
+
+  /**
+   * `upstream docker.io is unreachable at https://…/v2/…: it does not answer in TLS; … (ERR_SSL_WRONG_VERSION_NUMBER)`,
+   * warned once per cause and counted against the upstream's health (undici's timeouts mark it down at once).
+   */
   private unreachable(err: unknown, code: string | undefined): UpstreamUnavailable {
     const url = err instanceof ConnectionFailure ? err.url : this.origin;
     const words = connectionErrorWords(code, url);
     const message = `upstream ${this.name} is unreachable at ${url}: ${words} (${code ?? (err as Error).message})`;
     this.diagnostics.warnOnce(code ?? 'unreachable', { url, code }, message);
-    return new UpstreamUnavailable(message, { upstream: this.name });
+    return this.unanswered(message, TIMEOUT_CODES.has(code ?? '') ? 'timeout' : 'error');
+  }
+
+  /**
+   * `GET /v2/` without credentials: whether the upstream answers, and the
+   * challenge it sends when it wants authentication. The health probe, and
+   * how the authorizer learns the challenge before the first real request.
+   */
+  private async ping(signal?: AbortSignal): Promise<{ status: number; headers: Headers; challenges: string[] }> {
+    const res = await this.dispatcher.request({
+      origin: this.origin, path: '/v2/', method: 'GET', headers: { 'user-agent': 'pullthrough' }, signal,
+    }) as UpstreamResponse;
+    await res.body.dump().catch(() => undefined);
+    return { status: res.statusCode, headers: res.headers, challenges: res.statusCode === 401 ? headerValues(res.headers, 'www-authenticate') : [] };
+  }
+
+  /**
+   * Hands an answer to `GET /v2/` to the authorizer while it has not learned
+   * yet, and to the diagnostics as their check that the upstream is a
+   * registry (one `GET /v2/` serves both); true when the upstream answered
+   * (below 500).
+   */
+  private heard(answer: { status: number; headers: Headers; challenges: string[] }): boolean {
+    if (answer.status >= 500) return false;
+    if (!this.options.authorizer.learned) this.options.authorizer.learn(answer.challenges);
+    void this.diagnostics.registryVerdict(async () => registryProbeVerdict(answer.status, answer.headers));
+    return true;
+  }
+
+  /** The health probe: one `GET /v2/`, bounded by the revalidation deadline; true when the upstream answered below 500. */
+  private async probe(): Promise<boolean> {
+    const deadline = new Deadline(this.options.clock, this.settings.revalidateTimeoutMs);
+    try {
+      return this.heard(await this.ping(deadline.signal));
+    } catch {
+      return false;
+    } finally {
+      deadline.cancel();
+    }
+  }
+
+  /**
+   * Before the first request, one `GET /v2/` (shared by every request that
+   * comes meanwhile) tells the authorizer how the upstream authenticates, so
+   * that concurrent first requests of new repositories carry their tokens
+   * instead of each taking a 401. An upstream that answers 5xx, or cannot be
+   * reached, teaches nothing: the request goes as it would have (and its own
+   * failure names its own URL).
+   */
+  private async learnAuthentication(signal: AbortSignal | undefined): Promise<void> {
+    if (this.options.authorizer.learned) return;
+    this.authDiscovery ??= this.ping()
+      .then((answer) => { this.heard(answer); }, () => undefined)
+      .finally(() => { this.authDiscovery = undefined; });
+    await abortable(this.authDiscovery, signal);
   }
 
   /**
@@ -366,23 +483,26 @@ export class UpstreamClient {
     method: Method, path: string, repository: string, headers: Record<string, string>, signal?: AbortSignal,
   ): Promise<UpstreamResponse> {
     const authorizer = this.options.authorizer;
+    await this.learnAuthentication(signal);
     const sent = await authorizer.authorize(repository, signal);
     const res = await this.followRedirects(method, path, headers, sent, signal);
     if (res.statusCode !== 401) return res;
     const challenges = headerValues(res.headers, 'www-authenticate');
     await res.body.dump().catch(() => undefined);
-    if (!(await authorizer.challenged(repository, challenges, signal))) {
+    const mayRetry = await authorizer.challenged(repository, challenges, sent, signal);
+    const retriedWith = mayRetry ? await authorizer.authorize(repository, signal) : sent;
+    // What was just refused is never sent again.
+    if (retriedWith === sent) {
       const refused = this.unauthorized(sent, challenges, path);
       if (refused) throw refused;
       return { ...res, body: emptyBody() };
     }
-    const retriedWith = await authorizer.authorize(repository, signal);
     const retried = await this.followRedirects(method, path, headers, retriedWith, signal);
     if (retried.statusCode !== 401) return retried;
-    const refused = this.unauthorized(retriedWith, headerValues(retried.headers, 'www-authenticate'), path);
-    if (!refused) return retried;
+    const refusedAgain = this.unauthorized(retriedWith, headerValues(retried.headers, 'www-authenticate'), path);
+    if (!refusedAgain) return retried;
     await retried.body.dump().catch(() => undefined);
-    throw refused;
+    throw refusedAgain;
   }
 
   /** Follows at most MAX_REDIRECTS redirects; credentials never leave the upstream's origin. */

@@ -379,11 +379,11 @@ function retryable(err: unknown): boolean {
   return err instanceof RegistryError && (err.code === 'UNAVAILABLE' || err.code === 'TOOMANYREQUESTS' || err.code === 'UPSTREAM_INVALID');
 }
 
-/** What the upstream asked for: a 429's Retry-After, or the back-off the client is in. */
+/** What the upstream asked for: a 429's Retry-After, or the back-off the client is in (rate limit, or down until its next probe). */
 function retryAfterMs(err: unknown, client: UpstreamClient | undefined): number {
   const header = err instanceof RegistryError ? err.headers?.['retry-after'] : undefined;
   const seconds = header !== undefined && /^[0-9]+$/.test(header) ? Number(header) : 0;
-  return Math.max(seconds, client?.rateLimit.backoffSeconds() ?? 0) * 1000;
+  return Math.max(seconds * 1000, (client?.rateLimit.backoffSeconds() ?? 0) * 1000, client?.health.retryInMs() ?? 0);
 }
 
 /** The children of an index on the wanted platforms (`undefined`: every child); none at all is a failure. */

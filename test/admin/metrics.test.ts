@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { FakeClock } from '../fixtures/clock.js';
 import { startFakeUpstream, tooManyRequests, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';
 import { scrape, type Scrape } from '../fixtures/metrics.js';
@@ -17,7 +18,7 @@ import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { seedImages, type SeededImage } from '../fixtures/seed.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
-import { tempDir, toolSkip } from '../fixtures/tools.js';
+import { tempDir, toolSkip, until } from '../fixtures/tools.js';
 import { ask, startBearerUpstream, type BearerUpstream } from '../fixtures/upstreamAuth.js';
 
 const skip = toolSkip('docker-registry', 'skopeo');
@@ -172,26 +173,31 @@ test('rate-limit gauges are what the upstream sent; 429s, upstream statuses and 
   assert.equal(m.only('pullthrough_upstream_rate_limited_total', { upstream: name }), 1);
   assert.equal(m.only('pullthrough_upstream_requests_total', { upstream: name, method: 'GET', status: '429' }), 1);
   assert.equal(m.only('pullthrough_upstream_ratelimit_remaining', { upstream: name }), 0, 'the 429 said 0 remain');
-  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 0, 'a 429 counts as a failure');
+  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 1, 'a 429 is a back-off of its own, not a sign of a sick upstream');
   assert.equal(m.only('pullthrough_requests_total', { upstream: name, kind: 'manifest', method: 'GET', outcome: 'error' }), 1);
-  assert.ok(m.only('pullthrough_upstream_last_failure_timestamp_seconds', { upstream: name }) !== undefined);
 });
 
-test('upstream health: a 503 is a failure, the next answer a success; each change is one log line', async () => {
+test('upstream health: 5xx answers in a row take the upstream down, the probe brings it back; each change is one log line', async () => {
   const name = 'health.test';
-  const { fake, proxy } = await behindFake(name);
+  const clock = new FakeClock();
+  const { fake, proxy } = await behindFake(name, { clock, upstreamDefaults: { health: { failures: 2, backoff: '5s' } } });
   fake.addImage('h/app', 'v1', makeImage({ layerSizes: [1024] }));
-  fake.addFault({ path: /\/manifests\//, once: true }, { status: { code: 503 } });
+  const fault = fake.addFault({ path: /\/manifests\// }, { status: { code: 503 } });
   assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 503);
   let m = await scrape(proxy.adminUrl);
-  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 0);
+  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 1, 'one 5xx is not enough to be down');
   assert.equal(m.only('pullthrough_upstream_requests_total', { upstream: name, method: 'HEAD', status: '503' }), 1);
-  assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 200);
+  assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 503);
   m = await scrape(proxy.adminUrl);
-  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 1);
-  const transitions = proxy.logs().filter((l) => l['upstream'] === name && ['upstream failing', 'upstream answering again'].includes(String(l['msg'])));
-  assert.deepEqual(transitions.map((l) => l['msg']), ['upstream failing', 'upstream answering again']);
-  assert.match(String(transitions[0]!['error']), /answered 503/);
+  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 0, 'the second in a row is');
+  assert.ok(m.only('pullthrough_upstream_last_failure_timestamp_seconds', { upstream: name }) !== undefined);
+  fault.remove();
+  await clock.advance(5000);
+  await until('the probe to end the down state', async () => (await scrape(proxy.adminUrl)).only('pullthrough_upstream_up', { upstream: name }) === 1);
+  assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 200);
+  const transitions = proxy.logs().filter((l) => l['upstream'] === name && /^upstream (is down|answers again)/.test(String(l['msg'])));
+  assert.deepEqual(transitions.map((l) => String(l['msg']).split(':')[0]), ['upstream is down', 'upstream answers again']);
+  assert.match(String(transitions[0]!['reason']), /answered 503/);
 });
 
 test('token fetches are counted per upstream', async () => {

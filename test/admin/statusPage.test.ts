@@ -53,7 +53,8 @@ test('the status page shows a fill in progress, then the cache, hit ratio and up
   evil.addFault({ path: /\/manifests\// }, { status: { code: 500, body: { errors: [{ code: 'UNKNOWN', message: SCRIPT_MESSAGE }] } } });
 
   const proxy = await startProxy({
-    upstreams: [{ name: 'slow.test', url: slow.url }, { name: 'evil.test', url: evil.url }],
+    // evil.test is down after its first 500 (and not probed while the page looks).
+    upstreams: [{ name: 'slow.test', url: slow.url }, { name: 'evil.test', url: evil.url, health: { failures: 1, backoff: '1h', maxBackoff: '1h' } }],
     storage: { maxSize: '1GiB', evictionInterval: '1h' },
     // The fill is held halfway while the browser looks: longer than that must not count as a hung upstream.
     upstreamDefaults: { timeouts: { connect: '2s', headers: '3s', bodyIdle: '120s' } },

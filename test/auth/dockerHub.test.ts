@@ -45,7 +45,8 @@ test('alpine and library/alpine: one upstream repository, one token, one cache e
   }
   const paths = upstream.fake.requests().map((r) => r.path);
   assert.ok(paths.includes(`/v2/library/alpine/manifests/${alpine.digest}`), JSON.stringify(paths));
-  assert.deepEqual(paths.filter((p) => !p.startsWith('/v2/library/alpine/')), [], 'never /v2/alpine/ toward the upstream');
+  // Besides the one GET /v2/ that learns the challenge before the first request.
+  assert.deepEqual(paths.filter((p) => p !== '/v2/' && !p.startsWith('/v2/library/alpine/')), [], 'never /v2/alpine/ toward the upstream');
   const tokenRequests = upstream.tokens.requests();
   assert.deepEqual(tokenRequests.map((r) => r.scope), ['repository:library/alpine:pull']);
   assert.equal(tokenRequests[0]!.authorization, basicHeader(MIRROR));

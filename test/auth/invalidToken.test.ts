@@ -1,31 +1,23 @@
 /**
  * A token that stops working mid-session: the upstream answers 401 to it,
  * once with `error="invalid_token"`, once with a bare Bearer challenge (a
- * revoked token). pullthrough fetches exactly one new token and the client's
- * request succeeds.
- *
- * "Mid-session" needs time: the authorizer takes a 401 that arrives within
- * 10 s (its `raceWindowMs`) of learning the challenge as a straggler sent
- * before it had a token, and retries it with the same token. So the
- * session is opened in `before`, and the tests start once that window has
- * passed on the mirror's clock: a fake one, moved past the window instead of
- * slept through. Everything else (the token service, the upstream, the
- * sockets) is real.
+ * revoked token). pullthrough compares tokens, not clocks: the refused
+ * token is dropped, exactly one new token is fetched (also when 8 requests
+ * are refused at once), the retry carries the new token and the client's
+ * request succeeds. The session is opened in `before` and the tests run
+ * straight after: no window has to pass first. Everything (the token
+ * service, the upstream, the sockets) is real.
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { FakeClock } from '../fixtures/clock.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { manifestDigestOf } from '../fixtures/skopeo.js';
 import { ask, bearerOf, scopeRequests, startBearerUpstream, type BearerUpstream } from '../fixtures/upstreamAuth.js';
 
-/** Just past the authorizer's default race window (10 s). */
-const MID_SESSION_MS = 10_500;
 const MIRROR = { username: 'mirror', password: `session-${randomBytes(12).toString('hex')}` };
 
-const clock = new FakeClock(Date.now());
 let upstream: BearerUpstream;
 let proxy: RunningProxy;
 const images = new Map<string, BuiltImage>();
@@ -34,12 +26,12 @@ const sessionTokens = new Map<string, string>();
 
 before(async () => {
   upstream = await startBearerUpstream({ users: { [MIRROR.username]: MIRROR.password } });
-  for (const repository of ['session/explicit', 'session/revoked']) {
+  for (const repository of ['session/explicit', 'session/revoked', 'session/many']) {
     const image = makeImage({ layerSizes: [4096] });
     upstream.fake.addImage(repository, 'v1', image);
     images.set(repository, image);
   }
-  proxy = await startProxy({ upstreams: [{ name: 'session.test', url: upstream.fake.url, credentials: MIRROR }], clock });
+  proxy = await startProxy({ upstreams: [{ name: 'session.test', url: upstream.fake.url, credentials: MIRROR }] });
   for (const repository of images.keys()) {
     const answer = await ask(proxy, `/v2/${repository}/manifests/v1`);
     assert.equal(answer.status, 200, answer.body.toString());
@@ -48,7 +40,6 @@ before(async () => {
     assert.ok(sent.length > 0);
     sessionTokens.set(repository, sent[sent.length - 1]!);
   }
-  await clock.advance(MID_SESSION_MS);
 });
 
 after(async () => {
@@ -63,7 +54,7 @@ async function pullsAfterOneRefresh(repository: string, old: string): Promise<vo
   assert.equal(manifestDigestOf(answer.body), images.get(repository)!.digest);
   assert.equal(scopeRequests(upstream.tokens, repository).length, 2, 'exactly one refresh');
   const seen = upstream.fake.requests({ path }).map((r) => ({ status: r.status, token: bearerOf(r.headers) }));
-  assert.deepEqual(seen.map((r) => r.status), [401, 200], JSON.stringify(seen));
+  assert.deepEqual(seen.map((r) => r.status), [401, 200], JSON.stringify(seen.map((r) => r.status)));
   assert.equal(seen[0]!.token, old, 'the refused request carried the old token');
   assert.ok(seen[1]!.token && seen[1]!.token !== old, 'the retry carried a new one');
   // The new token is cached like the first.
@@ -103,4 +94,25 @@ test('a revoked token (a bare Bearer challenge although a token was sent) mid-se
   upstream.fake.clearRequests();
   upstream.revoked.add(old);
   await pullsAfterOneRefresh(repository, old);
+});
+
+test('8 concurrent requests refused with the same revoked token: one token fetch between them, every retry carries the new token', async () => {
+  const repository = 'session/many';
+  const old = sessionTokens.get(repository)!;
+  const image = images.get(repository)!;
+  const tags = Array.from({ length: 8 }, (_, i) => `t${i}`);
+  for (const tag of tags) upstream.fake.setTag(repository, tag, image.digest);
+  upstream.fake.clearRequests();
+  upstream.revoked.add(old);
+  // Eight tags: eight upstream HEADs at once (the tag service shares a revalidation per tag only).
+  const answers = await Promise.all(tags.map((tag) => ask(proxy, `/v2/${repository}/manifests/${tag}`, 'HEAD')));
+  for (const answer of answers) assert.equal(answer.status, 200, answer.body.toString());
+  assert.equal(scopeRequests(upstream.tokens, repository).length, 2, 'the session token and exactly one refresh');
+  const heads = upstream.fake.requests({ method: 'HEAD' }).filter((r) => r.path.startsWith(`/v2/${repository}/manifests/`));
+  const refused = heads.filter((r) => r.status === 401);
+  assert.ok(refused.length >= 1 && refused.every((r) => bearerOf(r.headers) === old), 'only the old token was refused');
+  const fresh = heads.filter((r) => r.status === 200).map((r) => bearerOf(r.headers));
+  assert.equal(fresh.length, 8);
+  assert.equal(new Set(fresh).size, 1, 'all on one new token');
+  assert.notEqual(fresh[0], old);
 });

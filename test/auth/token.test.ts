@@ -83,3 +83,22 @@ test('many pulls of one repository within a token\'s lifetime cost one token fet
   assert.ok(heads.length >= 4, `the upstream was asked on every pull (${heads.length} HEADs)`);
   assert.ok(heads.every((e) => e.status === 200), JSON.stringify(heads));
 });
+
+test('cold, concurrent pulls of 4 repositories: after the first challenge every request carries its token and none is refused', { skip }, async () => {
+  const cold = await startProxy({ upstreams: [{ name: NAME, url: registry.url, credentials: MIRROR }] });
+  try {
+    await registry.clearRequests();
+    tokens.clearRequests();
+    const pulled = await Promise.all(seeded.map(async (image) =>
+      pullWithSkopeo(`${cold.host}/${image.repository}:${image.tag}`, await tempDir(`token-cold-${image.kind}`))));
+    pulled.forEach((p, i) => assert.equal(p.manifestDigest, seeded[i]!.digest));
+    const seen = await registry.settledRequests();
+    // The one challenge is the answer to GET /v2/, asked once before anything else.
+    assert.deepEqual(seen.filter((e) => e.status === 401).map((e) => `${e.method} ${e.path}`), ['GET /v2/'], JSON.stringify(seen));
+    assert.equal(`${seen[0]!.method} ${seen[0]!.path}`, 'GET /v2/');
+    assert.ok(seen.slice(1).every((e) => e.status >= 200 && e.status < 300), JSON.stringify(seen.map((e) => `${e.method} ${e.path} ${e.status}`)));
+    assert.equal(tokens.requests().length, seeded.length, 'one token per repository');
+  } finally {
+    await cold.stop();
+  }
+});

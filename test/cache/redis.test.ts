@@ -225,13 +225,15 @@ function describePulls(): void {
       await pull(proxy, a!);
       assertHasKeys(await redisKeys(server.url, prefix), a!);
 
+      // Counted from here: on a loaded machine a command of the pull above may already have timed out once.
+      const logged = proxy.logs().length;
       await server.stop();
       await pull(proxy, b!);
       const blob = (JSON.parse(b!.manifest.toString()) as { layers: { digest: string }[] }).layers[0]!.digest;
       const again = await request(`${proxy.url}/v2/${b!.repository}/blobs/${blob}`);
       assert.equal(again.statusCode, 200);
       assert.equal(digestOf(Buffer.from(await again.body.arrayBuffer())), blob);
-      const warnings = proxy.logs().filter((l) => l['msg'] === 'Redis unavailable: serving from memory and storage until it is back');
+      const warnings = proxy.logs().slice(logged).filter((l) => l['msg'] === 'Redis unavailable: serving from memory and storage until it is back');
       assert.equal(warnings.length, 1, 'the outage is logged once, not per request');
 
       await server.start();

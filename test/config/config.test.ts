@@ -95,3 +95,23 @@ test('start-up stops on a bad configuration, exit code 2, naming the key path', 
   assert.equal(viaEnv?.code, 2);
   assert.match(viaEnv?.stderr ?? '', /missing\.json/);
 });
+
+test('upstream health, revalidateTimeout and staleWhileRevalidate: defaults, per-upstream overrides, and nonsense refused', () => {
+  const config = resolveConfig(minimal({
+    upstreams: [
+      { name: 'docker.io', url: 'https://registry-1.docker.io' },
+      { name: 'ghcr.io', url: 'https://ghcr.io', revalidateTimeout: '1s', staleWhileRevalidate: '10m', health: { failures: 5 } },
+    ],
+  }), 'test');
+  const [hub, ghcr] = config.upstreams;
+  assert.deepEqual(hub!.health, { failures: 3, backoffMs: 5000, maxBackoffMs: 60_000 });
+  assert.equal(hub!.revalidateTimeoutMs, 3000);
+  assert.equal(hub!.staleWhileRevalidateMs, 0, 'stale-while-revalidate is off by default');
+  assert.deepEqual(ghcr!.health, { failures: 5, backoffMs: 5000, maxBackoffMs: 60_000 }, 'the rest from upstreamDefaults');
+  assert.equal(ghcr!.revalidateTimeoutMs, 1000);
+  assert.equal(ghcr!.staleWhileRevalidateMs, 600_000);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { health: { backoff: '1m', maxBackoff: '5s' } } }), 'f')),
+    /\/upstreams\/0\/health\/maxBackoff: must not be shorter than backoff/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { revalidateTimeout: '0s' } }), 'f')), /revalidateTimeout: must be more than 0/);
+  assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { health: { failures: 0 } } }), 'f')), /\/upstreamDefaults\/health\/failures/);
+});

@@ -129,33 +129,41 @@ test('writes answer 405 UNSUPPORTED', async () => {
   }
 });
 
-test('malformed names, tags and digests get 400 with the right code and never reach storage or the upstream', async () => {
+test('malformed names, tags and digests get the right code and status, and never reach storage or the upstream', async () => {
   // Fills an earlier test left running would commit (an upload renamed into blobs/) during this one: let them settle.
   while (proxy.mirror.blobs.activeFills > 0) await new Promise((r) => setTimeout(r, 10));
   const before = await readdir(proxy.root, { recursive: true });
   fake.clearRequests();
-  const cases: [string, string][] = [
-    ['/v2/UPPER/manifests/v1', 'NAME_INVALID'],
-    ['/v2/a/..%2f..%2fetc/manifests/v1', 'NAME_INVALID'],
-    ['/v2/a/%2e%2e/manifests/v1', 'NAME_INVALID'],
-    ['/v2/a\\b/manifests/v1', 'NAME_INVALID'],
-    ['/v2/a%00b/manifests/v1', 'NAME_INVALID'],
-    [`/v2/${'a'.repeat(256)}/manifests/v1`, 'NAME_INVALID'],
-    [`/v2/${REPO}/manifests/-bad`, 'TAG_INVALID'],
-    [`/v2/${REPO}/manifests/${'t'.repeat(129)}`, 'TAG_INVALID'],
-    [`/v2/${REPO}/manifests/sha256:XYZ`, 'DIGEST_INVALID'],
-    [`/v2/${REPO}/blobs/sha256:${'a'.repeat(63)}`, 'DIGEST_INVALID'],
-    [`/v2/${REPO}/blobs/latest`, 'DIGEST_INVALID'],
-    [`/v2/${REPO}/blobs/md5:${'a'.repeat(32)}`, 'UNSUPPORTED'],
+  const cases: [string, string, string, number][] = [
+    ['GET', '/v2/UPPER/manifests/v1', 'NAME_INVALID', 400],
+    ['GET', '/v2/a/..%2f..%2fetc/manifests/v1', 'NAME_INVALID', 400],
+    ['GET', '/v2/a/%2e%2e/manifests/v1', 'NAME_INVALID', 400],
+    ['GET', '/v2/a\\b/manifests/v1', 'NAME_INVALID', 400],
+    ['GET', '/v2/a%00b/manifests/v1', 'NAME_INVALID', 400],
+    ['GET', `/v2/${'a'.repeat(256)}/manifests/v1`, 'NAME_INVALID', 400],
+    // A read of a reference that is neither a tag nor a digest names no manifest (the conformance tests expect 404).
+    ['GET', `/v2/${REPO}/manifests/-bad`, 'MANIFEST_UNKNOWN', 404],
+    ['HEAD', `/v2/${REPO}/manifests/-bad`, '', 404],
+    ['GET', `/v2/${REPO}/manifests/${'t'.repeat(129)}`, 'MANIFEST_UNKNOWN', 404],
+    ['GET', `/v2/${REPO}/manifests/sha256:XYZ`, 'MANIFEST_UNKNOWN', 404],
+    ['GET', `/v2/${REPO}/blobs/sha256:${'a'.repeat(63)}`, 'DIGEST_INVALID', 400],
+    ['GET', `/v2/${REPO}/blobs/latest`, 'DIGEST_INVALID', 400],
+    ['GET', `/v2/${REPO}/blobs/md5:${'a'.repeat(32)}`, 'UNSUPPORTED', 405],
+    // A write is checked by the grammar first: a malformed reference is its grammar's 400, only a valid one 405.
+    ['PUT', `/v2/${REPO}/manifests/sha256:totallywrong`, 'DIGEST_INVALID', 400],
+    ['PUT', `/v2/${REPO}/manifests/-bad`, 'TAG_INVALID', 400],
+    ['PUT', '/v2/UPPER/manifests/v1', 'NAME_INVALID', 400],
+    ['DELETE', `/v2/${REPO}/blobs/sha256:${'a'.repeat(63)}`, 'DIGEST_INVALID', 400],
   ];
   // Over a real socket: inject() would normalise dot segments before the server saw them.
   const client = new Client(proxy.url);
   try {
-    for (const [url, code] of cases) {
-      const res = await client.request({ method: 'GET', path: url });
+    for (const [method, url, code, status] of cases) {
+      const res = await client.request({ method, path: url, ...(method === 'PUT' ? { body: '{}' } : {}) });
       const body = await res.body.text();
-      assert.ok(res.statusCode === 400 || res.statusCode === 405, `${url}: ${res.statusCode}`);
-      assert.equal(errorCode(body), code, url);
+      assert.equal(res.statusCode, status, `${method} ${url}`);
+      if (method === 'HEAD') continue;
+      assert.equal(errorCode(body), code, `${method} ${url}`);
       assert.doesNotMatch(body, /at .+\.js/, 'no stack trace');
     }
   } finally {

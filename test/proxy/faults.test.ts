@@ -4,9 +4,11 @@ import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { FakeClock } from '../fixtures/clock.js';
 import { startFakeUpstream, tooManyRequests, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
+import { until } from '../fixtures/tools.js';
 
 let fake: FakeUpstream;
 let proxy: RunningProxy;
@@ -128,13 +130,30 @@ test('an upstream 429 is 429 TOOMANYREQUESTS with its Retry-After', async () => 
   await servedCorrectlyAfterwards(repository, layer);
 });
 
-test('a hung upstream: the request fails with 503 after the header timeout; later requests work', async () => {
+test('a hung upstream: the request fails with 503 after the header timeout, misses fail at once while it is down, the probe ends that', async () => {
   const { repository, layer } = addImage();
-  fake.addFault({ path: `/v2/${repository}/blobs/${layer}` }, { hang: true });
-  const first = await fetchBody(`${proxy.url}/v2/${repository}/blobs/${layer}`);
-  assert.equal(first.status, 503);
-  await nothingStored(layer);
-  await servedCorrectlyAfterwards(repository, layer);
+  // Its own proxy, on a fake clock: the timeout marks the upstream down, which other tests must not inherit.
+  const clock = new FakeClock();
+  const own = await startProxy({ upstreams: [{ name: 'fake.test', url: fake.url }], upstreamDefaults: { timeouts: TIMEOUTS }, clock });
+  try {
+    fake.addFault({ path: `/v2/${repository}/blobs/${layer}` }, { hang: true });
+    const first = await fetchBody(`${own.url}/v2/${repository}/blobs/${layer}`);
+    assert.equal(first.status, 503);
+    assert.equal(own.mirror.upstream('fake.test')!.health.state.status, 'down', 'one timeout is enough');
+    fake.clearFaults();
+    fake.clearRequests();
+    const meanwhile = await fetchBody(`${own.url}/v2/${repository}/blobs/${layer}`);
+    assert.equal(meanwhile.status, 503, 'a miss fails at once while the upstream is down');
+    assert.deepEqual(fake.requests(), [], 'and asks nothing');
+    await clock.advance(5_000);
+    await until('the probe to find the upstream', () => own.mirror.upstream('fake.test')!.health.state.status === 'up');
+    assert.deepEqual(fake.requests().map((r) => `${r.method} ${r.path}`), ['GET /v2/'], 'the probe');
+    const again = await fetchBody(`${own.url}/v2/${repository}/blobs/${layer}`);
+    assert.equal(again.digest, layer);
+  } finally {
+    fake.clearFaults();
+    await own.stop();
+  }
 });
 
 test('a body that stalls mid-way fails on the body-idle timeout: aborted response, nothing stored', async () => {
@@ -181,7 +200,7 @@ test('a manifest whose bytes do not match its digest is refused and not stored',
   assert.equal(again.digest, image.digest);
 });
 
-test('tag resolution: upstream 500, 429 or a hang serve the recorded tag (stale); unknown tags get the upstream error', async () => {
+test('tag resolution: upstream 500 or 429 serve the recorded tag (stale); unknown tags get the upstream error', async () => {
   const { repository, image } = addImage();
   // Its own proxy: the 429 leaves it backing off, which other tests must not inherit.
   const own = await startProxy({
@@ -192,7 +211,8 @@ test('tag resolution: upstream 500, 429 or a hang serve the recorded tag (stale)
     const tagUrl = `${own.url}/v2/${repository}/manifests/v1`;
     assert.equal((await fetchBody(tagUrl)).digest, image.digest);
     // The 429 last: after it, pullthrough backs off and asks the upstream nothing more for manifests.
-    for (const fault of [{ status: { code: 500 } }, { hang: true }, tooManyRequests({ retryAfter: 30 })]) {
+    // (A hang marks the upstream down at once: test/proxy/health.test.ts.)
+    for (const fault of [{ status: { code: 500 } }, tooManyRequests({ retryAfter: 30 })]) {
       fake.clearFaults();
       fake.addFault({ path: `/v2/${repository}/manifests/v1` }, fault);
       const stale = await fetchBody(tagUrl);

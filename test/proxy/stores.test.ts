@@ -485,9 +485,14 @@ test('when the upstream fails, an expired tag record answers stale until maxStal
 
     // A tag never recorded has nothing to fall back on.
     await assert.rejects(mirror.tags.resolve(repo('team/app'), 'v2' as Tag, ACCEPT), registryError('UNAVAILABLE'));
+    // Three 503s in a row: the upstream is down, and asked again only by the probe after the back-off.
+    const health = mirror.upstream('registry.test')!.health;
+    assert.equal(health.state.status, 'down');
 
-    // The upstream is back: the next resolve asks it and is fresh again.
+    // The upstream is back: the probe finds it, and the next resolve asks it and is fresh again.
     fake.clearFaults();
+    await clock.advance(5_000);
+    await turns(() => health.state.status === 'up');
     const back = await mirror.tags.resolve(repo('team/app'), v1, ACCEPT);
     assert.equal(back.stale, false);
     assert.equal(back.descriptor.digest, image.digest);

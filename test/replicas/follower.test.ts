@@ -13,7 +13,7 @@ import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { findRedis, randomPrefix, startRedisProxy, type RedisProxy } from '../fixtures/redis.js';
-import { tempDir } from '../fixtures/tools.js';
+import { tempDir, until } from '../fixtures/tools.js';
 
 const redis = await findRedis();
 const skip = redis.skip;
@@ -111,14 +111,6 @@ function get(s: Scenario): { received: () => number; result: Promise<{ bytes: nu
     return { bytes: received, digest: `sha256:${hash.digest('hex')}` };
   })();
   return { received: () => received, result };
-}
-
-async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 function upstreamGets(digest: string): number {

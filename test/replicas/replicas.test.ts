@@ -5,14 +5,16 @@ import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promi
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
+import { startFakeUpstream } from '../fixtures/fakeUpstream.js';
+import { makeIndex } from '../fixtures/images.js';
 import { testConfigDocument } from '../fixtures/proxy.js';
 import { pushBlob } from '../fixtures/push.js';
 import { findRedis, randomPrefix, redisKeys, startRedisProxy } from '../fixtures/redis.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { startServer, type RunningServer } from '../fixtures/server.js';
-import { tempDir, toolSkip } from '../fixtures/tools.js';
+import { pullWithSkopeo } from '../fixtures/skopeo.js';
+import { tempDir, toolSkip, until } from '../fixtures/tools.js';
 
 const redis = await findRedis();
 const skip = redis.skip || toolSkip('docker-registry');
@@ -114,14 +116,6 @@ async function upstreamBlobGets(digest: string): Promise<number> {
   return (await upstream.settledRequests()).filter((e) => e.method === 'GET' && e.path.endsWith(`/blobs/${digest}`)).length;
 }
 
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
 function requestOutcomes(server: RunningServer, digest: string): unknown[] {
   return server.logs().filter((l) => l['msg'] === 'request' && String(l['url']).endsWith(digest)).map((l) => l['cache']);
 }
@@ -212,5 +206,32 @@ test('with replicas, start-up sweeps only temp files nobody has written for twic
     await assert.rejects(stat(dead), /ENOENT/);
   } finally {
     await proxy.stop();
+  }
+});
+
+test('two replicas, concurrent cold pulls of one image through both: one upstream GET per manifest digest', { skip: skip || toolSkip('skopeo') }, async () => {
+  // The fake upstream answers every manifest GET by digest after 300 ms: long enough that both replicas
+  // want the same manifest at the same time, which is when each used to fetch it.
+  const fake = await startFakeUpstream();
+  const image = makeIndex({ layerSizes: [32 * 1024] });
+  fake.addImage('replicas/manifests', 'v1', image);
+  fake.addFault({ method: 'GET', path: /\/manifests\/sha256:/ }, { slowFirstByte: 300 });
+  const shared = await tempDir('replicas-manifests');
+  const document = testConfigDocument({ upstreams: [{ name: UPSTREAM, url: fake.url }] }, shared);
+  const config = { ...document, redis: { url: redis.url!, keyPrefix: randomPrefix() } };
+  const replicas = await Promise.all([startServer(config), startServer(config)]);
+  try {
+    const pulled = await Promise.all(replicas.map(async (server) =>
+      pullWithSkopeo(`${server.host}/replicas/manifests:v1`, await tempDir('replicas-manifests-pull'))));
+    for (const p of pulled) {
+      assert.equal(p.manifestDigest, image.digest);
+      assert.deepEqual([...p.childDigests].sort(), image.children.map((c) => c.digest).sort());
+    }
+    const gets = fake.requests({ method: 'GET', path: /\/manifests\/sha256:/ }).map((r) => r.path);
+    const digests = [image.digest, ...image.children.map((c) => c.digest)];
+    assert.deepEqual([...gets].sort(), digests.map((d) => `/v2/replicas/manifests/manifests/${d}`).sort(), 'each manifest digest fetched once across both');
+  } finally {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await fake.stop();
   }
 });

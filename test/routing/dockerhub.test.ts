@@ -81,7 +81,8 @@ test('a one-component name with no ns and no prefix goes to the default (Docker 
   }
   const seen = await hub.settledRequests();
   assert.ok(seen.some((e) => e.path === '/v2/library/alpine/manifests/3'), 'asked upstream for library/alpine');
-  assert.deepEqual(seen.filter((e) => !e.path.startsWith('/v2/library/alpine/')), [], 'never for alpine without library/');
+  // Besides the one GET /v2/ that learns how the upstream authenticates.
+  assert.deepEqual(seen.filter((e) => e.path !== '/v2/' && !e.path.startsWith('/v2/library/alpine/')), [], 'never for alpine without library/');
   assert.deepEqual(await other.settledRequests(), []);
 });
 

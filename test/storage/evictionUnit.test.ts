@@ -8,6 +8,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { buffer } from 'node:stream/consumers';
 import { pino } from 'pino';
 import { CachedBlobStatter } from '../../src/cache/cachedStatter.js';
 import { MemoryBlobDescriptorService } from '../../src/cache/memory.js';
@@ -18,7 +19,7 @@ import type { RepositoryRef } from '../../src/registry/services.js';
 import { encodeReferrersRecord, referrersTag } from '../../src/registry/referrers.js';
 import { encodeTagRecord } from '../../src/registry/tagRecord.js';
 import { LocalBlobStore, StorageBlobStatter } from '../../src/storage/blobs.js';
-import { collectGarbage, type EvictionPolicy } from '../../src/storage/eviction.js';
+import { collectGarbage, type EvictionPolicy, type EvictionReport } from '../../src/storage/eviction.js';
 import { Evictor } from '../../src/storage/evictor.js';
 import { blobDataPath, layerLinkPath, manifestRevisionPath, referrersRecordPath, tagPath } from '../../src/storage/layout.js';
 import { UsageRecorder } from '../../src/storage/usage.js';
@@ -130,6 +131,11 @@ async function fiveImages(clock: FakeClock, driver: MemoryDriver): Promise<Store
   return images;
 }
 
+/** The ids of the images a run removed, least recently used first. */
+function ids(report: EvictionReport): string[] {
+  return report.removedImages.map((i) => i.id);
+}
+
 function totalBytes(images: readonly StoredImage[]): number {
   return images.reduce((n, i) => n + i.bytes, 0);
 }
@@ -140,9 +146,9 @@ test('over the high watermark, images go least recently used first until use is 
   const images = await fiveImages(clock, driver);
   const [a, b, c, d, e] = images as [StoredImage, StoredImage, StoredImage, StoredImage, StoredImage];
   // All five are 100%: over 90%; without a and b, 60%, under 70%; without a alone, 80%.
-  const report = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: false, now: clock.now() });
+  const report = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
 
-  assert.deepEqual(report.removedImages, [a.id, b.id]);
+  assert.deepEqual(ids(report), [a.id, b.id]);
   assert.equal(report.totalBytes, totalBytes(images));
   assert.equal(report.freedBytes, a.bytes + b.bytes);
   assert.equal(report.removedBlobs, a.blobs.length + b.blobs.length);
@@ -156,8 +162,8 @@ test('under the high watermark nothing goes, however old', async () => {
   const driver = new MemoryDriver(() => clock.now());
   const images = await fiveImages(clock, driver);
   const before = driver.paths();
-  const report = await collectGarbage(driver, policy({ maxBytes: Math.ceil(totalBytes(images) / 0.85) }), { dryRun: false, now: clock.now() });
-  assert.deepEqual(report.removedImages, []);
+  const report = await collectGarbage(driver, policy({ maxBytes: Math.ceil(totalBytes(images) / 0.85) }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(ids(report), []);
   assert.equal(report.freedBytes, 0);
   assert.deepEqual(driver.paths(), before);
 });
@@ -167,10 +173,10 @@ test('a dry run reports what a run would remove and removes nothing', async () =
   const driver = new MemoryDriver(() => clock.now());
   const images = await fiveImages(clock, driver);
   const before = driver.paths();
-  const dry = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: true, now: clock.now() });
+  const dry = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: true, now: clock.now(), inUseIsKnown: true });
   assert.deepEqual(driver.paths(), before);
   assert.equal(driver.counts.get('delete') ?? 0, 0);
-  const real = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: false, now: clock.now() });
+  const real = await collectGarbage(driver, policy({ maxBytes: totalBytes(images) }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
   assert.deepEqual({ ...dry, dryRun: false }, real);
 });
 
@@ -186,8 +192,8 @@ test('a pinned image is never removed: the next least recently used goes instead
       pinnedChecks.push(`${repository.name}:${tags.join(',')}@${digest}`);
       return repository.name === 'team/a';
     },
-  }), { dryRun: false, now: clock.now() });
-  assert.deepEqual(report.removedImages, [b.id, c.id]);
+  }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(ids(report), [b.id, c.id]);
   assert.ok(kept(driver, a));
   assert.ok(pinnedChecks.includes(`team/a:v1@${a.digest}`), 'the pin check sees the repository, its tags and the digest');
 });
@@ -202,9 +208,10 @@ test('a blob shared with a retained image stays, and so does its link there', as
   const report = await collectGarbage(driver, policy({ maxIdleMs: 3 * HOUR }), {
     dryRun: false,
     now: clock.now(),
+    inUseIsKnown: true,
     hooks: { blobRemoved: (digest, repositories) => { removed.push({ digest, repositories: repositories.map((r) => r.name) }); } },
   });
-  assert.deepEqual(report.removedImages, [old.id]);
+  assert.deepEqual(ids(report), [old.id]);
   const sharedDigest = digestOf(shared);
   assert.ok(driver.paths().includes(blobDataPath(sharedDigest)));
   assert.ok(driver.paths().includes(layerLinkPath(fresh.repository, sharedDigest)));
@@ -240,16 +247,16 @@ test('an index keeps its children and their blobs; it goes as one image with the
 
   const all = amd.bytes + arm.bytes + index.length + other.bytes;
   // Over 90% of the cap; without team/other under 70%.
-  const report = await collectGarbage(driver, policy({ maxBytes: Math.floor(all / 0.92) }), { dryRun: false, now: clock.now() });
-  assert.deepEqual(report.removedImages, [`registry.test/team/other@${other.digest}`], 'the index counts as used an hour ago');
+  const report = await collectGarbage(driver, policy({ maxBytes: Math.floor(all / 0.92) }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(ids(report), [`registry.test/team/other@${other.digest}`], 'the index counts as used an hour ago');
 
-  const idle = await collectGarbage(driver, policy({ maxIdleMs: 30 * MINUTE }), { dryRun: false, now: clock.now() });
-  assert.deepEqual(idle.removedImages, [`registry.test/team/multi@${indexDigest}`], 'one image, not three');
+  const idle = await collectGarbage(driver, policy({ maxIdleMs: 30 * MINUTE }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(ids(idle), [`registry.test/team/multi@${indexDigest}`], 'one image, not three');
   assert.equal(idle.removedBlobs, 1 + amd.blobs.length + arm.blobs.length);
   assert.deepEqual(driver.paths(), []);
 });
 
-test('nothing used within the grace period goes: not a recent image, not a blob just committed that no manifest names yet', async () => {
+test('pullthrough gc (blind to the server\'s readers): nothing used within the grace goes, not a recent image, not a blob just committed', async () => {
   const clock = new FakeClock();
   const driver = new MemoryDriver(() => clock.now());
   const old = await storeImage(driver, 'team/old', { usedAt: clock.now() - 2 * HOUR });
@@ -261,41 +268,41 @@ test('nothing used within the grace period goes: not a recent image, not a blob 
   await driver.putContent(blobDataPath(digestOf(orphanNew)), orphanNew);
 
   // A cap that everything is far over: only the grace protects.
-  const report = await collectGarbage(driver, policy({ maxBytes: 1000, graceMs: 10 * MINUTE }), { dryRun: false, now: clock.now() });
-  assert.deepEqual(report.removedImages, [old.id]);
+  const gc = { dryRun: false, inUseIsKnown: false } as const;
+  const report = await collectGarbage(driver, policy({ maxBytes: 1000, graceMs: 10 * MINUTE }), { ...gc, now: clock.now() });
+  assert.deepEqual(ids(report), [old.id]);
   assert.ok(kept(driver, recent));
   assert.ok(!driver.paths().includes(blobDataPath(digestOf(orphanOld))), 'an old unreferenced blob is garbage');
-  assert.ok(driver.paths().includes(blobDataPath(digestOf(orphanNew))), 'a fill that just committed keeps its blob');
+  assert.ok(driver.paths().includes(blobDataPath(digestOf(orphanNew))), 'a blob just committed keeps its place');
+  assert.deepEqual(report.kept.map((k) => `${k.reason}: ${k.image?.id ?? k.blob}`).sort(),
+    [`within the grace: ${digestOf(orphanNew)}`, `within the grace: ${recent.id}`].sort(), 'and the report says why');
 
-  // Once the grace has passed, the orphan goes too; the recent image only by the size cap.
+  // Once the grace has passed, the orphan goes too; the recent image by the size cap.
   await clock.advance(11 * MINUTE);
-  const later = await collectGarbage(driver, policy({ maxBytes: 1000, graceMs: 10 * MINUTE }), { dryRun: false, now: clock.now() });
-  assert.deepEqual(later.removedImages, [recent.id]);
+  const later = await collectGarbage(driver, policy({ maxBytes: 1000, graceMs: 10 * MINUTE }), { ...gc, now: clock.now() });
+  assert.deepEqual(ids(later), [recent.id]);
   assert.deepEqual(driver.paths(), []);
 });
 
-test('a blob being read or filled is never removed, even when its image goes', async () => {
+test('in the server, the size cap holds whatever the age: only pinned images and blobs in use stay, and the report says which', async () => {
   const clock = new FakeClock();
   const driver = new MemoryDriver(() => clock.now());
   const images = await fiveImages(clock, driver);
-  const [a, b] = images as [StoredImage, StoredImage];
-  const reading = a.layers[0]!;
-  const filling = randomBytes(3000);
-  await driver.putContent(blobDataPath(digestOf(filling)), filling);
-  await driver.touch([blobDataPath(digestOf(filling))], clock.now() - DAY);
-  const inUse = new Set<Digest>([reading, digestOf(filling)]);
-
-  const report = await collectGarbage(driver, policy({ maxBytes: totalBytes(images), inUse: (d) => inUse.has(d) }), { dryRun: false, now: clock.now() });
-  assert.ok(report.removedImages.includes(a.id) && report.removedImages.includes(b.id));
-  assert.ok(driver.paths().includes(blobDataPath(reading)), 'the layer being read is still there');
-  assert.ok(driver.paths().includes(blobDataPath(digestOf(filling))));
-  assert.ok(!driver.paths().includes(manifestRevisionPath(a.repository, a.digest)), 'the image itself went');
-
-  // Read to the end: the next run takes what is now garbage.
-  inUse.clear();
-  await collectGarbage(driver, policy({ maxBytes: totalBytes(images), inUse: (d) => inUse.has(d) }), { dryRun: false, now: clock.now() });
-  assert.ok(!driver.paths().includes(blobDataPath(reading)));
-  assert.ok(!driver.paths().includes(blobDataPath(digestOf(filling))));
+  const [a, b, c, d, e] = images as [StoredImage, StoredImage, StoredImage, StoredImage, StoredImage];
+  // e was pulled a minute ago, well within the 10-minute grace; its layer is still being read.
+  await driver.touch([manifestRevisionPath(e.repository, e.digest), ...e.blobs.map(blobDataPath)], clock.now() - MINUTE);
+  const reading = e.layers[0]!;
+  // A cap that c alone (pinned) keeps use above the low watermark of.
+  const stuck = policy({
+    maxBytes: c.bytes, isPinned: (repository) => repository.name === 'team/c', inUse: (digest) => digest === reading,
+  });
+  const report = await collectGarbage(driver, stuck, { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(ids(report), [a.id, b.id, d.id, e.id], 'the image used a minute ago goes too');
+  assert.ok(kept(driver, c));
+  assert.ok(driver.paths().includes(blobDataPath(reading)), 'the layer being read stays under its reader');
+  assert.deepEqual(report.kept.map((k) => `${k.reason}: ${k.image?.id}${k.blob ? ` ${k.blob}` : ''}`), [`pinned: ${c.id}`, `in use: ${e.id} ${reading}`]);
+  assert.deepEqual(report.heldInUse, [reading]);
+  assert.equal(report.targetBytes, Math.floor(c.bytes * 0.7));
 });
 
 test('maxIdle removes images not used for that long, whatever the size, as the clock moves', async () => {
@@ -306,13 +313,13 @@ test('maxIdle removes images not used for that long, whatever the size, as the c
   const daily = await storeImage(driver, 'team/daily', { usedAt: clock.now() - HOUR });
   const idlePolicy = policy({ maxIdleMs: 7 * DAY });
 
-  const first = await collectGarbage(driver, idlePolicy, { dryRun: false, now: clock.now() });
-  assert.deepEqual(first.removedImages, [idle.id]);
+  const first = await collectGarbage(driver, idlePolicy, { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(ids(first), [idle.id]);
   assert.ok(kept(driver, weekly) && kept(driver, daily));
 
   await clock.advance(DAY);
-  const second = await collectGarbage(driver, idlePolicy, { dryRun: false, now: clock.now() });
-  assert.deepEqual(second.removedImages, [weekly.id]);
+  const second = await collectGarbage(driver, idlePolicy, { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(ids(second), [weekly.id]);
   assert.ok(kept(driver, daily));
 });
 
@@ -325,6 +332,7 @@ test('the caches are told of every removed manifest revision and blob', async ()
   await collectGarbage(driver, policy({ maxIdleMs: DAY }), {
     dryRun: false,
     now: clock.now(),
+    inUseIsKnown: true,
     hooks: {
       manifestRemoved: (repository, digest) => { manifests.push(`${repository.name}@${digest}`); },
       blobRemoved: (digest) => { blobs.push(digest); },
@@ -351,7 +359,8 @@ function evictorFixture(overrides: Partial<EvictionPolicy>, driver: MemoryDriver
   const usage = new UsageRecorder({ driver, intervalMs: 0, clock });
   const evictor = new Evictor({
     driver,
-    policy: policy({ ...overrides, prepare: async () => { runs++; } }),
+    // In use, as the composition root says it: read through the local store (unless a test says otherwise).
+    policy: policy({ inUse: (d) => local.isReading(d), ...overrides, prepare: async () => { runs++; } }),
     usage,
     hooks: {},
     logger: pino({ level: 'silent' }),
@@ -359,8 +368,10 @@ function evictorFixture(overrides: Partial<EvictionPolicy>, driver: MemoryDriver
     clock,
   });
   const descriptors = new CachedBlobStatter(new MemoryBlobDescriptorService(100), new StorageBlobStatter(driver));
-  // Wired as the composition root wires it: the one commit tells the evictor what it added.
-  const local = new LocalBlobStore({ driver, descriptors, usage, onCommitted: (d) => evictor.added(d.size) });
+  // Wired as the composition root wires it: the one commit tells the evictor what it added, the last reader what it let go.
+  const local: LocalBlobStore = new LocalBlobStore({
+    driver, descriptors, usage, onCommitted: (d) => evictor.added(d.size), onReleased: (d) => evictor.released(d),
+  });
   return { clock, driver, evictor, usage, local, runs: () => runs };
 }
 
@@ -446,6 +457,32 @@ test('the evictor runs on its interval by the clock, and a use recorded since th
   await f.evictor.stop();
 });
 
+test('a run held above the low watermark by a blob being read runs again as soon as its last reader lets go', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const [a, , c] = images as [StoredImage, StoredImage, StoredImage];
+  const f = evictorFixture({ maxBytes: c.bytes, isPinned: (repository) => repository.name === 'team/c' }, driver, clock);
+  const layer = (image: StoredImage): Descriptor => ({ digest: image.layers[0]!, size: 10_000, mediaType: 'application/octet-stream' });
+  // A client streaming a's layer, and not reading on yet.
+  const reader = await f.local.open(layer(a), a.repository);
+  f.evictor.start();
+  await settled(f, 1);
+  assert.ok(!driver.paths().includes(manifestRevisionPath(a.repository, a.digest)), 'a itself went');
+  assert.ok(driver.paths().includes(blobDataPath(a.layers[0]!)), 'its layer stays while it is read');
+
+  // Another blob's reader letting go changes nothing the run waits for.
+  await buffer(await f.local.open(layer(c), c.repository));
+  await settled(f, 1);
+
+  const bytes = await buffer(reader);
+  assert.equal(digestOf(bytes), a.layers[0], 'the reader got every byte');
+  await settled(f, 2);
+  assert.ok(!driver.paths().includes(blobDataPath(a.layers[0]!)), 'released, and removed by the run that followed');
+  assert.ok(kept(driver, c));
+  await f.evictor.stop();
+});
+
 /** A signature of `subject` as the referrers service leaves it: the referrer, the index under the referrers tag, the referrers record. */
 async function storeSignature(driver: MemoryDriver, subject: StoredImage, usedAt: number): Promise<Digest[]> {
   const layer = randomBytes(100);
@@ -483,13 +520,13 @@ test('a signature goes with the image it signs: kept by the image\'s pin, remove
   const signature = await storeSignature(driver, image, clock.now() - 5 * HOUR);
   const pinned = await collectGarbage(driver, policy({
     maxIdleMs: HOUR, isPinned: (repository, tags) => repository.name === 'team/signed' && tags.includes('v1'),
-  }), { dryRun: false, now: clock.now() });
+  }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
   assert.deepEqual(pinned.removedImages, [], 'the pin on the tag keeps the image and its signature');
   assert.ok(kept(driver, image));
   for (const d of signature) assert.ok(driver.paths().includes(blobDataPath(d)));
 
-  const idle = await collectGarbage(driver, policy({ maxIdleMs: HOUR }), { dryRun: false, now: clock.now() });
-  assert.deepEqual(idle.removedImages, [image.id], 'one image: the signature and the referrers tag index are part of it');
+  const idle = await collectGarbage(driver, policy({ maxIdleMs: HOUR }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.deepEqual(idle.removedImages.map((i) => i.id), [image.id], 'one image: the signature and the referrers tag index are part of it');
   assert.equal(idle.removedBlobs, image.blobs.length + signature.length);
   assert.deepEqual(driver.paths(), [], 'revisions, both tags, the referrers record, links and blobs');
 });

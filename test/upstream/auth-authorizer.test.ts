@@ -118,15 +118,14 @@ test('20 concurrent first pulls of one repository cause one token fetch', async 
   }
 });
 
-test('invalid_token: 20 requests failing with a revoked token cause exactly one refresh', async () => {
+test('invalid_token: 20 requests failing with a revoked token cause exactly one refresh, at once', async () => {
   const s = await bearerSetup();
-  const clock = fakeClock();
   try {
-    const auth = authorizer(s.registryUrl, { clock });
+    const auth = authorizer(s.registryUrl);
     assert.equal(await pull(auth, s.registryUrl.href, 'library/alpine', agent), 200);
     assert.equal(s.tokens.requests.length, 1);
+    // Straight after the first token: no clock decides, the refused token does.
     s.revoked.add('tok-1');
-    await clock.advance(15_000);
     const statuses = await Promise.all(Array.from({ length: 20 }, () => pull(auth, s.registryUrl.href, 'library/alpine', agent)));
     assert.deepEqual(new Set(statuses), new Set([200]));
     assert.equal(s.tokens.requests.length, 2, 'one refresh');
@@ -136,19 +135,22 @@ test('invalid_token: 20 requests failing with a revoked token cause exactly one 
   }
 });
 
-test('invalid_token straight after the first token is retried with the same token, refreshed after the race window', async () => {
+test('invalid_token: the refused token is dropped only while it is the current one; the retry never carries it', async () => {
   const s = await bearerSetup();
-  const clock = fakeClock();
   try {
-    const auth = authorizer(s.registryUrl, { clock, raceWindowMs: 10_000 });
+    const auth = authorizer(s.registryUrl);
     assert.equal(await pull(auth, s.registryUrl.href, 'x/y', agent), 200);
-    s.revoked.add('tok-1');
-    // Within the window a 401 may come from a request that went anonymous before the challenge was learned.
-    assert.equal(await auth.challenged('x/y', ['Bearer realm="' + s.realm + '",service="' + SERVICE + '",error="invalid_token"']), true);
-    assert.equal(await auth.authorize('x/y'), 'Bearer tok-1');
-    await clock.advance(10_000);
-    assert.equal(await pull(auth, s.registryUrl.href, 'x/y', agent), 200);
+    const invalid = [`Bearer realm="${s.realm}",service="${SERVICE}",error="invalid_token"`];
+    // tok-1 refused while current: dropped, and the next authorize fetches tok-2.
+    assert.equal(await auth.challenged('x/y', invalid, 'Bearer tok-1'), true);
+    assert.equal(await auth.authorize('x/y'), 'Bearer tok-2');
+    // A straggler refused with tok-1 after tok-2 arrived: tok-2 stays, nothing is fetched.
+    assert.equal(await auth.challenged('x/y', invalid, 'Bearer tok-1'), true);
+    assert.equal(await auth.authorize('x/y'), 'Bearer tok-2');
     assert.equal(s.tokens.requests.length, 2);
+    // A request that went out anonymous (before the challenge was known) is retried with the token.
+    assert.equal(await auth.challenged('x/y', [`Bearer realm="${s.realm}",service="${SERVICE}"`], undefined), true);
+    assert.equal(await auth.authorize('x/y'), 'Bearer tok-2');
   } finally {
     await s.stop();
   }
@@ -156,17 +158,36 @@ test('invalid_token straight after the first token is retried with the same toke
 
 test('insufficient_scope with a token: challenged answers false and fetches nothing', async () => {
   const s = await bearerSetup();
-  const clock = fakeClock();
   try {
     s.denied.add('private/thing');
-    const auth = authorizer(s.registryUrl, { clock });
+    const auth = authorizer(s.registryUrl);
     assert.equal(await pull(auth, s.registryUrl.href, 'private/thing', agent), 401);
-    await clock.advance(15_000);
     const before = s.tokens.requests.length;
     const challenge = `Bearer realm="${s.realm}",service="${SERVICE}",scope="repository:private/thing:pull",error="insufficient_scope"`;
-    assert.equal(await auth.challenged('private/thing', [challenge]), false);
+    assert.equal(await auth.challenged('private/thing', [challenge], await auth.authorize('private/thing')), false);
     assert.equal(await pull(auth, s.registryUrl.href, 'private/thing', agent), 401);
     assert.equal(s.tokens.requests.length, before);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('GET /v2/ teaches the challenge: the first request of every repository carries its token', async () => {
+  const s = await bearerSetup();
+  try {
+    const auth = authorizer(s.registryUrl);
+    assert.equal(auth.learned, false);
+    auth.learn([`Bearer realm="${s.realm}",service="${SERVICE}"`]);
+    assert.equal(auth.learned, true);
+    const statuses = await Promise.all(['a/one', 'a/two', 'a/three'].map((r) => pull(auth, s.registryUrl.href, r, agent)));
+    assert.deepEqual(statuses, [200, 200, 200]);
+    assert.ok(s.registry.authorizations.every((a) => a?.startsWith('Bearer ')), JSON.stringify(s.registry.authorizations));
+    assert.equal(s.registry.authorizations.length, 3, 'no request was refused');
+
+    const open = authorizer(s.registryUrl);
+    open.learn([]);
+    assert.equal(open.learned, true, 'an anonymous answer is knowledge too');
+    assert.equal(await open.authorize('a/one'), undefined);
   } finally {
     await s.stop();
   }
@@ -299,15 +320,13 @@ test('Basic upstream: credentials are sent after the first 401, and no token ser
 test('Basic upstream with wrong or no credentials: challenged answers false once Basic was tried', async () => {
   const registry = await startRegistry((authorization) =>
     authorization === ALICE_BASIC ? { ok: true } : { challenge: 'Basic realm="Registry Realm"' });
-  const clock = fakeClock();
   try {
-    const wrong = authorizer(new URL(registry.url()), { credentials: { username: 'alice', password: 'wrong' }, clock });
+    const wrong = authorizer(new URL(registry.url()), { credentials: { username: 'alice', password: 'wrong' } });
     assert.equal(await pull(wrong, registry.url(), 'a/b', agent), 401);
-    await clock.advance(15_000);
-    assert.equal(await wrong.challenged('a/b', ['Basic realm="Registry Realm"']), false);
+    assert.equal(await wrong.challenged('a/b', ['Basic realm="Registry Realm"'], await wrong.authorize('a/b')), false);
 
     const none = authorizer(new URL(registry.url()));
-    assert.equal(await none.challenged('a/b', ['Basic realm="Registry Realm"']), false);
+    assert.equal(await none.challenged('a/b', ['Basic realm="Registry Realm"'], undefined), false);
     assert.equal(await none.authorize('a/b'), undefined);
   } finally {
     await registry.stop();
@@ -318,7 +337,7 @@ test('Bearer is preferred when both Basic and Bearer are offered', async () => {
   const s = await bearerSetup();
   try {
     const auth = authorizer(s.registryUrl, { credentials: ALICE });
-    assert.equal(await auth.challenged('a/b', [`Basic realm="x", Bearer realm="${s.realm}",service="${SERVICE}"`]), true);
+    assert.equal(await auth.challenged('a/b', [`Basic realm="x", Bearer realm="${s.realm}",service="${SERVICE}"`], undefined), true);
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-1');
   } finally {
     await s.stop();
@@ -327,12 +346,12 @@ test('Bearer is preferred when both Basic and Bearer are offered', async () => {
 
 test('a 401 without a usable challenge is final', async () => {
   const auth = authorizer(new URL('http://registry.example.test'));
-  assert.equal(await auth.challenged('a/b', []), false);
-  assert.equal(await auth.challenged('a/b', ['Negotiate abc==']), false);
-  assert.equal(await auth.challenged('a/b', ['Bearer service="s"']), false, 'no realm');
-  assert.equal(await auth.challenged('a/b', ['Bearer realm="not a url"']), false);
-  assert.equal(await auth.challenged('a/b', ['Bearer realm="file:///etc/passwd"']), false);
-  assert.equal(await auth.challenged('a/b', ['"garbage', '===']), false);
+  assert.equal(await auth.challenged('a/b', [], undefined), false);
+  assert.equal(await auth.challenged('a/b', ['Negotiate abc=='], undefined), false);
+  assert.equal(await auth.challenged('a/b', ['Bearer service="s"'], undefined), false, 'no realm');
+  assert.equal(await auth.challenged('a/b', ['Bearer realm="not a url"'], undefined), false);
+  assert.equal(await auth.challenged('a/b', ['Bearer realm="file:///etc/passwd"'], undefined), false);
+  assert.equal(await auth.challenged('a/b', ['"garbage', '==='], undefined), false);
   assert.equal(await auth.authorize('a/b'), undefined);
 });
 
@@ -342,7 +361,7 @@ test('a changed realm is learned and used', async () => {
   try {
     const auth = authorizer(first.registryUrl);
     assert.equal(await pull(auth, first.registryUrl.href, 'a/b', agent), 200);
-    assert.equal(await auth.challenged('a/b', [`Bearer realm="${second.realm('auth.example.test')}",service="${SERVICE}"`]), true);
+    assert.equal(await auth.challenged('a/b', [`Bearer realm="${second.realm('auth.example.test')}",service="${SERVICE}"`], undefined), true);
     assert.equal(await auth.authorize('a/b'), 'Bearer tok-1');
     assert.equal(second.requests.length, 1);
   } finally {
@@ -373,7 +392,7 @@ test('token service errors are typed, carry no secrets, and are not cached', asy
   const s = await bearerSetup({ users: { alice: 'the-right-one' } });
   try {
     const auth = authorizer(s.registryUrl, { credentials: ALICE });
-    assert.equal(await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`]), true);
+    assert.equal(await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`], undefined), true);
 
     const wrong = await authError(auth.authorize('a/b'));
     assert.equal(wrong.kind, 'unauthorized');
@@ -405,7 +424,7 @@ test('an anonymous token refused is "denied"', async () => {
   const s = await bearerSetup({ users: { alice: ALICE.password } });
   try {
     const auth = authorizer(s.registryUrl);
-    await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`]);
+    await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`], undefined);
     const err = await authError(auth.authorize('a/b'));
     assert.equal(err.kind, 'denied');
     assert.equal(err.code, 'DENIED');
@@ -424,7 +443,7 @@ test('an unreachable or slow token service is "unavailable"', async () => {
     const clock = fakeClock();
     const slow = authorizer(s.registryUrl, { tokenTimeoutMs: 30_000, clock });
     s.tokens.behaviour.delayMs = 2_000;
-    await slow.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`]);
+    await slow.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`], undefined);
     let settled = false;
     const attempt = authError(slow.authorize('a/b')).finally(() => { settled = true; });
     while (s.tokens.requests.length === 0) await new Promise((r) => setImmediate(r));
@@ -438,7 +457,7 @@ test('an unreachable or slow token service is "unavailable"', async () => {
     await s.stop();
   }
   const gone = authorizer(new URL('http://registry.example.test'), { credentials: ALICE });
-  await gone.challenged('a/b', [`Bearer realm="http://auth.example.test:${port}/token?account=x",service="s"`]);
+  await gone.challenged('a/b', [`Bearer realm="http://auth.example.test:${port}/token?account=x",service="s"`], undefined);
   const refused = await authError(gone.authorize('a/b'));
   assert.equal(refused.kind, 'unavailable');
   assert.match(refused.message, /could not be reached \(ECONNREFUSED\)/);
@@ -453,7 +472,7 @@ test('token redirects: credentials follow within the origin, never to another ho
     // Same origin: /token -> /token2 keeps the credentials.
     s.tokens.behaviour.redirectTo = `http://auth.example.test:${s.tokens.port}/token2`;
     const auth = authorizer(s.registryUrl, { credentials: ALICE });
-    await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`]);
+    await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`], undefined);
     // The redirect target is the same server, which keeps redirecting: give up after a few hops.
     const loop = await authError(auth.authorize('a/b'));
     assert.equal(loop.kind, 'unavailable');
@@ -478,7 +497,7 @@ test('an aborted authorize rejects for its caller only', async () => {
   try {
     s.tokens.behaviour.delayMs = 200;
     const auth = authorizer(s.registryUrl);
-    await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`]);
+    await auth.challenged('a/b', [`Bearer realm="${s.realm}",service="${SERVICE}"`], undefined);
     const controller = new AbortController();
     const aborted = auth.authorize('a/b', controller.signal);
     const patient = auth.authorize('a/b');

@@ -167,8 +167,8 @@ export function bearerJudge(
 
 /**
  * One pull the way the upstream client makes it: authorize, send, and on a
- * 401 hand the challenge over and retry once if told to. Resolves to the
- * final status.
+ * 401 hand the challenge and what was sent over, and retry once if told to
+ * (never with what was just refused). Resolves to the final status.
  */
 export async function pull(
   authorizer: ChallengeAuthorizer, registryUrl: string, repository: string, dispatcher: Dispatcher,
@@ -178,13 +178,16 @@ export async function pull(
     const headers: Record<string, string> = authorization === undefined ? {} : { authorization };
     return dispatcher.request({ origin: url.origin, path: url.pathname, method: 'GET', headers });
   };
-  let res = await send(await authorizer.authorize(repository));
+  const sent = await authorizer.authorize(repository);
+  let res = await send(sent);
   await res.body.dump();
   if (res.statusCode !== 401) return res.statusCode;
   const challenge = res.headers['www-authenticate'];
   const values = challenge === undefined ? [] : Array.isArray(challenge) ? challenge : [challenge];
-  if (!(await authorizer.challenged(repository, values))) return res.statusCode;
-  res = await send(await authorizer.authorize(repository));
+  if (!(await authorizer.challenged(repository, values, sent))) return res.statusCode;
+  const retry = await authorizer.authorize(repository);
+  if (retry === sent) return res.statusCode;
+  res = await send(retry);
   await res.body.dump();
   return res.statusCode;
 }

@@ -151,8 +151,10 @@ test('--pin protects what was warmed: gc under a 1-byte cap removes the other im
 
   const gc = await pullthrough(['gc', '--config', path]);
   assert.equal(gc.code, 0, gc.stderr);
-  assert.match(gc.stdout, new RegExp(`removed ${NAME}/${index.repository}@${index.digest}`));
-  assert.doesNotMatch(gc.stdout, new RegExp(image.digest));
+  // gc names images by their tags, and says why the pinned one stayed.
+  assert.match(gc.stdout, new RegExp(`^removed ${NAME}/${index.repository}:v1 \\(`, 'm'));
+  assert.match(gc.stdout, new RegExp(`^  ${NAME}/${image.repository}:v1 \\(.+\\): pinned$`, 'm'));
+  assert.doesNotMatch(gc.stdout, new RegExp(`^removed ${NAME}/${image.repository}`, 'm'));
   for (const d of image.blobDigests) assert.ok(await exists(blobFile(root, d)), `pinned blob ${d} kept`);
   for (const d of index.blobDigests) assert.ok(!(await exists(blobFile(root, d))), `unpinned blob ${d} removed`);
 });

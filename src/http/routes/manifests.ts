@@ -1,9 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Descriptor } from '../../registry/descriptor.js';
-import { isDigestReference, parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
 import { acceptedManifestTypes } from '../../registry/mediaTypes.js';
-import { parseTag } from '../../registry/names.js';
+import { parseManifestReference, type ManifestReference } from '../../registry/reference.js';
 import type { RegistryServices } from '../services.js';
 import type { Route } from '../../routing/router.js';
 import { markCache, markResolution } from '../context.js';
@@ -27,6 +26,21 @@ function descriptorHeaders(reply: FastifyReply, d: Descriptor): void {
 }
 
 /**
+ * The reference of a read: one that is neither a valid tag nor a digest names
+ * no manifest, so it is MANIFEST_UNKNOWN (404, as Distribution answers and
+ * the OCI conformance tests expect), with the grammar's reason as detail. It
+ * still never reaches storage or the upstream.
+ */
+function referenceToRead(reference: string): ManifestReference {
+  try {
+    return parseManifestReference(reference);
+  } catch (err) {
+    if (!(err instanceof RegistryError)) throw err;
+    throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { reference: reference.slice(0, 200), reason: err.code });
+  }
+}
+
+/**
  * GET and HEAD of `/v2/<name>/manifests/<reference>`. By tag: the tag
  * service resolves it (HEAD upstream, or the fresh record), then the manifest
  * store serves that digest. By digest: the manifest store alone. Bytes go out
@@ -37,19 +51,18 @@ export async function serveManifest(
 ): Promise<void> {
   const accept = acceptedManifestTypes(request.headers.accept);
   const head = request.method === 'HEAD';
+  const ref = referenceToRead(reference);
   let known: Descriptor | undefined;
-  if (isDigestReference(reference)) {
-    const digest = parseDigest(reference).digest;
+  if (ref.digest !== undefined) {
     if (head) {
-      const found = await mirror.manifests.stat(route.repository, digest, accept);
-      if (!found) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest });
+      const found = await mirror.manifests.stat(route.repository, ref.digest, accept);
+      if (!found) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { digest: ref.digest });
       markCache(request, reply, found.cache ?? 'hit');
       known = found;
     }
   } else {
-    const tag = parseTag(reference);
-    const resolution = await mirror.tags.resolve(route.repository, tag, accept);
-    mirror.requestEvents?.pulled(route.repository, tag);
+    const resolution = await mirror.tags.resolve(route.repository, ref.tag, accept);
+    mirror.requestEvents?.pulled(route.repository, ref.tag);
     known = resolution.descriptor;
     markResolution(request, reply, resolution);
   }
@@ -60,7 +73,7 @@ export async function serveManifest(
   if (known && notModified(request.headers['if-none-match'], known.digest)) {
     return reply.code(304).headers({ 'docker-content-digest': known.digest, etag: `"${known.digest}"` }).send();
   }
-  const digest = known?.digest ?? parseDigest(reference).digest;
+  const digest = known?.digest ?? ref.digest!;
   const { manifest, cache } = await mirror.manifests.get(route.repository, digest, accept);
   if (request.cacheOutcome === undefined || cache !== 'hit') markCache(request, reply, cache);
   if (notModified(request.headers['if-none-match'], manifest.digest)) {

@@ -1,6 +1,8 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
+import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
 import type { RepositoryName } from '../../registry/names.js';
+import { parseManifestReference } from '../../registry/reference.js';
 import type { Route } from '../../routing/router.js';
 import type { ClientAccess } from '../auth/access.js';
 import type { RegistryServices } from '../services.js';
@@ -92,13 +94,24 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; acce
     },
   });
 
-  // A mirror takes no writes. Rejected before any body is read.
-  app.route({
+  // A mirror takes no writes. Rejected before any body is read: first by the grammar of the name and
+  // reference (NAME_INVALID, TAG_INVALID, DIGEST_INVALID, as the conformance tests expect), then as a write.
+  app.route<{ Params: { '*': string }; Querystring: RegistryQuery }>({
     method: ['POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v2/*',
-    onRequest: async () => {
+    onRequest: async (request) => {
+      checkWriteTarget(mirror, request.params['*'], request.query.ns);
       throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');
     },
     handler: async () => undefined,
   });
 };
+
+/** Throws the grammar's error for a write whose name, tag or digest is malformed. */
+function checkWriteTarget(mirror: RegistryServices, path: string, ns: string | undefined): void {
+  const target = parseRegistryPath(path);
+  if (target.endpoint === 'unknown') return;
+  mirror.router.route(target.name, ns);
+  if (target.endpoint === 'manifest') parseManifestReference(target.reference);
+  if (target.endpoint === 'blob') parseDigest(target.digest);
+}

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { RedisConnection } from '../../cache/redis.js';
 import type { Clock, Timer } from '../../registry/clock.js';
-import type { Digest } from '../../registry/digest.js';
 import { ERROR_STATUS, RegistryError, UpstreamUnavailable, type ErrorCode } from '../../registry/errors.js';
 import { isUploadName } from '../../storage/layout.js';
 
@@ -86,9 +85,22 @@ export function newOwnerId(): string {
   return `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
 }
 
+/** The key prefixes of one kind of lease (after the connection's key prefix). */
+export interface LeaseKeyspace {
+  /** `lease:` for blob fills. */
+  readonly lease: string;
+  /** `fill:` for blob fills. */
+  readonly fill: string;
+}
+
+/** Blob fills: `lease:<digest>`, `fill:<digest>`. */
+export const BLOB_FILL_KEYS: LeaseKeyspace = { lease: 'lease:', fill: 'fill:' };
+
 export interface FillLeasesOptions {
   /** The process's connection; its settings give the lease's TTL. */
   readonly redis: RedisConnection;
+  /** What the leases are for; blob fills by default. */
+  readonly keyspace?: LeaseKeyspace;
   /** Schedules the renewals of held leases. */
   readonly clock: Clock;
   /** This replica's id as a lease owner; `newOwnerId()` by default. */
@@ -98,31 +110,34 @@ export interface FillLeasesOptions {
 /**
  * The lease operations of one replica. All of them answer rather than throw
  * when Redis is unavailable: `acquire` says `unavailable`, `look` answers
- * undefined, and the writes do nothing.
+ * undefined, and the writes do nothing. A lease is named by an id: a blob's
+ * digest, or (in the manifest keyspace) `<upstream>/<repository>@<digest>`.
  */
 export class FillLeases {
   readonly ttlMs: number;
   readonly owner: string;
   private readonly redis: RedisConnection;
   private readonly clock: Clock;
+  private readonly keyspace: LeaseKeyspace;
 
   constructor(options: FillLeasesOptions) {
     this.redis = options.redis;
+    this.keyspace = options.keyspace ?? BLOB_FILL_KEYS;
     this.clock = options.clock;
     this.owner = options.owner ?? newOwnerId();
     this.ttlMs = options.redis.settings.leaseTtlMs;
   }
 
-  /** `SET <prefix>lease:<digest> <owner> NX PX <ttl>`. */
-  async acquire(digest: Digest): Promise<AcquireResult> {
-    const reply = await this.redis.run((c) => c.set(this.leaseKey(digest), this.owner, 'PX', this.ttlMs, 'NX'), 'unavailable' as const);
+  /** `SET <prefix>lease:<id> <owner> NX PX <ttl>` (`lease:` is the keyspace's). */
+  async acquire(id: string): Promise<AcquireResult> {
+    const reply = await this.redis.run((c) => c.set(this.leaseKey(id), this.owner, 'PX', this.ttlMs, 'NX'), 'unavailable' as const);
     if (reply === 'unavailable') return reply;
     return reply === 'OK' ? 'owned' : 'taken';
   }
 
   /** Extends our lease (and its fill key) by a TTL; false when it is no longer ours, undefined when Redis did not answer. */
-  async renew(digest: Digest): Promise<boolean | undefined> {
-    const reply = await this.script(RENEW, digest, [this.owner, String(this.ttlMs)]);
+  async renew(id: string): Promise<boolean | undefined> {
+    const reply = await this.script(RENEW, id, [this.owner, String(this.ttlMs)]);
     return reply === undefined ? undefined : reply === 1;
   }
 
@@ -134,10 +149,10 @@ export class FillLeases {
    * replica, which happens when this process was paused past the TTL.
    * Cancel the timer when the fill is over, before `release` or `fail`.
    */
-  hold(digest: Digest, onLost: () => void): Timer {
+  hold(id: string, onLost: () => void): Timer {
     let lost = false;
     return this.clock.setInterval(() => {
-      void this.renew(digest).then((ours) => {
+      void this.renew(id).then((ours) => {
         if (ours !== false || lost) return;
         lost = true;
         onLost();
@@ -146,43 +161,43 @@ export class FillLeases {
   }
 
   /** Tells followers where our fill's bytes are. */
-  async publish(digest: Digest, upload: string, size: number | undefined): Promise<void> {
+  async publish(id: string, upload: string, size: number | undefined): Promise<void> {
     const info = JSON.stringify({ owner: this.owner, upload, size: size ?? null });
-    await this.script(PUBLISH, digest, [this.owner, info, String(this.ttlMs)]);
+    await this.script(PUBLISH, id, [this.owner, info, String(this.ttlMs)]);
   }
 
   /** Gives the lease up after a commit: deletes lease and fill key, if the lease is still ours. */
-  async release(digest: Digest): Promise<void> {
-    await this.script(RELEASE, digest, [this.owner]);
+  async release(id: string): Promise<void> {
+    await this.script(RELEASE, id, [this.owner]);
   }
 
   /** Gives the lease up after a failure, leaving the error for the followers to answer with. */
-  async fail(digest: Digest, err: unknown): Promise<void> {
+  async fail(id: string, err: unknown): Promise<void> {
     const failure = err instanceof RegistryError
       ? { code: err.code, message: err.message }
       : { code: 'UNAVAILABLE', message: `the replica fetching this blob failed: ${(err as Error).message}` };
     const info = JSON.stringify({ owner: this.owner, failed: failure });
-    await this.script(FAIL, digest, [this.owner, info, String(FAILURE_TTL_MS)]);
+    await this.script(FAIL, id, [this.owner, info, String(FAILURE_TTL_MS)]);
   }
 
   /** The lease and the fill key, read in one round trip; undefined when Redis did not answer. */
-  async look(digest: Digest): Promise<LeaseState | undefined> {
-    const reply = await this.redis.run((c) => c.mget(this.leaseKey(digest), this.fillKey(digest)), undefined);
+  async look(id: string): Promise<LeaseState | undefined> {
+    const reply = await this.redis.run((c) => c.mget(this.leaseKey(id), this.fillKey(id)), undefined);
     if (reply === undefined) return undefined;
     const [owner, fill] = reply;
     return { owner: owner ?? undefined, fill: fill ? parseFillInfo(fill) : undefined };
   }
 
-  leaseKey(digest: Digest): string {
-    return this.redis.key(`lease:${digest}`);
+  leaseKey(id: string): string {
+    return this.redis.key(`${this.keyspace.lease}${id}`);
   }
 
-  fillKey(digest: Digest): string {
-    return this.redis.key(`fill:${digest}`);
+  fillKey(id: string): string {
+    return this.redis.key(`${this.keyspace.fill}${id}`);
   }
 
-  private async script(lua: string, digest: Digest, args: string[]): Promise<number | undefined> {
-    const reply = await this.redis.run((c) => c.eval(lua, 2, this.leaseKey(digest), this.fillKey(digest), ...args), undefined);
+  private async script(lua: string, id: string, args: string[]): Promise<number | undefined> {
+    const reply = await this.redis.run((c) => c.eval(lua, 2, this.leaseKey(id), this.fillKey(id), ...args), undefined);
     return typeof reply === 'number' ? reply : undefined;
   }
 }

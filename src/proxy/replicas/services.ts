@@ -9,6 +9,8 @@ import type { StorageDriver } from '../../storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
 import { FillLeases } from './lease.js';
 import { ReplicaCoordinator } from './coordinator.js';
+import { MANIFEST_FETCH_KEYS, ReplicaManifestCoordinator } from './manifestLeases.js';
+import type { ManifestFetchCoordinator } from '../manifests.js';
 import type { FillCoordinator } from '../fillSource.js';
 import type { TagRecordService } from '../../registry/services.js';
 
@@ -23,13 +25,15 @@ export interface RedisServicesOptions {
 /**
  * What Redis adds to a mirror, built in one place so the composition root
  * stays a list of parts: the shared descriptor tier, the shared tag records,
- * and the fill coordinator of replicas. All of them share one connection.
+ * and the fill and manifest coordinators of replicas. All of them share one connection.
  */
 export class RedisServices {
   readonly connection: RedisConnection;
   /** The Redis tag tier, between memory and storage. */
   readonly tags: TagRecordService;
   readonly replicas: FillCoordinator;
+  /** One upstream GET of a manifest across replicas. */
+  readonly manifests: ManifestFetchCoordinator;
   private readonly descriptors: RedisBlobDescriptorService;
 
   constructor(options: RedisServicesOptions) {
@@ -41,6 +45,10 @@ export class RedisServices {
       leases: new FillLeases({ redis: this.connection, clock }),
       driver,
       logger: logger.child({ component: 'replicas' }),
+      clock,
+    });
+    this.manifests = new ReplicaManifestCoordinator({
+      leases: new FillLeases({ redis: this.connection, clock, keyspace: MANIFEST_FETCH_KEYS }),
       clock,
     });
   }

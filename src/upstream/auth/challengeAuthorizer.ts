@@ -27,28 +27,20 @@ export interface ChallengeAuthorizerOptions {
   /** For token requests; default undici's global dispatcher. */
   readonly dispatcher?: Dispatcher;
   readonly logger?: AuthLogger;
-  /** What the race window, token expiry and the token-exchange timeout are measured on; default the system clock. */
+  /** What token expiry and the token-exchange timeout are measured on; default the system clock. */
   readonly clock?: Clock;
   /** A whole token exchange must finish within this (on `clock`). Default 10 s. */
   readonly tokenTimeoutMs?: number;
   /** Shares tokens across authorizers (give it the same clock); by default each authorizer has its own, on `clock`. Keys include the upstream name. */
   readonly tokenCache?: TokenCache;
-  /**
-   * A 401 arriving this soon after another 401 already changed what we send
-   * (replaced a token, switched to Basic) is taken to come from a request
-   * sent before that change: it is retried with the new authorization
-   * instead of changing it again. Bounds token refreshes to one per window
-   * per scope even when an upstream rejects every token. Default 10 s.
-   */
-  readonly raceWindowMs?: number;
   /** Told of every token exchange and how it went (metrics). */
   readonly events?: Pick<UpstreamEvents, 'tokenFetched'>;
 }
 
 /** What the upstream asked for last. */
 type Known =
-  | { readonly kind: 'bearer'; readonly realm: URL; readonly service: string | undefined; readonly trusted: boolean; readonly learnedAt: number }
-  | { readonly kind: 'basic'; readonly learnedAt: number };
+  | { readonly kind: 'bearer'; readonly realm: URL; readonly service: string | undefined; readonly trusted: boolean }
+  | { readonly kind: 'basic' };
 
 /** A challenge we can act on, picked from those the upstream offered. */
 type Usable =
@@ -60,7 +52,8 @@ const noopLogger: AuthLogger = { warn: () => undefined, debug: () => undefined }
 /**
  * An `UpstreamAuthorizer` for one upstream, shared by all its requests.
  *
- * - Until the upstream first answers 401, requests go anonymous.
+ * - Until the upstream first asks for authentication (a 401 to `GET /v2/`
+ *   or to a request), requests go anonymous.
  * - After a Bearer challenge, `authorize` returns `Bearer <token>` for the
  *   scope `repository:<name>:pull`, from a token cache (its own, or one
  *   shared through `tokenCache`) keyed by (upstream, credentials identity,
@@ -69,6 +62,10 @@ const noopLogger: AuthLogger = { warn: () => undefined, debug: () => undefined }
  * - Credentials go to a token service only when `isTrustedRealm` approves
  *   its realm; otherwise tokens are requested anonymously and a warning is
  *   logged once per realm.
+ * - A 401 to a request that carried a token compares tokens, not clocks:
+ *   the refused token is dropped if it is still the one cached for its
+ *   scope (so concurrent refusals cause one fetch), and the retry carries
+ *   whatever is current then, never the refused token.
  * - After a Basic challenge, `authorize` returns Basic credentials, or
  *   nothing when none are configured.
  * - `authorize` throws `UpstreamAuthError` when no token can be had.
@@ -77,24 +74,22 @@ const noopLogger: AuthLogger = { warn: () => undefined, debug: () => undefined }
  */
 export class ChallengeAuthorizer implements UpstreamAuthorizer {
   private known: Known | undefined;
+  /** `GET /v2/` was answered: even without a challenge, the upstream has told us what it wants. */
+  private pinged = false;
   private readonly tokens: TokenCache;
   private readonly clock: Clock;
   private readonly logger: AuthLogger;
   private readonly dispatcher: Dispatcher;
-  private readonly raceWindowMs: number;
   private readonly tokenTimeoutMs: number;
   private readonly basicHeader: string | undefined;
   /** Realms already warned about, so an untrusted realm is logged once, not once per request. Bounded: the upstream chooses realms. */
   private readonly warnedRealms = new LRUCache<string, true>({ max: 100 });
-  /** When each scope's token was last thrown away in answer to a 401. */
-  private readonly invalidatedAt = new LRUCache<string, number>({ max: 1000 });
 
   constructor(private readonly options: ChallengeAuthorizerOptions) {
     this.clock = options.clock ?? systemClock;
     this.tokens = options.tokenCache ?? new TokenCache({ clock: this.clock });
     this.logger = options.logger ?? noopLogger;
     this.dispatcher = options.dispatcher ?? getGlobalDispatcher();
-    this.raceWindowMs = options.raceWindowMs ?? 10_000;
     this.tokenTimeoutMs = options.tokenTimeoutMs ?? 10_000;
     const c = options.credentials;
     this.basicHeader = c ? `Basic ${Buffer.from(`${c.username}:${c.password}`, 'utf8').toString('base64')}` : undefined;
@@ -121,17 +116,31 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
     return `Bearer ${token}`;
   }
 
+  /** See `UpstreamAuthorizer.learned`. */
+  get learned(): boolean {
+    return this.known !== undefined || this.pinged;
+  }
+
+  /** See `UpstreamAuthorizer.learn`. */
+  learn(wwwAuthenticate: readonly string[]): void {
+    this.pinged = true;
+    if (this.known !== undefined) return;
+    const usable = pickChallenge(parseChallenges(wwwAuthenticate));
+    if (usable?.kind === 'bearer') this.learnBearer(usable);
+    else if (usable?.kind === 'basic') this.learnBasic();
+  }
+
   /** See `UpstreamAuthorizer.challenged`. Synchronous work only; the token fetch happens in the next `authorize`. */
-  async challenged(repository: string, wwwAuthenticate: readonly string[]): Promise<boolean> {
+  async challenged(repository: string, wwwAuthenticate: readonly string[], sent: string | undefined): Promise<boolean> {
     const usable = pickChallenge(parseChallenges(wwwAuthenticate));
     if (usable === undefined) {
       this.logger.debug({ upstream: this.options.upstreamName, repository }, 'upstream 401 without a usable challenge');
       return false;
     }
-    return usable.kind === 'basic' ? this.onBasic() : this.onBearer(repository, usable);
+    return usable.kind === 'basic' ? this.onBasic(sent) : this.onBearer(repository, usable, sent);
   }
 
-  private onBearer(repository: string, challenge: Usable & { kind: 'bearer' }): boolean {
+  private onBearer(repository: string, challenge: Usable & { kind: 'bearer' }, sent: string | undefined): boolean {
     const previous = this.known;
     const sameRealm = previous?.kind === 'bearer'
       && previous.realm.href === challenge.realm.href && previous.service === challenge.service;
@@ -141,34 +150,37 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
       this.learnBearer(challenge);
       return true;
     }
-    if (challenge.error === 'insufficient_scope') {
-      // The token was valid but grants nothing for this name: denied, or no
-      // such repository. Only a request that raced the first challenge (and
-      // went anonymous) deserves a retry.
-      return this.isRecent(previous.learnedAt);
-    }
-    // invalid_token, or a bare challenge although we sent a token.
-    this.invalidateUsedToken(previous, pullScope(repository));
+    const token = bearerToken(sent);
+    // Sent before the challenge was known (anonymous, or Basic): the retry carries a token.
+    if (token === undefined) return true;
+    // A valid token that grants nothing for this name: denied, or no such repository.
+    if (challenge.error === 'insufficient_scope') return false;
+    // invalid_token, or a bare challenge to a token: that token is refused. Drop it if it is
+    // still the current one; if a newer one is cached (another request refreshed it), the
+    // retry carries that; if a fetch is under way, the retry waits for it.
+    this.tokens.invalidate(this.tokenKey(previous, pullScope(repository)), token);
     return true;
   }
 
-  private onBasic(): boolean {
-    const previous = this.known;
-    if (previous?.kind !== 'basic') {
-      this.known = { kind: 'basic', learnedAt: this.clock.now() };
-      this.logger.debug({ upstream: this.options.upstreamName, scheme: 'basic' }, 'upstream asks for Basic authentication');
+  private onBasic(sent: string | undefined): boolean {
+    if (this.known?.kind !== 'basic') {
+      this.learnBasic();
       return this.basicHeader !== undefined;
     }
-    // We already sent Basic (unless this request raced the first challenge):
-    // the credentials were refused, and sending them again will not help.
-    return this.basicHeader !== undefined && this.isRecent(previous.learnedAt);
+    // The credentials themselves were refused: sending them again will not help.
+    return this.basicHeader !== undefined && sent !== this.basicHeader;
+  }
+
+  private learnBasic(): void {
+    this.known = { kind: 'basic' };
+    this.logger.debug({ upstream: this.options.upstreamName, scheme: 'basic' }, 'upstream asks for Basic authentication');
   }
 
   private learnBearer(challenge: Usable & { kind: 'bearer' }): void {
     const credentials = this.options.credentials;
     const trusted = credentials !== undefined
       && isTrustedRealm(this.options.upstreamUrl, challenge.realm, this.options.trustedRealms ?? []);
-    this.known = { kind: 'bearer', realm: challenge.realm, service: challenge.service, trusted, learnedAt: this.clock.now() };
+    this.known = { kind: 'bearer', realm: challenge.realm, service: challenge.service, trusted };
     const realm = `${challenge.realm.origin}${challenge.realm.pathname}`;
     this.logger.debug({ upstream: this.options.upstreamName, scheme: 'bearer', realm, service: challenge.service }, 'upstream asks for bearer tokens');
     if (credentials !== undefined && !trusted && !this.warnedRealms.has(realm)) {
@@ -180,28 +192,6 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
     }
   }
 
-  /**
-   * Drops the token cached for the scope, which the failed request
-   * presumably carried, unless that token arrived after a change made
-   * moments ago (the challenge learned, or a token dropped for another
-   * 401): then this 401 is a straggler from a request sent before the
-   * change, anonymous or with the old token, and the new token stays.
-   */
-  private invalidateUsedToken(known: Known & { kind: 'bearer' }, scope: string): void {
-    const key = this.tokenKey(known, scope);
-    const current = this.tokens.peek(key);
-    // Nothing cached: a fetch is under way, or the token expired; either way the retry gets a fresh one.
-    if (current === undefined) return;
-    const lastChange = Math.max(known.learnedAt, this.invalidatedAt.get(key) ?? -Infinity);
-    if (current.storedAt >= lastChange && this.isRecent(lastChange)) return;
-    this.tokens.invalidate(key, current.token);
-    this.invalidatedAt.set(key, this.clock.now());
-  }
-
-  private isRecent(time: number): boolean {
-    return this.clock.now() - time < this.raceWindowMs;
-  }
-
   private tokenKey(known: Known & { kind: 'bearer' }, scope: string): string {
     return tokenCacheKey({
       upstream: this.options.upstreamName,
@@ -211,6 +201,12 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
       scope,
     });
   }
+}
+
+/** The token of a `Bearer <token>` Authorization value; undefined for none or another scheme. */
+function bearerToken(authorization: string | undefined): string | undefined {
+  const match = authorization === undefined ? null : /^Bearer (\S+)$/.exec(authorization);
+  return match?.[1];
 }
 
 function pullScope(repository: string): string {

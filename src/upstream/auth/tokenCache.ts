@@ -6,6 +6,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../../registry/clock.js';
+import { abortable } from '../deadline.js';
 
 /** What a fetcher hands the cache: the token and when it stops being valid (ms, on the cache's clock). */
 export interface FetchedToken {
@@ -23,8 +24,6 @@ export interface CachedToken {
   readonly expiresAt: number;
   /** From here on `get` fetches a new token instead of returning this one. */
   readonly refreshAt: number;
-  /** When this token entered the cache (the cache's clock). */
-  readonly storedAt: number;
 }
 
 export interface TokenCacheOptions {
@@ -127,7 +126,7 @@ export class TokenCache {
     const lifetime = fetched.expiresAt - issuedAt;
     if (fetched.expiresAt <= storedAt || lifetime <= 0) return;
     const margin = Math.max(lifetime * this.refreshFraction, Math.min(this.minRefreshMarginMs, lifetime / 2));
-    this.entries.set(key, { token: fetched.token, issuedAt, expiresAt: fetched.expiresAt, refreshAt: fetched.expiresAt - margin, storedAt });
+    this.entries.set(key, { token: fetched.token, issuedAt, expiresAt: fetched.expiresAt, refreshAt: fetched.expiresAt - margin });
   }
 }
 
@@ -160,17 +159,4 @@ const FINGERPRINT_KEY = randomBytes(32);
 
 function credentialsFingerprint(credentials: { username: string; password: string }): string {
   return createHmac('sha256', FINGERPRINT_KEY).update(`${credentials.username}\0${credentials.password}`).digest('base64url').slice(0, 22);
-}
-
-/** Waits for `promise` unless `signal` aborts first. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    if (signal.aborted) {
-      onAbort();
-      return;
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
