@@ -52,6 +52,7 @@ function resolveStorage(storage: Config['storage'], source: string): StorageSett
     evictionIntervalMs: durationMs(storage.evictionInterval),
     evictionGraceMs: durationMs(storage.evictionGrace),
     usageFlushIntervalMs: durationMs(storage.usageFlushInterval),
+    umask: parseInt(storage.umask, 8),
   };
 }
 
@@ -110,6 +111,9 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     dockerHub: u.dockerHub ?? (u.name === 'docker.io' || url.hostname === 'docker.io' || url.hostname.endsWith('.docker.io')),
     credentials: resolveCredentials(u, index, env),
     trustedRealms: u.trustedRealms ?? [],
+    allowedRedirectHosts: u.allowedRedirectHosts ?? [],
+    allowPrivateRedirects: u.allowPrivateRedirects ?? false,
+    maxBlobBytes: sizeBytes(u.maxBlobSize ?? defaults.maxBlobSize),
     timeouts: {
       connectMs: durationMs(timeouts.connect),
       headersMs: durationMs(timeouts.headers),

@@ -41,6 +41,8 @@ const UpstreamPolicy = {
   offline: Type.Optional(Type.Boolean()),
   /** How long an upstream 404 for a tag or manifest is remembered, so retry storms stay here. */
   notFoundTtl: Type.Optional(Duration),
+  /** The largest blob a fill accepts (announced or not); a longer body is cut and nothing is stored. */
+  maxBlobSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })])),
 };
 
 const Upstream = Type.Object({
@@ -55,6 +57,10 @@ const Upstream = Type.Object({
   credentials: Type.Optional(Credentials),
   /** Token realms, besides the upstream's own registrable domain, trusted with credentials. */
   trustedRealms: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  /** Hosts (`minio.corp`, `*.s3.corp`, `10.1.2.3`) that redirects and token realms may point at although they are not public. */
+  allowedRedirectHosts: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  /** Redirects and token realms may point at any address, private ones included. */
+  allowPrivateRedirects: Type.Optional(Type.Boolean()),
   ...UpstreamPolicy,
 }, { additionalProperties: false });
 
@@ -97,6 +103,8 @@ export const ConfigSchema = Type.Object({
     evictionGrace: Type.String({ ...Duration, default: '10m' }),
     /** How often the last-use times of cached content are written (batched, not per request). */
     usageFlushInterval: Type.String({ ...Duration, default: '30s' }),
+    /** Permission bits withheld from what is written under the root (octal): `027` gives files 0640, directories 0750. */
+    umask: Type.String({ pattern: '^0?[0-7]{3}$', default: '027' }),
   }, { additionalProperties: false }),
   /** Images never evicted: `<upstream>/<repo>`, `<upstream>/<repo>:<tag>` or `<upstream>/<repo>@<digest>`. */
   pins: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
@@ -124,6 +132,7 @@ export const ConfigSchema = Type.Object({
     offline: Type.Boolean({ default: false }),
     notFoundTtl: Type.String({ ...Duration, default: '10s' }),
     maxStale: Type.Optional(Duration),
+    maxBlobSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '20GiB' }),
   }, { additionalProperties: false, default: {} }),
   /** How long SIGTERM waits for running responses and fills. */
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),

@@ -26,6 +26,11 @@ export interface UpstreamSettings {
   readonly dockerHub: boolean;
   readonly credentials: UpstreamCredentials | undefined;
   readonly trustedRealms: readonly string[];
+  /** Hosts that redirects and token realms may point at although they are not public (see upstream/egress.ts). */
+  readonly allowedRedirectHosts: readonly string[];
+  readonly allowPrivateRedirects: boolean;
+  /** The largest blob a fill accepts. */
+  readonly maxBlobBytes: number;
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
   readonly tagMaxAgeMs: number;
   readonly detachedFillTimeoutMs: number;
@@ -43,6 +48,8 @@ export interface StorageSettings {
   readonly evictionIntervalMs: number;
   readonly evictionGraceMs: number;
   readonly usageFlushIntervalMs: number;
+  /** Permission bits withheld from files and directories written under the root. */
+  readonly umask: number;
 }
 
 export interface ResolvedConfig {

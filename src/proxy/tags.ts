@@ -1,18 +1,18 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../registry/clock.js';
 import type { Descriptor } from '../registry/descriptor.js';
-import { digestOf } from '../registry/digest.js';
+import { digestOf, splitDigest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, isUpstreamFailure } from '../registry/errors.js';
-import { manifestMediaType } from '../registry/imageManifest.js';
+import { tagManifestMediaType } from '../registry/imageManifest.js';
+import { DEFAULT_MANIFEST_ACCEPT, MANIFEST_MEDIA_TYPES } from '../registry/mediaTypes.js';
 import type { Tag } from '../registry/names.js';
 import { repositoryItemKey, type RepositoryRef, type TagRecord, type TagRecordService, type TagResolution, type TagService } from '../registry/services.js';
+import { isFreshTagRecord } from '../registry/tagRecord.js';
 import type { LocalTagStore } from '../storage/tags.js';
 import type { UpstreamLookup } from './blobs.js';
 import type { ProxyManifestStore } from './manifests.js';
 import { SingleFlight } from './singleFlight.js';
-
-/** Upstream tag-list pages followed at most. */
-const MAX_TAG_PAGES = 20;
+import { UpstreamTagLists, type TagListLimits } from './tagList.js';
 
 export interface ProxyTagServiceOptions {
   /** Every tag tier: memory → Redis (with replicas) → storage, composed by `CachedTagRecords`. */
@@ -23,6 +23,8 @@ export interface ProxyTagServiceOptions {
   readonly upstreams: UpstreamLookup;
   readonly logger: Logger;
   readonly clock: Clock;
+  /** Bounds on upstream tag lists; `DEFAULT_TAG_LIST_LIMITS` by default. */
+  readonly tagListLimits?: TagListLimits;
 }
 
 /**
@@ -31,24 +33,42 @@ export interface ProxyTagServiceOptions {
  * record younger than the upstream's `tagMaxAge` answers without asking.
  * When the upstream fails (network, timeout, 5xx, 429) the recorded tag
  * answers, marked stale.
+ *
+ * The upstream is always asked with the full list of manifest types we
+ * serve, whatever the client accepts, so that a tag's record (and its 404)
+ * is the same for every client; one client's narrow Accept can neither
+ * make a tag unknown for the others nor swap an index for one platform's
+ * image. A client whose Accept leaves out the recorded type gets
+ * MANIFEST_UNKNOWN, as from Distribution, never another document.
  */
 export class ProxyTagService implements TagService {
   private readonly flights = new SingleFlight<Descriptor>();
+  private readonly tagLists: UpstreamTagLists;
 
-  constructor(private readonly options: ProxyTagServiceOptions) {}
+  constructor(private readonly options: ProxyTagServiceOptions) {
+    this.tagLists = new UpstreamTagLists({ clock: options.clock, logger: options.logger, limits: options.tagListLimits });
+  }
 
   async resolve(repository: RepositoryRef, tag: Tag, accept: readonly string[]): Promise<TagResolution> {
+    const resolution = await this.resolveForAnyone(repository, tag);
+    if (!accept.includes(resolution.descriptor.mediaType)) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `the tag is a ${resolution.descriptor.mediaType}, which the request does not accept`, { tag });
+    }
+    return resolution;
+  }
+
+  /** The tag's record, fresh or revalidated, the same whoever asks. */
+  private async resolveForAnyone(repository: RepositoryRef, tag: Tag): Promise<TagResolution> {
     const { clock, records } = this.options;
     const client = this.options.upstreams(repository.upstream);
-    const isFresh = (r: TagRecord): boolean => clock.now() - r.fetchedAt < client.settings.tagMaxAgeMs;
+    const isFresh = (r: TagRecord): boolean => isFreshTagRecord(r, clock.now(), client.settings.tagMaxAgeMs);
     const record = await records.get(repository, tag, isFresh);
     if (record && isFresh(record)) {
       return { descriptor: record.descriptor, cache: 'hit', stale: false };
     }
     let descriptor: Descriptor;
     try {
-      const key = repositoryItemKey(repository, `${tag}\0${accept.join(',')}`);
-      descriptor = (await this.flights.do(key, () => this.revalidate(repository, tag, accept))).value;
+      descriptor = (await this.flights.do(repositoryItemKey(repository, tag), () => this.revalidate(repository, tag))).value;
     } catch (err) {
       if (!record || !isUpstreamFailure(err)) throw err;
       if (clock.now() - record.fetchedAt > client.settings.maxStaleMs) throw err;
@@ -67,7 +87,7 @@ export class ProxyTagService implements TagService {
 
   async list(repository: RepositoryRef): Promise<readonly string[]> {
     const local = await this.options.local.list(repository);
-    let upstream: string[] | undefined;
+    let upstream: readonly string[] | undefined;
     try {
       upstream = await this.listUpstream(repository);
     } catch (err) {
@@ -76,39 +96,37 @@ export class ProxyTagService implements TagService {
     if (upstream === undefined && local.length === 0) {
       throw new RegistryError('NAME_UNKNOWN', 'repository name not known to registry', { name: repository.name });
     }
-    return [...new Set([...local, ...(upstream ?? [])])].sort();
+    // The local tags merged in: tags recorded here stay listed when the upstream forgot them or cut its list.
+    const all = new Set(local);
+    for (const tag of upstream ?? []) all.add(tag);
+    return [...all].sort();
   }
 
-  private async listUpstream(repository: RepositoryRef): Promise<string[] | undefined> {
-    const client = this.options.upstreams(repository.upstream);
-    const tags: string[] = [];
-    let page: string | undefined;
-    for (let i = 0; i < MAX_TAG_PAGES; i++) {
-      const result = await client.listTags(repository.name, page);
-      if (!result) return i === 0 ? undefined : tags;
-      tags.push(...result.tags);
-      if (!result.next) break;
-      page = result.next;
-    }
-    return tags;
+  private async listUpstream(repository: RepositoryRef): Promise<readonly string[] | undefined> {
+    return (await this.tagLists.list(this.options.upstreams(repository.upstream), repository))?.tags;
   }
 
-  /** Asks the upstream what the tag points to now: HEAD, or GET if HEAD cannot tell. */
-  private async revalidate(repository: RepositoryRef, tag: Tag, accept: readonly string[]): Promise<Descriptor> {
+  /** Asks the upstream what the tag points to now, with the full Accept: HEAD, or GET if HEAD cannot tell. */
+  private async revalidate(repository: RepositoryRef, tag: Tag): Promise<Descriptor> {
     const client = this.options.upstreams(repository.upstream);
-    const head = await client.headManifest(repository.name, tag, accept);
+    const head = await client.headManifest(repository.name, tag, DEFAULT_MANIFEST_ACCEPT);
     if (!head) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
-    if (head.digest && head.mediaType && head.size !== undefined) {
+    if (head.digest && head.mediaType && MANIFEST_MEDIA_TYPES.has(head.mediaType) && head.size !== undefined) {
       return { digest: head.digest, mediaType: head.mediaType, size: head.size };
     }
-    // The upstream cannot answer HEAD (or leaves out the digest): GET, and keep the manifest we paid for.
-    const fetched = await client.getManifest(repository.name, tag, accept);
+    // The upstream cannot answer HEAD (or leaves out the digest): GET, and keep the manifest we paid for,
+    // once it is known to be one: the bytes are stored and served under their own digest.
+    const fetched = await client.getManifest(repository.name, tag, DEFAULT_MANIFEST_ACCEPT);
     if (!fetched) throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { tag });
-    const digest = digestOf(fetched.body);
-    if (fetched.digestHeader && fetched.digestHeader !== digest && fetched.digestHeader.startsWith('sha256:')) {
+    const mediaType = tagManifestMediaType(fetched.mediaType, fetched.body);
+    if (mediaType === undefined) {
+      throw new RegistryError('UPSTREAM_INVALID', `upstream ${repository.upstream} answered the tag with something that is not a manifest`, { tag });
+    }
+    const declared = fetched.digestHeader;
+    if (declared && digestOf(fetched.body, splitDigest(declared).algorithm) !== declared) {
       throw new RegistryError('UPSTREAM_INVALID', 'upstream sent a manifest that does not match its digest', { tag });
     }
-    const mediaType = manifestMediaType(fetched.mediaType, fetched.body);
+    const digest = digestOf(fetched.body);
     await this.options.manifests.store(repository, { digest, mediaType, body: fetched.body });
     return { digest, mediaType, size: fetched.body.length };
   }

@@ -6,8 +6,10 @@ import type { Clock } from '../registry/clock.js';
 import type { UpstreamSettings } from '../config/settings.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
-import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
+import { MAX_MANIFEST_BYTES, coversDefaultAccept, isMediaType } from '../registry/mediaTypes.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
+import { EgressPolicy, EgressRefused } from './egress.js';
+import { nextPageLink } from './link.js';
 import { RateLimitTracker } from './rateLimit.js';
 
 type Method = 'GET' | 'HEAD';
@@ -45,6 +47,15 @@ export interface UpstreamClientOptions {
 }
 
 const MAX_REDIRECTS = 5;
+/**
+ * Connections per origin for blob bodies, a pool of their own: however many
+ * fills run (and a client can start many, then leave), manifests, HEADs and
+ * tag lists keep the metadata pool to themselves.
+ */
+export const BLOB_CONNECTIONS = 32;
+const METADATA_CONNECTIONS = 64;
+/** What one tag-list page may be at most, when the caller sets no smaller budget. */
+const MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 /** Connection-level failures after which nothing reached anyone: safe to retry an idempotent request. */
 const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
@@ -66,9 +77,10 @@ function contentLength(headers: Headers): number | undefined {
   return Number(value);
 }
 
+/** The Content-Type without parameters; undefined when absent or not a media type at all. */
 function mediaTypeOf(headers: Headers): string | undefined {
   const value = header(headers, 'content-type')?.split(';')[0]?.trim().toLowerCase();
-  return value || undefined;
+  return value && isMediaType(value) ? value : undefined;
 }
 
 function digestHeader(headers: Headers): Digest | undefined {
@@ -94,15 +106,28 @@ function errorCode(err: unknown): string | undefined {
   return e.code ?? e.cause?.code;
 }
 
+/** The egress policy's refusal, however undici wrapped it. */
+function egressRefusal(err: unknown): EgressRefused | undefined {
+  if (err instanceof EgressRefused) return err;
+  const cause = (err as { cause?: unknown }).cause;
+  return cause instanceof EgressRefused ? cause : undefined;
+}
+
 /**
  * One configured upstream registry. Speaks only to that upstream's origin
- * and to the hosts it redirects us to; `Authorization` goes only to the
- * upstream's own origin. Every failure becomes a typed error:
+ * and, for blobs, to the hosts it redirects us to, within the egress policy
+ * (`egress.ts`: no private addresses unless configured); `Authorization`
+ * goes only to the upstream's own origin, and only its own 401s teach the
+ * authorizer. Manifests, tag lists and everything else come from the
+ * origin itself: their redirects are not followed. Every failure becomes a typed error:
  * `UpstreamUnavailable` (network, timeout, 5xx), `UpstreamRateLimited` (429),
  * `RegistryError` DENIED (401/403 after authenticating). A 404 is `undefined`.
  */
 export class UpstreamClient {
+  /** Manifests, HEADs and tag lists. */
   private readonly dispatcher: Dispatcher;
+  /** Blob bodies, and the redirects they follow. */
+  private readonly blobDispatcher: Dispatcher;
   private readonly origin: string;
   /** Rate-limit readings and the 429 back-off, for this upstream and its one set of credentials. */
   readonly rateLimit: RateLimitTracker;
@@ -115,13 +140,16 @@ export class UpstreamClient {
     this.notFound = new LRUCache({
       max: 10_000, ttl: Math.max(1, settings.notFoundTtlMs), ttlAutopurge: false, perf: { now: () => options.clock.now() },
     });
-    this.dispatcher = new Agent({
-      connect: { timeout: settings.timeouts.connectMs },
+    const egress = EgressPolicy.forUpstream(settings);
+    const agent = (connections: number): Agent => new Agent({
+      connect: egress.connector({ timeout: settings.timeouts.connectMs }),
       headersTimeout: settings.timeouts.headersMs,
       bodyTimeout: settings.timeouts.bodyIdleMs,
       keepAliveTimeout: 30_000,
-      connections: 64,
+      connections,
     });
+    this.dispatcher = agent(METADATA_CONNECTIONS);
+    this.blobDispatcher = agent(BLOB_CONNECTIONS);
   }
 
   get name(): string {
@@ -129,12 +157,12 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await Promise.all([this.dispatcher.close(), this.blobDispatcher.close()]);
   }
 
   /** HEAD a manifest by tag or digest; undefined when the upstream has no such manifest. */
   async headManifest(repository: string, reference: string, accept: readonly string[]): Promise<ManifestHead | undefined> {
-    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, manifestKind(accept));
     if (res === undefined) return undefined;
     await res.body.dump();
     if (res.statusCode === 405) return { digest: undefined, mediaType: undefined, size: undefined };
@@ -143,7 +171,7 @@ export class UpstreamClient {
 
   /** GET a manifest; the body is read whole, up to the manifest size limit. */
   async getManifest(repository: string, reference: string, accept: readonly string[]): Promise<FetchedManifest | undefined> {
-    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest');
+    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, manifestKind(accept));
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
     return { body, mediaType: mediaTypeOf(res.headers), digestHeader: digestHeader(res.headers) };
@@ -165,22 +193,34 @@ export class UpstreamClient {
     return { size: contentLength(res.headers), body: res.body };
   }
 
-  /** One page of the upstream's tag list, with the path of the next page when there is one. */
-  async listTags(repository: string, pathAndQuery?: string): Promise<{ tags: string[]; next: string | undefined } | undefined> {
+  /**
+   * One page of the upstream's tag list, with the path of the next page when
+   * there is one. A page longer than `maxBytes` is not read on: it answers
+   * `oversized` with no tags, and the caller decides what a capped list is.
+   */
+  async listTags(repository: string, pathAndQuery?: string, maxBytes = MAX_TAG_PAGE_BYTES): Promise<TagPage | undefined> {
     const res = await this.send('GET', repository, pathAndQuery ?? 'tags/list?n=1000', { accept: 'application/json' }, 'tags');
     if (res === undefined) return undefined;
-    const body = await readLimited(res.body, 16 * 1024 * 1024, this.name);
-    let tags: string[] = [];
+    const body = await readLimited(res.body, Math.min(maxBytes, MAX_TAG_PAGE_BYTES), this.name).catch((err: unknown) => {
+      if (err instanceof ResponseTooLarge) return undefined;
+      throw err;
+    });
+    if (body === undefined) return { tags: [], next: undefined, bytes: maxBytes, oversized: true };
+    let tags: unknown[] = [];
     try {
       const parsed = JSON.parse(body.toString('utf8')) as { tags?: unknown };
-      if (Array.isArray(parsed.tags)) tags = parsed.tags.filter((t): t is string => typeof t === 'string');
+      if (Array.isArray(parsed.tags)) tags = parsed.tags;
     } catch {
       throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable tag list`);
     }
-    const link = header(res.headers, 'link');
-    const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)?.[1] : undefined;
+    const next = nextPageLink(header(res.headers, 'link'));
     const prefix = `/v2/${repository}/`;
-    return { tags, next: next?.startsWith(prefix) ? next.slice(prefix.length) : undefined };
+    return {
+      tags: tags.filter((t): t is string => typeof t === 'string'),
+      next: next?.startsWith(prefix) ? next.slice(prefix.length) : undefined,
+      bytes: body.length,
+      oversized: false,
+    };
   }
 
   /**
@@ -189,18 +229,20 @@ export class UpstreamClient {
    */
   private async send(
     method: Method, repository: string, rest: string, headers: Record<string, string>,
-    kind: 'manifest' | 'blob' | 'tags', signal?: AbortSignal,
+    requestKind: RequestKind, signal?: AbortSignal,
   ): Promise<UpstreamResponse | undefined> {
     if (this.settings.offline) throw new UpstreamOffline(this.name);
     const path = `/v2/${repository}/${rest}`;
-    const remembers404 = kind === 'manifest' && this.settings.notFoundTtlMs > 0;
+    const kind = requestKind === 'manifest (narrow Accept)' ? 'manifest' : requestKind;
+    // Only a 404 to the full Accept list means "no such manifest": a narrower one may only mean "not in those types".
+    const remembers404 = requestKind === 'manifest' && this.settings.notFoundTtlMs > 0;
     if (remembers404 && this.notFound.has(path)) return undefined;
     const backoff = kind === 'manifest' ? this.rateLimit.backoffSeconds() : 0;
     if (backoff > 0) {
       // Asking again during a back-off would only prolong it: answer at once, callers serve what is cached.
       throw new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls; retrying after the back-off`, backoff);
     }
-    const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, signal));
+    const res = await this.withRetries(method, () => this.sendAuthenticated(method, path, repository, headers, kind === 'blob', signal));
     if (kind === 'manifest') {
       this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
       if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
@@ -223,6 +265,9 @@ export class UpstreamClient {
     if (status === 401 || status === 403) {
       return new RegistryError('DENIED', `upstream ${this.name} denied access to ${repository}`, { upstream: this.name, status });
     }
+    if (REDIRECT_STATUSES.has(status)) {
+      return new UpstreamUnavailable(`upstream ${this.name} answered ${status}: only blobs may be redirected`, { upstream: this.name, status });
+    }
     return new UpstreamUnavailable(`upstream ${this.name} answered ${status}`, { upstream: this.name, status });
   }
 
@@ -232,6 +277,11 @@ export class UpstreamClient {
         return await attempt();
       } catch (err) {
         if (err instanceof RegistryError) throw err;
+        const refused = egressRefusal(err);
+        if (refused) {
+          this.options.logger.warn({ upstream: this.name, host: refused.host, address: refused.address }, 'refused to connect to a non-public address an upstream chose');
+          throw new UpstreamUnavailable(`upstream ${this.name}: ${refused.message}`, { upstream: this.name });
+        }
         const code = errorCode(err);
         if (RETRYABLE_CODES.has(code ?? '') && i < RETRY_DELAYS_MS.length) {
           this.options.logger.debug({ upstream: this.name, method, code, attempt: i + 1 }, 'retrying upstream request');
@@ -244,31 +294,40 @@ export class UpstreamClient {
   }
 
   private async sendAuthenticated(
-    method: Method, path: string, repository: string, headers: Record<string, string>, signal?: AbortSignal,
+    method: Method, path: string, repository: string, headers: Record<string, string>, isBlob: boolean, signal?: AbortSignal,
   ): Promise<UpstreamResponse> {
     const authorizer = this.options.authorizer;
-    const res = await this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+    const { res, origin } = await this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), isBlob, signal);
     if (res.statusCode !== 401) return res;
+    // A 401 from a redirect target (a CDN, an object store) is not the upstream's to make: it never moves the realm.
+    if (origin !== this.origin) return res;
     const challenges = headerValues(res.headers, 'www-authenticate');
     await res.body.dump().catch(() => undefined);
     if (!(await authorizer.challenged(repository, challenges, signal))) return { ...res, body: emptyBody() };
-    return this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), signal);
+    return (await this.followRedirects(method, path, headers, await authorizer.authorize(repository, signal), isBlob, signal)).res;
   }
 
-  /** Follows at most MAX_REDIRECTS redirects; credentials never leave the upstream's origin. */
+  /**
+   * Sends the request; for a blob, follows at most MAX_REDIRECTS redirects
+   * (on the blob pool), anything else is answered by the origin itself.
+   * Credentials never leave the upstream's origin. Resolves with the origin
+   * that gave the final answer.
+   */
   private async followRedirects(
-    method: Method, path: string, headers: Record<string, string>, authorization: string | undefined, signal?: AbortSignal,
-  ): Promise<UpstreamResponse> {
+    method: Method, path: string, headers: Record<string, string>, authorization: string | undefined, isBlob: boolean, signal?: AbortSignal,
+  ): Promise<{ res: UpstreamResponse; origin: string }> {
     let url = new URL(path, this.origin);
+    // Blob bodies get their own pool; a blob HEAD is as light as a manifest HEAD.
+    const dispatcher = isBlob && method === 'GET' ? this.blobDispatcher : this.dispatcher;
     for (let hop = 0; ; hop++) {
       const sameOrigin = url.origin === this.origin;
       const requestHeaders: Record<string, string> = { ...headers, 'user-agent': 'pullthrough' };
       if (authorization && sameOrigin) requestHeaders['authorization'] = authorization;
-      const res = await this.dispatcher.request({
+      const res = await dispatcher.request({
         origin: url.origin, path: url.pathname + url.search, method, headers: requestHeaders, signal,
       }) as UpstreamResponse;
       const location = header(res.headers, 'location');
-      if (!REDIRECT_STATUSES.has(res.statusCode) || !location) return res;
+      if (!isBlob || !REDIRECT_STATUSES.has(res.statusCode) || !location) return { res, origin: url.origin };
       await res.body.dump().catch(() => undefined);
       if (hop >= MAX_REDIRECTS) {
         throw new UpstreamUnavailable(`upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
@@ -280,6 +339,27 @@ export class UpstreamClient {
     }
   }
 }
+
+/** What a request is for: it decides redirects, pools, rate-limit accounting and the 404 memory. */
+type RequestKind = 'manifest' | 'manifest (narrow Accept)' | 'blob' | 'tags';
+
+function manifestKind(accept: readonly string[]): RequestKind {
+  return coversDefaultAccept(accept) ? 'manifest' : 'manifest (narrow Accept)';
+}
+
+/** One page of an upstream tag list. */
+export interface TagPage {
+  readonly tags: string[];
+  /** The path of the next page below `/v2/<repository>/`, when the upstream gave one. */
+  readonly next: string | undefined;
+  /** Bytes of the page's body. */
+  readonly bytes: number;
+  /** The page was longer than the caller's budget and was not read. */
+  readonly oversized: boolean;
+}
+
+/** A body longer than the caller's limit. */
+class ResponseTooLarge extends RegistryError {}
 
 /** Stands in for a body already drained, so callers can treat every response alike. */
 function emptyBody(): UpstreamResponse['body'] {
@@ -297,7 +377,7 @@ async function readLimited(body: Readable, limit: number, upstream: string): Pro
       total += chunk.length;
       if (total > limit) {
         body.destroy();
-        throw new RegistryError('UPSTREAM_INVALID', `upstream ${upstream} sent more than ${limit} bytes`);
+        throw new ResponseTooLarge('UPSTREAM_INVALID', `upstream ${upstream} sent more than ${limit} bytes`);
       }
       chunks.push(chunk);
     }
