@@ -6,9 +6,10 @@ import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { Readable } from 'node:stream';
 import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
-import type { UpstreamClient } from '../upstream/client.js';
-import { BlobFill } from './fill.js';
+import { BLOB_CONNECTIONS, type UpstreamClient } from '../upstream/client.js';
+import { BlobFill, blobTooLarge } from './fill.js';
 import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
+import { FillSlots } from './fillSlots.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
@@ -45,6 +46,8 @@ export interface ProxyBlobStoreOptions {
   readonly clock: Clock;
   /** With Redis: replicas on this storage root fetch each cold blob once between them. */
   readonly coordinator?: FillCoordinator;
+  /** Fills of one upstream running at once; more wait (`FillSlots`). Default the blob pool's size. */
+  readonly fillsPerUpstream?: number;
 }
 
 /**
@@ -58,6 +61,7 @@ export interface ProxyBlobStoreOptions {
 export class ProxyBlobStore implements BlobStore {
   private readonly fills = new Map<Digest, InFlight>();
   private readonly local: LocalBlobStore;
+  private readonly slots = new Map<string, FillSlots>();
 
   constructor(private readonly options: ProxyBlobStoreOptions) {
     this.local = options.local;
@@ -120,6 +124,7 @@ export class ProxyBlobStore implements BlobStore {
     let timedOut = false;
     const timer = this.options.clock.setTimeout(() => {
       timedOut = true;
+      for (const slots of this.slots.values()) slots.close();
       for (const f of this.fills.values()) {
         void f.started.then((fill) => fill.abort(new UpstreamUnavailable('pullthrough is shutting down')), () => undefined);
       }
@@ -171,15 +176,44 @@ export class ProxyBlobStore implements BlobStore {
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 
-  /** One upstream GET into an upload; `createUpload` makes one whose name other replicas are told. */
+  /** The fill slots of an upstream. */
+  private slotsFor(upstream: string): FillSlots {
+    let slots = this.slots.get(upstream);
+    if (!slots) this.slots.set(upstream, slots = new FillSlots({ limit: this.options.fillsPerUpstream ?? BLOB_CONNECTIONS }));
+    return slots;
+  }
+
+  /**
+   * One upstream GET into an upload, holding one of the upstream's fill
+   * slots until the fill has settled; `createUpload` makes an upload whose
+   * name other replicas are told.
+   */
   private async fetch(
-    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(),
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(digest.digest),
+  ): Promise<BlobFill> {
+    const slots = this.slotsFor(repository.upstream);
+    const slot = await slots.acquire();
+    try {
+      const fill = await this.fetchInto(repository, digest, inFlight, createUpload, () => slots.detached());
+      slot.occupy(fill);
+      fill.done.then(() => slot.release(), () => slot.release());
+      return fill;
+    } catch (err) {
+      slot.release();
+      throw err;
+    }
+  }
+
+  private async fetchInto(
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory, onDetached: () => void,
   ): Promise<BlobFill> {
     const client = this.options.upstreams(repository.upstream);
+    const maxSize = client.settings.maxBlobBytes;
     const response = await client.getBlob(repository.name, digest.digest);
     if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
     let upload;
     try {
+      if (response.size !== undefined && response.size > maxSize) throw blobTooLarge(maxSize);
       upload = await createUpload(response.size);
     } catch (err) {
       response.body.destroy();
@@ -193,6 +227,8 @@ export class ProxyBlobStore implements BlobStore {
       commit: async (u, descriptor) => { await this.local.commit(u, descriptor, inFlight.seal()); },
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
+      maxSize,
+      onDetached,
       clock: this.options.clock,
     });
   }
@@ -204,10 +240,14 @@ export class ProxyBlobStore implements BlobStore {
   private fillHandle(fill: FillSource, cache: CacheOutcome): BlobHandle {
     return {
       digest: fill.digest.digest,
-      size: fill.size,
       cache,
-      knownSize: async () => fill.size ?? (await fill.done).size,
-      open: async (range) => fill.reader(range),
+      open: async (chooseRange) => {
+        if (!chooseRange) return { stream: fill.reader(), size: fill.size, range: undefined };
+        // A range needs the size: the upstream's Content-Length, or the end of a fill that gave none.
+        const size = fill.size ?? (await fill.done).size;
+        const range = chooseRange(size);
+        return { stream: fill.reader(range), size, range };
+      },
     };
   }
 }

@@ -1,8 +1,8 @@
 import { constants, createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
-import type { FileInfo, FileReader, StorageDriver, Upload } from './driver.js';
+import type { Digest } from '../registry/digest.js';
+import type { FileInfo, FileReader, OpenedReader, RangeChooser, StorageDriver, Upload } from './driver.js';
 import { UPLOADS_DIR, newUploadName, uploadPath } from './layout.js';
 
 function isMissing(err: unknown): boolean {
@@ -74,11 +74,21 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async openReader(path: string, range?: { start: number; end: number }): Promise<Readable | undefined> {
+  async openReader(path: string, chooseRange?: RangeChooser): Promise<OpenedReader | undefined> {
     const handle = await this.openHandle(path);
     // Opened before the caller answers, so a file that vanished is a clean miss, not a broken response.
     if (!handle) return undefined;
-    return createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+    let size: number;
+    let range: { start: number; end: number } | undefined;
+    try {
+      size = (await handle.stat()).size;
+      range = chooseRange?.(size);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    const stream = createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+    return { stream, size, range };
   }
 
   async openFile(path: string): Promise<FileReader | undefined> {
@@ -120,8 +130,8 @@ export class FilesystemDriver implements StorageDriver {
     for (const path of paths) await utimes(this.full(path), time, time).catch(() => undefined);
   }
 
-  async createUpload(): Promise<Upload> {
-    const name = newUploadName();
+  async createUpload(forDigest?: Digest): Promise<Upload> {
+    const name = newUploadName(forDigest);
     const tempPath = this.full(uploadPath(name));
     await this.ensureDir(dirname(tempPath));
     const handle = await open(tempPath, 'w+', 0o644);

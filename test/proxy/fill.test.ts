@@ -22,8 +22,9 @@ async function fillOf(bytes: Buffer): Promise<{ fill: BlobFill; driver: Filesyst
     body: Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)]),
     upload: await driver.createUpload(),
     commit: (u) => u.commit(blobDataPath(digest.digest)),
-    openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), range))!,
+    openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), () => range))!.stream,
     detachedTimeoutMs: 0,
+    maxSize: Number.MAX_SAFE_INTEGER,
     clock: systemClock,
   });
   return { fill, driver };
@@ -50,8 +51,8 @@ test('a fill whose bytes do not match its digest errors its readers, who never g
   const fill = new BlobFill({
     digest: wrong, expectedSize: bytes.length, body: Readable.from([bytes]),
     upload: await driver.createUpload(), commit: (u) => u.commit(blobDataPath(wrong.digest)),
-    openCommitted: async (range) => (await driver.openReader(blobDataPath(wrong.digest), range))!,
-    detachedTimeoutMs: 0, clock: systemClock,
+    openCommitted: async (range) => (await driver.openReader(blobDataPath(wrong.digest), () => range))!.stream,
+    detachedTimeoutMs: 0, maxSize: Number.MAX_SAFE_INTEGER, clock: systemClock,
   });
   let received = 0;
   const reader = fill.reader();

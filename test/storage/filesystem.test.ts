@@ -60,8 +60,10 @@ test('the sweep removes temp files of dead fills, and only those older than aske
 test('readers: whole or a byte range; a missing file is undefined, not an error', async () => {
   const d = await driver();
   await d.putContent('f', '0123456789');
-  assert.equal(await text((await d.openReader('f'))!), '0123456789');
-  assert.equal(await text((await d.openReader('f', { start: 2, end: 4 }))!), '234');
+  assert.equal(await text((await d.openReader('f'))!.stream), '0123456789');
+  const ranged = (await d.openReader('f', (size) => ({ start: 2, end: size - 6 })))!;
+  assert.equal(await text(ranged.stream), '234');
+  assert.equal(ranged.size, 10, 'the size is the open file\'s');
   assert.equal(await d.openReader('missing'), undefined);
   assert.equal(await d.getContent('missing/deeper'), undefined);
   assert.deepEqual(await d.list('missing'), []);
