@@ -85,11 +85,11 @@ export function resolveConfig(document: unknown, source: string, env: NodeJS.Pro
     upstreams,
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
-    redis: config.redis && resolveRedis(config.redis),
+    redis: config.redis && resolveRedis(config.redis, env),
   };
 }
 
-function resolveRedis(r: RedisConfig): RedisSettings {
+function resolveRedis(r: RedisConfig, env: NodeJS.ProcessEnv): RedisSettings {
   const leaseTtlMs = durationMs(r.leaseTtl);
   // The lease is renewed every third of its life; below this, renewals would race the expiry.
   if (leaseTtlMs < 300) throw new ConfigError('invalid configuration:\n/redis/leaseTtl: must be at least 300ms');
@@ -97,7 +97,11 @@ function resolveRedis(r: RedisConfig): RedisSettings {
   if (keyTtlMs < 1000) throw new ConfigError('invalid configuration:\n/redis/keyTtl: must be at least 1s');
   const commandTimeoutMs = durationMs(r.commandTimeout);
   if (commandTimeoutMs < 1) throw new ConfigError('invalid configuration:\n/redis/commandTimeout: must be more than 0');
-  return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs };
+  const password = r.passwordEnv === undefined ? undefined : env[r.passwordEnv];
+  if (r.passwordEnv !== undefined && !password) {
+    throw new ConfigError(`invalid configuration:\n/redis/passwordEnv: environment variable ${r.passwordEnv} is not set`);
+  }
+  return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs, ...(password ? { password } : {}) };
 }
 
 function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv): UpstreamSettings {

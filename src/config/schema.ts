@@ -71,6 +71,8 @@ const Upstream = Type.Object({
 const Redis = Type.Object({
   /** `redis://[user:password@]host:6379[/db]` or `rediss://` for TLS. */
   url: Type.String({ pattern: '^rediss?://' }),
+  /** An environment variable holding Redis' password (AUTH), so that it need not be in the file. */
+  passwordEnv: Type.Optional(Type.String({ minLength: 1 })),
   /** Prepended to every key, so several mirrors (or tests) can share one Redis. */
   keyPrefix: Type.String({ default: 'pullthrough:' }),
   /** Longest wait for any one Redis command before falling through to storage. */

@@ -69,6 +69,8 @@ export interface ResolvedConfig {
 /** The `redis` block with defaults applied and durations parsed. */
 export interface RedisSettings {
   readonly url: string;
+  /** From `passwordEnv`: sent with AUTH, instead of a password in the URL. */
+  readonly password?: string;
   readonly keyPrefix: string;
   readonly commandTimeoutMs: number;
   readonly keyTtlMs: number;
