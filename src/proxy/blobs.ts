@@ -10,6 +10,7 @@ import { BLOB_CONNECTIONS, type UpstreamClient } from '../upstream/client.js';
 import { BlobFill, blobTooLarge } from './fill.js';
 import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
 import { FillSlots } from './fillSlots.js';
+import { sameBytes } from './sameBytes.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
@@ -48,6 +49,18 @@ export interface ProxyBlobStoreOptions {
   readonly coordinator?: FillCoordinator;
   /** Fills of one upstream running at once; more wait (`FillSlots`). Default the blob pool's size. */
   readonly fillsPerUpstream?: number;
+  /**
+   * For repositories this answers true, a blob already in storage (or on
+   * its way in for another repository) is linked only after the
+   * repository's own upstream served the same bytes: a GET compared byte by
+   * byte with the stored blob, stopped at the first difference. Otherwise an
+   * upstream HEAD confirms, as it always has. Off by default: without access
+   * rules every client may pull from every upstream anyway, so a HEAD that
+   * lies gains nothing (README "Security"). Access rules turn it on for the
+   * upstreams they restrict. Such a repository's fills are its own (never
+   * another replica's): its own GET is its confirmation.
+   */
+  readonly confirmByContent?: (repository: RepositoryRef) => boolean;
 }
 
 /**
@@ -80,7 +93,8 @@ export class ProxyBlobStore implements BlobStore {
     if (!head) return undefined;
     const global = await this.local.statGlobal(digest);
     if (global) {
-      await this.local.link(repository, global);
+      // Confirmed by content, the link waits for the GET that compares the bytes.
+      if (!this.confirmsByContent(repository)) await this.local.link(repository, global);
       return global;
     }
     if (head.size === undefined) {
@@ -98,7 +112,7 @@ export class ProxyBlobStore implements BlobStore {
 
     const global = await this.local.statGlobal(digest);
     if (global) {
-      await this.confirm(repository, digest);
+      await this.confirmStored(repository, global);
       await this.local.link(repository, global);
       return this.local.handle(global, repository);
     }
@@ -139,8 +153,49 @@ export class ProxyBlobStore implements BlobStore {
     if (!head) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
 
+  private confirmsByContent(repository: RepositoryRef): boolean {
+    return this.options.confirmByContent?.(repository) === true;
+  }
+
+  /** Confirms that `repository` may use a blob in storage: by HEAD, or by content (see `confirmByContent`). */
+  private async confirmStored(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
+    if (this.confirmsByContent(repository)) await this.confirmBytes(repository, descriptor);
+    else await this.confirm(repository, descriptor.digest);
+  }
+
+  /**
+   * The repository's upstream must serve exactly the stored bytes: its GET
+   * is compared with the blob, stopped at the first difference. Holds a fill
+   * slot while it runs, as a fill does. Throws BLOB_UNKNOWN when the
+   * upstream has no such blob or sends other bytes.
+   */
+  private async confirmBytes(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
+    const { digest } = descriptor;
+    const slot = await this.slotsFor(repository.upstream).acquire();
+    try {
+      const response = await this.options.upstreams(repository.upstream).getBlob(repository.name, digest);
+      if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+      const sizeDiffers = response.size !== undefined && response.size !== descriptor.size;
+      if (sizeDiffers) response.body.destroy();
+      if (sizeDiffers || !(await sameBytes(response.body, await this.local.open(descriptor, repository)))) {
+        this.options.logger.warn({ digest, upstream: repository.upstream, repository: repository.name },
+          'the upstream confirmed a cached blob but served other bytes for it: not linked');
+        throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+      }
+    } finally {
+      slot.release();
+    }
+  }
+
   private async follow(inFlight: InFlight, repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
     const key = repositoryKey(repository);
+    if (!inFlight.repositories.has(key) && this.confirmsByContent(repository)) {
+      // The bytes can be compared only once they are in: wait for the fill, then confirm against the stored blob.
+      const descriptor = await (await inFlight.started).done;
+      await this.confirmBytes(repository, descriptor);
+      await this.local.link(repository, descriptor);
+      return this.local.handle(descriptor, repository);
+    }
     if (!inFlight.repositories.has(key)) {
       await this.confirm(repository, digest);
       if (inFlight.sealed) {
@@ -158,7 +213,7 @@ export class ProxyBlobStore implements BlobStore {
     const parsed = parseDigest(digest);
     const inFlight = new InFlight(repository);
     const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
-    inFlight.started = this.options.coordinator
+    inFlight.started = this.options.coordinator && !this.confirmsByContent(repository)
       ? this.options.coordinator.claim(parsed, {
         fetch,
         confirm: () => this.confirm(repository, digest),
