@@ -76,6 +76,8 @@ program.command('warm')
   .option('--retries <n>', 'retries of an upstream failure, with back-off (Retry-After respected)', '4')
   .option('--pin', 'protect what was warmed from eviction (recorded in <storage root>/pins.json)')
   .option('--lock <file>', 'write "<reference> <digest>" for every image; read it back with --from')
+  .option('-e, --env <name[=value]>', 'a variable compose files may use (${NAME}); its value from the environment unless given; repeatable', collect, [])
+  .option('--env-file <file>', 'variables compose files may use, NAME=value a line; repeatable (nothing else of the environment is read)', collect, [])
   .action(async (references: string[], options: WarmCommandOptions) => { process.exitCode = await warm(references, options); });
 
 program.command('export')
@@ -85,6 +87,8 @@ program.command('export')
   .option('-c, --config <file>', 'configuration file')
   .option('--lock <file>', 'export exactly the images of this lock file (written by warm --lock)')
   .option('-f, --from <file>', 'references from a list, compose file or Kubernetes manifests; repeatable', collect, [])
+  .option('-e, --env <name[=value]>', 'a variable compose files may use; repeatable', collect, [])
+  .option('--env-file <file>', 'variables compose files may use, NAME=value a line; repeatable', collect, [])
   .action(async (references: string[], options: ExportCommandOptions) => { process.exitCode = await exportCommand(references, options); });
 
 program.command('import')

@@ -3,7 +3,7 @@ import type { RepositoryRef } from '../registry/services.js';
 import { decodeTagRecord } from '../registry/tagRecord.js';
 import { referencedDigests } from '../registry/imageManifest.js';
 import type { StorageDriver } from './driver.js';
-import { BLOBS_DIR, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath, revisionsDir, tagPath, tagsPath, walkedBlobDataPath } from './layout.js';
+import { BLOBS_DIR, UPLOADS_DIR, uploadsEntryPath, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath, revisionsDir, tagPath, tagsPath, walkedBlobDataPath } from './layout.js';
 import { digestsIn, findRepositories } from './catalog.js';
 
 /** What decides which cached content may go. */
@@ -41,8 +41,10 @@ interface RepositoryScan {
 }
 
 export interface EvictionReport {
-  /** Bytes of all blobs before the run. */
+  /** Bytes of all blobs before the run, and of the uploads in `_uploads` (fills in progress count against the budget too). */
   readonly totalBytes: number;
+  /** Of `totalBytes`, the uploads': they cannot be evicted, so images go to make room for them. */
+  readonly uploadBytes: number;
   readonly freedBytes: number;
   /** `<upstream>/<name>@<digest>` of every image removed. */
   readonly removedImages: string[];
@@ -68,12 +70,13 @@ export async function collectGarbage(
 ): Promise<EvictionReport> {
   const now = options.now;
   const blobs = await scanBlobs(driver);
+  const uploadBytes = await scanUploads(driver);
   const repositories = await scanRepositories(driver);
   const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository)))).flat();
 
   const refcount = new Map<Digest, number>();
   for (const unit of units) for (const d of unit.blobs) refcount.set(d, (refcount.get(d) ?? 0) + 1);
-  const totalBytes = [...blobs.values()].reduce((n, b) => n + b.size, 0);
+  const totalBytes = [...blobs.values()].reduce((n, b) => n + b.size, 0) + uploadBytes;
   const recent = (t: number): boolean => now - t < policy.graceMs;
   const protectedUnit = (u: Unit): boolean => recent(u.lastUsed) || policy.isPinned(u.repository, u.tags, u.digest);
 
@@ -106,6 +109,7 @@ export async function collectGarbage(
   const doomedBlobs = [...blobs].filter(([d, b]) => !refcount.get(d) && !recent(b.modifiedMs) && !policy.inUse(d));
   const report: EvictionReport = {
     totalBytes,
+    uploadBytes,
     freedBytes: doomedBlobs.reduce((n, [, b]) => n + b.size, 0),
     removedImages: [...removed].map((u) => `${u.repository.upstream}/${u.repository.name}@${u.digest}`),
     removedBlobs: doomedBlobs.length,
@@ -156,6 +160,13 @@ async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, { size: num
     }
   }
   return found;
+}
+
+/** Bytes in `_uploads`: fills running, imports being staged, temp files of writes. */
+async function scanUploads(driver: StorageDriver): Promise<number> {
+  let bytes = 0;
+  for (const entry of await driver.list(UPLOADS_DIR)) bytes += (await driver.stat(uploadsEntryPath(entry)))?.size ?? 0;
+  return bytes;
 }
 
 async function scanRepositories(driver: StorageDriver): Promise<RepositoryScan[]> {
