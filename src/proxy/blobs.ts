@@ -94,8 +94,8 @@ export class ProxyBlobStore implements BlobStore {
     const global = await this.local.statGlobal(digest);
     if (global) {
       // Confirmed by content, the link waits for the GET that compares the bytes.
-      if (!this.confirmsByContent(repository)) await this.local.link(repository, global);
-      return global;
+      if (!this.confirmsByContent(repository)) return this.local.link(repository, global);
+      return this.local.stored(digest);
     }
     if (head.size === undefined) {
       throw new RegistryError('UPSTREAM_INVALID', `upstream ${repository.upstream} answered a blob HEAD without its size`, { digest });
@@ -113,8 +113,7 @@ export class ProxyBlobStore implements BlobStore {
     const global = await this.local.statGlobal(digest);
     if (global) {
       await this.confirmStored(repository, global);
-      await this.local.link(repository, global);
-      return this.local.handle(global, repository);
+      return this.local.handle(await this.local.link(repository, global), repository);
     }
     // Another request may have started the fill while we looked at storage.
     const raced = this.fills.get(digest);
@@ -193,16 +192,14 @@ export class ProxyBlobStore implements BlobStore {
       // The bytes can be compared only once they are in: wait for the fill, then confirm against the stored blob.
       const descriptor = await (await inFlight.started).done;
       await this.confirmBytes(repository, descriptor);
-      await this.local.link(repository, descriptor);
-      return this.local.handle(descriptor, repository);
+      return this.local.handle(await this.local.link(repository, descriptor), repository);
     }
     if (!inFlight.repositories.has(key)) {
       await this.confirm(repository, digest);
       if (inFlight.sealed) {
         // The commit has already taken its repositories: this one is linked here, and read from storage.
         const descriptor = await (await inFlight.started).done;
-        await this.local.link(repository, descriptor);
-        return this.local.handle(descriptor, repository);
+        return this.local.handle(await this.local.link(repository, descriptor), repository);
       }
       inFlight.repositories.set(key, repository);
     }

@@ -150,10 +150,28 @@ export class LocalBlobStore implements BlobStore {
     throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
 
-  /** Records that `repository` may use this blob (which must already be in storage). */
-  async link(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
+  /**
+   * Records that `repository` may use this blob, which must be in storage:
+   * BLOB_UNKNOWN (and forgotten) when it is not. Resolves with its
+   * descriptor as storage has it: the size recorded for the repository is
+   * the file's, whatever descriptor the caller had (a cached one may be
+   * stale, and one from Redis may be forged).
+   */
+  async link(repository: RepositoryRef, descriptor: Descriptor): Promise<Descriptor> {
+    const stored = await this.stored(descriptor.digest);
+    if (!stored) {
+      await this.forget(repository, descriptor.digest);
+      throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: descriptor.digest });
+    }
     await this.driver.putContent(layerLinkPath(repository, descriptor.digest), descriptor.digest);
-    await this.descriptors.setDescriptor(repositoryScope(repository), descriptor.digest, descriptor);
+    await this.descriptors.setDescriptor(repositoryScope(repository), descriptor.digest, stored);
+    return stored;
+  }
+
+  /** The blob's descriptor from its data file in storage (no cache tier), or undefined when it is not there. */
+  async stored(digest: Digest): Promise<Descriptor | undefined> {
+    const data = await this.driver.stat(blobDataPath(digest));
+    return data && !data.isDirectory ? { digest, size: data.size, mediaType: OCTET_STREAM } : undefined;
   }
 
   private track(digest: Digest, path: string, stream: Readable): Readable {
