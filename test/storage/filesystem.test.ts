@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
@@ -68,4 +68,32 @@ test('readers: whole or a byte range; a missing file is undefined, not an error'
   assert.equal(await d.getContent('missing/deeper'), undefined);
   assert.deepEqual(await d.list('missing'), []);
   assert.equal((await stat(join(d.root, 'f'))).size, 10);
+});
+
+test('files are written 0640 and directories 0750 by default; storage.umask changes that', async () => {
+  const d = await driver();
+  await d.putContent('repositories/u/a/_manifests/tags/v1', 'record');
+  assert.equal((await stat(join(d.root, 'repositories/u/a/_manifests/tags/v1'))).mode & 0o777, 0o640);
+  assert.equal((await stat(join(d.root, 'repositories/u/a'))).mode & 0o777, 0o750);
+  assert.equal((await stat(join(d.root, '_uploads'))).mode & 0o777, 0o750);
+  const strict = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fs-')), { umask: 0o077 });
+  await strict.init();
+  await strict.putContent('x/y', 'z');
+  assert.equal((await stat(join(strict.root, 'x/y'))).mode & 0o777, 0o600);
+  assert.equal((await stat(join(strict.root, 'x'))).mode & 0o777, 0o700);
+});
+
+test('symbolic links under the root are not followed: a planted link reads as missing, and listings leave links out', async () => {
+  const d = await driver();
+  const outside = await mkdtemp(join(tmpdir(), 'pt-outside-'));
+  await writeFile(join(outside, 'shadow'), 'root:secret');
+  await mkdir(join(d.root, 'blobs/sha256/ab/abc'), { recursive: true });
+  await symlink(join(outside, 'shadow'), join(d.root, 'blobs/sha256/ab/abc/data'));
+  await symlink(outside, join(d.root, 'blobs/sha256/ab/loop'));
+  assert.equal(await d.stat('blobs/sha256/ab/abc/data'), undefined);
+  assert.equal(await d.openReader('blobs/sha256/ab/abc/data'), undefined);
+  assert.equal(await d.openFile('blobs/sha256/ab/abc/data'), undefined);
+  assert.equal(await d.getContent('blobs/sha256/ab/abc/data'), undefined);
+  assert.deepEqual(await d.list('blobs/sha256/ab'), ['abc'], 'the directory link is not listed, so no walk enters it');
+  assert.deepEqual(await d.list('blobs/sha256/ab/abc'), []);
 });
