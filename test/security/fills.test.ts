@@ -17,23 +17,20 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import type { Digest } from '../../src/registry/digest.js';
-import { ROUTES, startInternalService, startMaliciousUpstream, type InternalService, type MaliciousUpstream } from '../fixtures/malicious.js';
-import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
+import { ROUTES, startAttack, type Attack, type MaliciousUpstream } from '../fixtures/malicious.js';
+import type { RunningProxy } from '../fixtures/proxy.js';
 
-let internal: InternalService;
+let attack: Attack;
 let evil: MaliciousUpstream;
 let proxy: RunningProxy;
 
 before(async () => {
-  internal = await startInternalService();
-  evil = await startMaliciousUpstream(internal);
-  proxy = await startProxy({ upstreams: [{ name: 'evil.test', url: evil.url, maxBlobSize: '1MiB' }] });
+  attack = await startAttack((url) => [{ name: 'evil.test', url, maxBlobSize: '1MiB' }]);
+  ({ evil, proxy } = attack);
 });
 
 after(async () => {
-  await proxy?.stop();
-  await evil?.stop();
-  await internal?.stop();
+  await attack?.stop();
 });
 
 function digestOf(text: string): string {

@@ -23,11 +23,11 @@ import { Mirror } from '../../src/mirror.js';
 import { encodeTagRecord } from '../../src/registry/tagRecord.js';
 import type { Digest } from '../../src/registry/digest.js';
 import { FakeClock } from '../fixtures/clock.js';
-import { blobsOf, makeImage, manifestsOf, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { blobsOf, makeImage, manifestsOf, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, testConfigDocument, type RunningProxy } from '../fixtures/proxy.js';
 import { findRedis, randomPrefix } from '../fixtures/redis.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
-import { pushLayout } from '../fixtures/seed.js';
+import { pushImage } from '../fixtures/seed.js';
 import { tempDir, toolSkip } from '../fixtures/tools.js';
 
 const redis = await findRedis();
@@ -48,9 +48,7 @@ after(async () => {
 });
 
 async function push(repository: string, image: BuiltImage): Promise<void> {
-  const dir = await tempDir('future-layout');
-  await writeOciLayout(dir, [{ ref: 'v1', image }]);
-  await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+  await pushImage(upstream.host, repository, 'v1', image);
 }
 
 /** An OCI layout tar naming `image` as `<UPSTREAM>/<repository>:v1`, learned (it says) in 2099. */

@@ -27,11 +27,11 @@ import { RegistryError } from '../../src/registry/errors.js';
 import { parseFillInfo } from '../../src/proxy/replicas/lease.js';
 import { newUploadName } from '../../src/storage/layout.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
-import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { findRedis, randomPrefix } from '../fixtures/redis.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
-import { pushLayout } from '../fixtures/seed.js';
+import { pushImage } from '../fixtures/seed.js';
 import { tempDir, toolSkip } from '../fixtures/tools.js';
 
 const redis = await findRedis();
@@ -47,10 +47,8 @@ before(async () => {
   upstream = await startRegistry();
   client = new Redis(redis.url!);
   image = makeImage({ layerSizes: [100 * 1024] });
-  const dir = await tempDir('forge-layout');
-  await writeOciLayout(dir, [{ ref: 'v1', image }]);
   // The same image in two repositories: `forge/a` is pulled first, `forge/b` later has the layer upstream too.
-  for (const repository of ['forge/a', 'forge/b']) await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+  for (const repository of ['forge/a', 'forge/b']) await pushImage(upstream.host, repository, 'v1', image);
 });
 
 after(async () => {

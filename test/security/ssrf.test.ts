@@ -13,9 +13,10 @@ import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { INTERNAL_SECRET, INTERNAL_TOKEN, ROUTES, startInternalService, startMaliciousUpstream, type InternalService, type MaliciousUpstream } from '../fixtures/malicious.js';
-import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
+import { INTERNAL_SECRET, INTERNAL_TOKEN, ROUTES, startAttack, type Attack, type InternalService, type MaliciousUpstream } from '../fixtures/malicious.js';
+import type { RunningProxy } from '../fixtures/proxy.js';
 
+let attack: Attack;
 let internal: InternalService;
 let evil: MaliciousUpstream;
 let proxy: RunningProxy;
@@ -24,23 +25,18 @@ const EVIL = 'evil.test';
 const DIGEST = `sha256:${createHash('sha256').update('x').digest('hex')}`;
 
 before(async () => {
-  internal = await startInternalService();
-  evil = await startMaliciousUpstream(internal);
-  proxy = await startProxy({
-    upstreams: [
-      { name: EVIL, url: evil.url },
-      // Each realm route gets an upstream (and so an authorizer) of its own: a realm is learned upstream-wide.
-      { name: 'realm-inward.test', url: evil.url },
-      { name: 'realm-redirect.test', url: evil.url },
-      { name: 'on-prem.test', url: evil.url, allowedRedirectHosts: ['127.0.0.2'] },
-    ],
-  });
+  attack = await startAttack((url) => [
+    { name: EVIL, url },
+    // Each realm route gets an upstream (and so an authorizer) of its own: a realm is learned upstream-wide.
+    { name: 'realm-inward.test', url },
+    { name: 'realm-redirect.test', url },
+    { name: 'on-prem.test', url, allowedRedirectHosts: ['127.0.0.2'] },
+  ]);
+  ({ internal, evil, proxy } = attack);
 });
 
 after(async () => {
-  await proxy?.stop();
-  await evil?.stop();
-  await internal?.stop();
+  await attack?.stop();
 });
 
 interface Answer {

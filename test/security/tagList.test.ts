@@ -14,27 +14,24 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { request } from 'undici';
 import { nextPageLink } from '../../src/upstream/link.js';
-import { ROUTES, startInternalService, startMaliciousUpstream, type InternalService, type MaliciousUpstream } from '../fixtures/malicious.js';
-import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
+import { ROUTES, startAttack, type Attack, type MaliciousUpstream } from '../fixtures/malicious.js';
+import type { RunningProxy } from '../fixtures/proxy.js';
 
 /** Documented in README "Security": what one list may cost, whatever the upstream sends. */
 const MEMORY_BOUND = 400 * 1024 * 1024;
 const MAX_TAGS = 100_000;
 
-let internal: InternalService;
+let attack: Attack;
 let evil: MaliciousUpstream;
 let proxy: RunningProxy;
 
 before(async () => {
-  internal = await startInternalService();
-  evil = await startMaliciousUpstream(internal);
-  proxy = await startProxy({ upstreams: [{ name: 'evil.test', url: evil.url }] });
+  attack = await startAttack((url) => [{ name: 'evil.test', url }]);
+  ({ evil, proxy } = attack);
 });
 
 after(async () => {
-  await proxy?.stop();
-  await evil?.stop();
-  await internal?.stop();
+  await attack?.stop();
 });
 
 /** The whole list as a client reads it: page after page (the mirror hands out 10,000 at a time), following Link. */

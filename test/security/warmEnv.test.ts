@@ -10,9 +10,9 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeImage, writeOciLayout } from '../fixtures/images.js';
+import { makeImage } from '../fixtures/images.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
-import { pushLayout } from '../fixtures/seed.js';
+import { pushImage } from '../fixtures/seed.js';
 import { runCommand, tempDir, toolSkip } from '../fixtures/tools.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
@@ -24,9 +24,7 @@ let work: string;
 before(async () => {
   if (skip) return;
   upstream = await startRegistry();
-  const dir = await tempDir('env-layout');
-  await writeOciLayout(dir, [{ ref: 'v1', image: makeImage({ layerSizes: [256] }) }]);
-  await pushLayout(dir, 'v1', `${upstream.host}/team/app:v1`);
+  await pushImage(upstream.host, 'team/app', 'v1', makeImage({ layerSizes: [256] }));
   work = await tempDir('env-work');
   await writeFile(join(work, 'config.json'), JSON.stringify({
     listen: { port: 5000 }, storage: { root: join(work, 'cache') }, upstreams: [{ name: 'registry.test', url: upstream.url }],
