@@ -47,10 +47,6 @@ after(async () => {
   await upstream?.stop();
 });
 
-async function push(repository: string, image: BuiltImage): Promise<void> {
-  await pushImage(upstream.host, repository, 'v1', image);
-}
-
 /** An OCI layout tar naming `image` as `<UPSTREAM>/<repository>:v1`, learned (it says) in 2099. */
 async function futureBundle(repository: string, image: BuiltImage): Promise<Buffer> {
   const pack = tar.pack();
@@ -87,7 +83,7 @@ async function headsFor(repository: string): Promise<number> {
 test('a bundle claiming a tag was learned in 2099: imported as learned now, revalidated after tagMaxAge', { skip }, async () => {
   const repository = 'future/bundle';
   const [truth, planted] = [makeImage({ layerSizes: [512] }), makeImage({ layerSizes: [512] })];
-  await push(repository, truth);
+  await pushImage(upstream.host, repository, 'v1', truth);
   const clock = new FakeClock();
   const root = await tempDir('future-root');
   const config = resolveConfig(testConfigDocument({ upstreams: [{ name: UPSTREAM, url: upstream.url }] }, root), 'test');
@@ -114,7 +110,7 @@ test('a Redis tag record claiming 2099 is not fresh: the upstream is asked, and 
   const repository = 'future/redis';
   const truth = makeImage({ layerSizes: [512] });
   const planted = makeImage({ layerSizes: [512] });
-  await push(repository, truth);
+  await pushImage(upstream.host, repository, 'v1', truth);
   const prefix = randomPrefix();
   const client = new Redis(redis.url!);
   try {
