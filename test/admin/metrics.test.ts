@@ -115,8 +115,8 @@ test('after a cold and a warm skopeo pull, hits, misses and bytes served and fet
     assert.equal(m.value('pullthrough_requests_total', { upstream: UPSTREAM, outcome }), 0, outcome);
   }
 
-  const served = (kind: string): number | undefined => m.only('pullthrough_served_bytes_total', { upstream: UPSTREAM, kind });
-  const fetched = (kind: string): number | undefined => m.only('pullthrough_upstream_fetched_bytes_total', { upstream: UPSTREAM, kind });
+  const served = (kind: string): number | undefined => m.sampleValue('pullthrough_served_bytes_total', { upstream: UPSTREAM, kind });
+  const fetched = (kind: string): number | undefined => m.sampleValue('pullthrough_upstream_fetched_bytes_total', { upstream: UPSTREAM, kind });
   assert.equal(served('manifest'), 2 * pulled.manifests, 'both pulls received every manifest byte from us');
   assert.equal(served('blob'), 2 * pulled.blobs);
   assert.equal(fetched('manifest'), pulled.manifests, 'each manifest came from the upstream once');
@@ -126,18 +126,18 @@ test('after a cold and a warm skopeo pull, hits, misses and bytes served and fet
   assert.equal(m.count('pullthrough_fill_duration_seconds', { upstream: UPSTREAM, result: 'ok' }), blobCount);
   assert.equal(m.count('pullthrough_fill_duration_seconds', { upstream: UPSTREAM, result: 'failed' }), 0);
   assert.equal(m.count('pullthrough_fill_first_byte_seconds', { upstream: UPSTREAM }), blobCount);
-  assert.equal(m.only('pullthrough_fills_in_progress', { upstream: UPSTREAM }), 0);
-  assert.equal(m.only('pullthrough_storage_used_bytes'), pulled.blobs);
-  assert.equal(m.only('pullthrough_storage_max_bytes'), 1024 ** 3);
+  assert.equal(m.sampleValue('pullthrough_fills_in_progress', { upstream: UPSTREAM }), 0);
+  assert.equal(m.sampleValue('pullthrough_storage_used_bytes'), pulled.blobs);
+  assert.equal(m.sampleValue('pullthrough_storage_max_bytes'), 1024 ** 3);
   assert.equal(m.count('pullthrough_request_duration_seconds', { upstream: UPSTREAM, kind: 'blob' }), 2 * blobCount);
 
   // Upstream requests by method and status: the manifest and blob GETs of the cold round, and HEADs of the tags.
   assert.equal(m.value('pullthrough_upstream_requests_total', { upstream: UPSTREAM, method: 'GET', status: '200' }), manifestCount + blobCount);
   assert.equal(m.value('pullthrough_upstream_requests_total', { upstream: UPSTREAM, method: 'HEAD', status: '200' }), 2 * images.length,
     'one tag HEAD per pull (tagMaxAge 0s)');
-  assert.equal(m.only('pullthrough_upstream_up', { upstream: UPSTREAM }), 1);
-  assert.ok((m.only('pullthrough_upstream_last_success_timestamp_seconds', { upstream: UPSTREAM }) ?? 0) * 1000 > Date.now() - 600_000);
-  assert.equal(m.only('pullthrough_upstream_last_failure_timestamp_seconds', { upstream: UPSTREAM }), undefined);
+  assert.equal(m.sampleValue('pullthrough_upstream_up', { upstream: UPSTREAM }), 1);
+  assert.ok((m.sampleValue('pullthrough_upstream_last_success_timestamp_seconds', { upstream: UPSTREAM }) ?? 0) * 1000 > Date.now() - 600_000);
+  assert.equal(m.sampleValue('pullthrough_upstream_last_failure_timestamp_seconds', { upstream: UPSTREAM }), undefined);
 });
 
 test('every series starts with pullthrough_, and the process metrics are there', { skip }, async () => {
@@ -162,19 +162,19 @@ test('rate-limit gauges are what the upstream sent; 429s, upstream statuses and 
   const first = await ask(proxy, '/v2/rl/app/manifests/v1');
   assert.equal(first.status, 200);
   let m = await scrape(proxy.adminUrl);
-  assert.equal(m.only('pullthrough_upstream_ratelimit_limit', { upstream: name }), 100);
-  assert.equal(m.only('pullthrough_upstream_ratelimit_remaining', { upstream: name }), 41, 'the one manifest GET spent one');
-  assert.equal(m.only('pullthrough_upstream_rate_limited_total', { upstream: name }), 0);
+  assert.equal(m.sampleValue('pullthrough_upstream_ratelimit_limit', { upstream: name }), 100);
+  assert.equal(m.sampleValue('pullthrough_upstream_ratelimit_remaining', { upstream: name }), 41, 'the one manifest GET spent one');
+  assert.equal(m.sampleValue('pullthrough_upstream_rate_limited_total', { upstream: name }), 0);
 
   fake.addFault({ path: /\/manifests\//, method: 'GET' }, tooManyRequests({ retryAfter: 30, limit: 100 }));
   const limited = await ask(proxy, '/v2/rl/app/manifests/v2');
   assert.equal(limited.status, 429);
   m = await scrape(proxy.adminUrl);
-  assert.equal(m.only('pullthrough_upstream_rate_limited_total', { upstream: name }), 1);
-  assert.equal(m.only('pullthrough_upstream_requests_total', { upstream: name, method: 'GET', status: '429' }), 1);
-  assert.equal(m.only('pullthrough_upstream_ratelimit_remaining', { upstream: name }), 0, 'the 429 said 0 remain');
-  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 1, 'a 429 is a back-off of its own, not a sign of a sick upstream');
-  assert.equal(m.only('pullthrough_requests_total', { upstream: name, kind: 'manifest', method: 'GET', outcome: 'error' }), 1);
+  assert.equal(m.sampleValue('pullthrough_upstream_rate_limited_total', { upstream: name }), 1);
+  assert.equal(m.sampleValue('pullthrough_upstream_requests_total', { upstream: name, method: 'GET', status: '429' }), 1);
+  assert.equal(m.sampleValue('pullthrough_upstream_ratelimit_remaining', { upstream: name }), 0, 'the 429 said 0 remain');
+  assert.equal(m.sampleValue('pullthrough_upstream_up', { upstream: name }), 1, 'a 429 is a back-off of its own, not a sign of a sick upstream');
+  assert.equal(m.sampleValue('pullthrough_requests_total', { upstream: name, kind: 'manifest', method: 'GET', outcome: 'error' }), 1);
 });
 
 test('upstream health: 5xx answers in a row take the upstream down, the probe brings it back; each change is one log line', async () => {
@@ -185,15 +185,15 @@ test('upstream health: 5xx answers in a row take the upstream down, the probe br
   const fault = fake.addFault({ path: /\/manifests\// }, { status: { code: 503 } });
   assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 503);
   let m = await scrape(proxy.adminUrl);
-  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 1, 'one 5xx is not enough to be down');
-  assert.equal(m.only('pullthrough_upstream_requests_total', { upstream: name, method: 'HEAD', status: '503' }), 1);
+  assert.equal(m.sampleValue('pullthrough_upstream_up', { upstream: name }), 1, 'one 5xx is not enough to be down');
+  assert.equal(m.sampleValue('pullthrough_upstream_requests_total', { upstream: name, method: 'HEAD', status: '503' }), 1);
   assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 503);
   m = await scrape(proxy.adminUrl);
-  assert.equal(m.only('pullthrough_upstream_up', { upstream: name }), 0, 'the second in a row is');
-  assert.ok(m.only('pullthrough_upstream_last_failure_timestamp_seconds', { upstream: name }) !== undefined);
+  assert.equal(m.sampleValue('pullthrough_upstream_up', { upstream: name }), 0, 'the second in a row is');
+  assert.ok(m.sampleValue('pullthrough_upstream_last_failure_timestamp_seconds', { upstream: name }) !== undefined);
   fault.remove();
   await clock.advance(5000);
-  await until('the probe to end the down state', async () => (await scrape(proxy.adminUrl)).only('pullthrough_upstream_up', { upstream: name }) === 1);
+  await until('the probe to end the down state', async () => (await scrape(proxy.adminUrl)).sampleValue('pullthrough_upstream_up', { upstream: name }) === 1);
   assert.equal((await ask(proxy, '/v2/h/app/manifests/v1')).status, 200);
   const transitions = proxy.logs().filter((l) => l['upstream'] === name && /^upstream (is down|answers again)/.test(String(l['msg'])));
   assert.deepEqual(transitions.map((l) => String(l['msg']).split(':')[0]), ['upstream is down', 'upstream answers again']);
@@ -210,10 +210,10 @@ test('token fetches are counted per upstream', async () => {
   assert.equal((await ask(proxy, '/v2/t/one/manifests/v1')).status, 200);
   assert.equal((await ask(proxy, '/v2/t/two/manifests/v1')).status, 200);
   const m = await scrape(proxy.adminUrl);
-  assert.equal(m.only('pullthrough_upstream_token_fetches_total', { upstream: name, result: 'ok' }), bearer.tokens.requests().length,
+  assert.equal(m.sampleValue('pullthrough_upstream_token_fetches_total', { upstream: name, result: 'ok' }), bearer.tokens.requests().length,
     'one per token the token service issued');
   assert.ok(bearer.tokens.requests().length >= 2, 'one token per repository scope');
-  assert.equal(m.only('pullthrough_upstream_token_fetches_total', { upstream: name, result: 'failed' }), 0);
+  assert.equal(m.sampleValue('pullthrough_upstream_token_fetches_total', { upstream: name, result: 'failed' }), 0);
 });
 
 test('eviction runs, bytes evicted and blobs removed are counted', async () => {
@@ -235,10 +235,10 @@ test('eviction runs, bytes evicted and blobs removed are counted', async () => {
   const removed = runs.reduce((n, l) => n + Number(l['removedBlobs']), 0);
   assert.ok(removed >= 1, 'a blob over the cap went');
   const m = await scrape(proxy.adminUrl);
-  assert.ok((m.only('pullthrough_eviction_runs_total') ?? 0) >= 2, 'the run at start and ours');
-  assert.equal(m.only('pullthrough_evicted_bytes_total'), freed);
-  assert.equal(m.only('pullthrough_evicted_blobs_total'), removed);
-  assert.equal(m.only('pullthrough_storage_used_bytes'), 12_000 - freed);
+  assert.ok((m.sampleValue('pullthrough_eviction_runs_total') ?? 0) >= 2, 'the run at start and ours');
+  assert.equal(m.sampleValue('pullthrough_evicted_bytes_total'), freed);
+  assert.equal(m.sampleValue('pullthrough_evicted_blobs_total'), removed);
+  assert.equal(m.sampleValue('pullthrough_storage_used_bytes'), 12_000 - freed);
 });
 
 test('admin.listen: the operator endpoints answer there, and 404 on the registry port', async () => {
