@@ -241,7 +241,7 @@ export class ProxyBlobStore implements BlobStore {
   }
 
   private openCommitted(repository: RepositoryRef, digest: Digest, range?: ByteRange): Promise<Readable> {
-    return this.local.open({ digest, size: 0, mediaType: OCTET_STREAM }, repository, range);
+    return this.local.open(digest, repository, range);
   }
 
   private fillHandle(fill: FillSource, cache: CacheOutcome): BlobHandle {

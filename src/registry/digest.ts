@@ -49,10 +49,6 @@ export function isDigestReference(reference: string): boolean {
   return reference.includes(':');
 }
 
-export function createDigester(algorithm: DigestAlgorithm): Hash {
-  return createHash(algorithm);
-}
-
 export function digestOf(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): Digest {
   return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}` as Digest;
 }

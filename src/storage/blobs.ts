@@ -128,17 +128,17 @@ export class LocalBlobStore implements BlobStore {
       size: descriptor.size,
       cache: 'hit',
       knownSize: async () => descriptor.size,
-      open: (range?: ByteRange) => this.open(descriptor, repository, range),
+      open: (range?: ByteRange) => this.open(descriptor.digest, repository, range),
     };
   }
 
   /** Streams a committed blob, whole or a range; BLOB_UNKNOWN (and forgotten) when it vanished. */
-  async open(descriptor: Descriptor, repository: RepositoryRef, range?: ByteRange): Promise<Readable> {
-    const path = blobDataPath(descriptor.digest);
+  async open(digest: Digest, repository: RepositoryRef, range?: ByteRange): Promise<Readable> {
+    const path = blobDataPath(digest);
     const stream = await this.driver.openReader(path, range);
-    if (stream) return this.track(descriptor.digest, path, stream);
-    await this.forget(repository, descriptor.digest);
-    throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: descriptor.digest });
+    if (stream) return this.track(digest, path, stream);
+    await this.forget(repository, digest);
+    throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
 
   /** Records that `repository` may use this blob (which must already be in storage). */

@@ -463,7 +463,7 @@ test('a run held above the low watermark by a blob being read runs again as soon
   const images = await fiveImages(clock, driver);
   const [a, , c] = images as [StoredImage, StoredImage, StoredImage];
   const f = evictorFixture({ maxBytes: c.bytes, isPinned: (repository) => repository.name === 'team/c' }, driver, clock);
-  const layer = (image: StoredImage): Descriptor => ({ digest: image.layers[0]!, size: 10_000, mediaType: 'application/octet-stream' });
+  const layer = (image: StoredImage): Digest => image.layers[0]!;
   // A client streaming a's layer, and not reading on yet.
   const reader = await f.local.open(layer(a), a.repository);
   f.evictor.start();
