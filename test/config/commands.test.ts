@@ -181,10 +181,17 @@ test('serve --port and --root override the file; the start-up line carries the v
   const child = spawn(process.execPath, [CLI, 'serve', '--config', file, '--port', String(port), '--root', root], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   trackChildProcess(child);
   const lines: Record<string, unknown>[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
+  // The start-up line may come through the pipe after /v2/ already answers: wait for the line itself.
+  const serving = new Promise<Record<string, unknown> | undefined>((resolve) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const parsed = JSON.parse(line) as Record<string, unknown>;
+      lines.push(parsed);
+      if (parsed['msg'] === 'pullthrough is serving') resolve(parsed);
+    }).on('close', () => resolve(undefined));
+  });
   try {
     await waitForHttp(`http://127.0.0.1:${port}/v2/`);
-    const started = lines.find((l) => l['msg'] === 'pullthrough is serving');
+    const started = await serving;
     assert.ok(started, JSON.stringify(lines));
     assert.equal(started['version'], PACKAGE.version);
     assert.equal(started['listen'], `127.0.0.1:${port}`);
