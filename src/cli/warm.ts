@@ -35,11 +35,6 @@ export class UsageError extends Error {
   }
 }
 
-/** Commander's collector for repeatable options (`--from a --from b`). */
-export function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-
 /** Every reference from the arguments and the `--from` files (lists, locks, compose files, Kubernetes manifests). */
 export function gatherReferences(references: readonly string[], files: readonly string[]): ReferenceEntry[] {
   const entries = fromArguments(references);

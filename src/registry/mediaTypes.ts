@@ -26,6 +26,22 @@ export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
  * header mean "anything", which we express as our full list.
  */
 export function acceptedManifestTypes(accept: string | readonly string[] | undefined): readonly string[] {
+  if (typeof accept !== 'string') return parseAccept(accept);
+  // Clients send the same few Accept headers on every request: parse each once (issue 19, the manifest hot path).
+  let types = parsedAccept.get(accept);
+  if (types === undefined) {
+    if (parsedAccept.size >= MAX_PARSED_ACCEPT) parsedAccept.clear();
+    types = Object.freeze(parseAccept(accept));
+    parsedAccept.set(accept, types);
+  }
+  return types;
+}
+
+/** Bounded: a client making up Accept headers can only make us parse again. */
+const MAX_PARSED_ACCEPT = 256;
+const parsedAccept = new Map<string, readonly string[]>();
+
+function parseAccept(accept: string | readonly string[] | undefined): readonly string[] {
   const values = accept === undefined ? [] : typeof accept === 'string' ? [accept] : accept;
   const types: string[] = [];
   for (const value of values) {
