@@ -79,7 +79,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --blob-reads N          timed GETs of the cached big blob per connection (default 4, quick 1)
   --scale-clients N       clients pulling cached images at once (default 200)
   --scale-images N        cached images they pull from (default 10)
-  --scale-layer-size SIZE bytes per layer of those images, 2 layers each (default 1MiB, quick 256KiB)
+  --scale-layer-size SIZE bytes per layer of those images, 2 layers each (default 256KiB, quick 64KiB)
   --scale-cold-clients N  clients pulling one cold image at once (default 50)
   --scale-cold-size SIZE  its one layer (default 32MiB, quick 8MiB)
   --catalog-tags N        cached tags of the large-catalog phase (default 20000, quick 1000)
@@ -184,7 +184,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     blobReads: positiveInt('blob-reads', values['blob-reads'], quick ? 1 : 4),
     scaleClients: positiveInt('scale-clients', values['scale-clients'], 200),
     scaleImages: positiveInt('scale-images', values['scale-images'], 10),
-    scaleLayerSize: size('scale-layer-size', values['scale-layer-size'], (quick ? 256 : 1024) * 1024),
+    scaleLayerSize: size('scale-layer-size', values['scale-layer-size'], (quick ? 64 : 256) * 1024),
     scaleColdClients: positiveInt('scale-cold-clients', values['scale-cold-clients'], 50),
     scaleColdSize: size('scale-cold-size', values['scale-cold-size'], (quick ? 8 : 32) * 1024 * 1024),
     catalogTags: positiveInt('catalog-tags', values['catalog-tags'], quick ? 1000 : 20_000),
