@@ -15,7 +15,7 @@ import { ProxyTagService } from './proxy/tags.js';
 import { systemClock, type Clock } from './registry/clock.js';
 import { UpstreamRouter } from './routing/router.js';
 import { LocalBlobStore, StorageBlobStatter } from './storage/blobs.js';
-import { listCachedRepositories } from './storage/catalog.js';
+import { CachedCatalog } from './storage/catalog.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from './registry/services.js';
 import { Evictor } from './storage/evictor.js';
@@ -72,6 +72,7 @@ export class Mirror {
   /** The operator's endpoints: metrics, probes, status page. */
   readonly admin: Admin;
   private readonly clients: Map<string, UpstreamClient>;
+  private readonly cachedCatalog: CachedCatalog;
   /** Present when `redis` is configured: shared caches, and replicas on this root. */
   private readonly redis: RedisServices | undefined;
 
@@ -84,11 +85,14 @@ export class Mirror {
     const { config, logger } = options;
     if (!config.redis) return new Mirror(options);
     const { RedisServices } = await import('./proxy/replicas/services.js');
-    const driver = new FilesystemDriver(config.storageRoot);
+    const driver = new FilesystemDriver(config.storageRoot, { umask: config.storage.umask });
     return new Mirror({ ...options, redis: new RedisServices({ settings: config.redis, driver, logger, clock: options.clock ?? systemClock }) }, driver);
   }
 
-  constructor(private readonly options: MirrorOptions, driver: StorageDriver = new FilesystemDriver(options.config.storageRoot)) {
+  constructor(
+    private readonly options: MirrorOptions,
+    driver: StorageDriver = new FilesystemDriver(options.config.storageRoot, { umask: options.config.storage.umask }),
+  ) {
     const { config, logger } = options;
     const clock = this.clock = options.clock ?? systemClock;
     this.driver = driver;
@@ -182,6 +186,7 @@ export class Mirror {
     this.referrers = new ProxyReferrersService({
       local: this.localReferrers, tags: this.tags, manifests: this.manifests, upstreams, logger, clock,
     });
+    this.cachedCatalog = new CachedCatalog({ driver: this.driver, clock, maxAgeMs: CATALOG_MAX_AGE_MS });
     this.admin = this.buildAdmin();
   }
 
@@ -230,8 +235,9 @@ export class Mirror {
     return this.clients.get(name);
   }
 
+  /** The cached repositories, from a walk at most `CATALOG_MAX_AGE_MS` old. */
   catalog(): Promise<string[]> {
-    return listCachedRepositories(this.driver);
+    return this.cachedCatalog.list();
   }
 
   /** Lets running fills finish (aborting them after `graceMs`), then closes upstream pools. */
@@ -258,6 +264,9 @@ export class Mirror {
     }
   }
 }
+
+/** How long one walk of `repositories/` answers `_catalog`. */
+const CATALOG_MAX_AGE_MS = 5_000;
 
 /**
  * How old an upload must be before start-up removes it when replicas share
