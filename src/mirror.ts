@@ -8,6 +8,7 @@ import { CachedBlobStatter } from './cache/cachedStatter.js';
 import { CachedTagRecords } from './cache/cachedTags.js';
 import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } from './cache/memory.js';
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
+import { ReadRules } from './http/auth/rules.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
 import { ProxyReferrersService } from './proxy/referrers.js';
@@ -143,6 +144,9 @@ export class Mirror {
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
       onReleased: (digest) => this.evictor.released(digest),
       fillEvents: (upstream) => this.metrics.upstream(upstream),
+      // Where access rules restrict anything, an upstream's HEAD is no proof that it has a blob cached from
+      // elsewhere: it must serve the same bytes before the blob is linked (README "Security", cross-upstream access).
+      ...(restrictsAccess(config) ? { confirmByContent: () => true } : {}),
     });
     this.localManifests = new LocalManifestStore({
       driver: this.driver,
@@ -263,6 +267,11 @@ export class Mirror {
       throw new ConfigError(`invalid configuration:\n/pins/${index}: ${(err as Error).message} (${pin})`);
     }
   }
+}
+
+/** True when `auth` rules keep some client from some repository. */
+function restrictsAccess(config: ResolvedConfig): boolean {
+  return config.auth !== undefined && !new ReadRules(config.auth.rules).everyonePullsEverything();
 }
 
 /** How long one walk of `repositories/` answers `_catalog`. */
