@@ -26,7 +26,7 @@ import { blobDataPath, manifestRevisionPath, tagPath } from '../src/storage/layo
 import type { RunningRegistry } from '../test/fixtures/registry.js';
 import { tempDir } from '../test/fixtures/tools.js';
 import type { BenchContext } from './phases.js';
-import { phaseCost, proxyOrder, samplePeakRss, startProxy } from './phases.js';
+import { phaseCost, proxyOrder, samplePeakRss, startProxy, step } from './phases.js';
 import type { ProxyProcess } from './processes.js';
 import { fmt } from './stats.js';
 import { MANIFEST_ACCEPT } from './workload.js';
@@ -211,14 +211,12 @@ export async function catalogRounds(ctx: BenchContext, catalog: CatalogWorkload)
     ctx.log(`large catalog: ${kind}`);
     let proxy: ProxyProcess | undefined;
     try {
-      const started = await startOnCatalog(ctx, kind, catalog);
-      proxy = started.proxy;
-      await catalogOne(ctx, proxy, catalog, started.startupMs, started.warmMs);
-      await samplePeakRss(ctx, proxy, 'catalog');
-    } catch (err) {
-      const output = proxy?.output().trim().slice(-2000);
-      ctx.rec.fail({ phase: 'catalog', target: kind, round: undefined, message: `${(err as Error).message}${output ? `\n${output}` : ''}` });
-      ctx.log(`ERROR catalog (${kind}): ${(err as Error).message.split('\n')[0]}`);
+      await step(ctx, 'catalog', kind, undefined, async () => {
+        const started = await startOnCatalog(ctx, kind, catalog);
+        proxy = started.proxy;
+        await catalogOne(ctx, proxy, catalog, started.startupMs, started.warmMs);
+        await samplePeakRss(ctx, proxy, 'catalog');
+      }, () => proxy);
     } finally {
       await proxy?.dispose();
     }

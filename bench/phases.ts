@@ -66,7 +66,7 @@ export async function phaseCost(ctx: BenchContext, proxy: ProxyProcess, phase: C
  * Runs one step; a failure is recorded (and logged) instead of thrown, with
  * the tail of the proxy's own output when there is one.
  */
-async function step<T>(
+export async function step<T>(
   ctx: BenchContext, phase: string, target: Target | 'profile', round: number | undefined, fn: () => Promise<T>,
   proxy?: () => ProxyProcess | undefined,
 ): Promise<T | undefined> {

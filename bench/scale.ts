@@ -19,7 +19,7 @@ import { seedImages } from '../test/fixtures/seed.js';
 import type { RunningRegistry } from '../test/fixtures/registry.js';
 import { countRequests, quietRequests } from './measure.js';
 import type { BenchContext } from './phases.js';
-import { phaseCost, proxyOrder, samplePeakRss, startProxy } from './phases.js';
+import { phaseCost, proxyOrder, samplePeakRss, startProxy, step } from './phases.js';
 import type { ProxyProcess } from './processes.js';
 import { fmt, mbPerSecond, percentile } from './stats.js';
 import { MANIFEST_ACCEPT } from './workload.js';
@@ -134,13 +134,11 @@ export async function scaleRounds(ctx: BenchContext, scale: ScaleWorkload): Prom
     ctx.log(`scale: ${kind}`);
     let proxy: ProxyProcess | undefined;
     try {
-      proxy = await startProxy(ctx, kind);
-      await scaleOne(ctx, proxy, scale);
-      await samplePeakRss(ctx, proxy, 'scale');
-    } catch (err) {
-      const output = proxy?.output().trim().slice(-2000);
-      ctx.rec.fail({ phase: 'scale', target: kind, round: undefined, message: `${(err as Error).message}${output ? `\n${output}` : ''}` });
-      ctx.log(`ERROR scale (${kind}): ${(err as Error).message.split('\n')[0]}`);
+      await step(ctx, 'scale', kind, undefined, async () => {
+        proxy = await startProxy(ctx, kind);
+        await scaleOne(ctx, proxy, scale);
+        await samplePeakRss(ctx, proxy, 'scale');
+      }, () => proxy);
     } finally {
       await proxy?.dispose();
     }
