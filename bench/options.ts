@@ -66,8 +66,8 @@ export interface BenchOptions {
 const USAGE = `Usage: npm run bench -- [options]
 
   --quick                 small sizes and short runs (under 2 minutes)
-  --rounds N              cold/warm rounds per target (default 3, quick 2)
-  --rps-rounds N          requests-per-second rounds (default 3, quick 2)
+  --rounds N              cold/warm rounds per target (default 3, quick 1)
+  --rps-rounds N          requests-per-second rounds (default 3, quick 1)
   --rps-seconds S         seconds per autocannon run (default 5, quick 2)
   --connections N         autocannon connections (default 16)
   --layer-size SIZE       bytes per layer of the seeded images (default 16MiB, quick 4MiB)
@@ -77,7 +77,7 @@ const USAGE = `Usage: npm run bench -- [options]
   --ttfb-samples N        cold blobs timed to first byte per round (default 3, quick 2)
   --ttfb-size SIZE        bytes of each of those blobs (default 4MiB)
   --blob-reads N          timed GETs of the cached big blob per connection (default 4, quick 1)
-  --scale-clients N       clients pulling cached images at once (default 200)
+  --scale-clients N       clients pulling cached images at once (default 200, quick 100)
   --scale-images N        cached images they pull from (default 10)
   --scale-layer-size SIZE bytes per layer of those images, 2 layers each (default 256KiB, quick 64KiB)
   --scale-cold-clients N  clients pulling one cold image at once (default 50)
@@ -171,8 +171,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
   };
   return {
     quick,
-    rounds: positiveInt('rounds', values.rounds, quick ? 2 : 3),
-    rpsRounds: positiveInt('rps-rounds', values['rps-rounds'], quick ? 2 : 3),
+    rounds: positiveInt('rounds', values.rounds, quick ? 1 : 3),
+    rpsRounds: positiveInt('rps-rounds', values['rps-rounds'], quick ? 1 : 3),
     rpsSeconds: positiveInt('rps-seconds', values['rps-seconds'], quick ? 2 : 5),
     connections: positiveInt('connections', values.connections, 16),
     layerSize: size('layer-size', values['layer-size'], (quick ? 4 : 16) * 1024 * 1024),
@@ -182,7 +182,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     ttfbSamples: positiveInt('ttfb-samples', values['ttfb-samples'], quick ? 2 : 3),
     ttfbSize: size('ttfb-size', values['ttfb-size'], 4 * 1024 * 1024),
     blobReads: positiveInt('blob-reads', values['blob-reads'], quick ? 1 : 4),
-    scaleClients: positiveInt('scale-clients', values['scale-clients'], 200),
+    scaleClients: positiveInt('scale-clients', values['scale-clients'], quick ? 100 : 200),
     scaleImages: positiveInt('scale-images', values['scale-images'], 10),
     scaleLayerSize: size('scale-layer-size', values['scale-layer-size'], (quick ? 64 : 256) * 1024),
     scaleColdClients: positiveInt('scale-cold-clients', values['scale-cold-clients'], 50),
