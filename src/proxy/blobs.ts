@@ -9,7 +9,7 @@ import type { LocalBlobStore } from '../storage/blobs.js';
 import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
-import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
+import type { BlobBody, FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
@@ -193,10 +193,15 @@ export class ProxyBlobStore implements BlobStore {
   private start(repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
     const parsed = parseDigest(digest);
     const inFlight = new InFlight(repository, this.options.clock.now());
-    const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
+    const open = (): Promise<BlobBody> => this.openUpstream(repository, parsed);
+    const fill = (body: BlobBody, createUpload?: UploadFactory, events?: FillEvents): Promise<BlobFill> =>
+      this.fillFrom(repository, parsed, inFlight, body, createUpload, events);
+    const fetch = async (createUpload?: UploadFactory): Promise<BlobFill> => fill(await open(), createUpload);
     inFlight.started = this.options.coordinator
       ? this.options.coordinator.claim(parsed, {
         fetch,
+        open,
+        fill,
         confirm: () => this.confirm(repository, digest),
         record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
         openCommitted: (range) => this.openCommitted(repository, digest, range),
@@ -216,14 +221,20 @@ export class ProxyBlobStore implements BlobStore {
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 
-  /** One upstream GET into an upload; `createUpload` makes one whose name other replicas are told. */
-  private async fetch(
-    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(),
+  /** One upstream GET of the blob; BLOB_UNKNOWN when the upstream has none. */
+  private async openUpstream(repository: RepositoryRef, digest: ParsedDigest): Promise<BlobBody & { requestedAt: number }> {
+    const requestedAt = performance.now();
+    const response = await this.options.upstreams(repository.upstream).getBlob(repository.name, digest.digest);
+    if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
+    return { ...response, requestedAt };
+  }
+
+  /** A body into an upload; `createUpload` makes one whose name other replicas are told. */
+  private async fillFrom(
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, response: BlobBody & { requestedAt?: number },
+    createUpload: UploadFactory = () => this.local.createUpload(), events?: FillEvents,
   ): Promise<BlobFill> {
     const client = this.options.upstreams(repository.upstream);
-    const requestedAt = performance.now();
-    const response = await client.getBlob(repository.name, digest.digest);
-    if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
     let upload;
     try {
       upload = await createUpload(response.size);
@@ -240,8 +251,8 @@ export class ProxyBlobStore implements BlobStore {
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
       clock: this.options.clock,
-      events: this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
-      requestedAt,
+      events: events ?? this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
+      requestedAt: response.requestedAt ?? performance.now(),
     });
   }
 

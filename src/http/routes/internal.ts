@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastif
 import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
 import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_SECRET_HEADER, type HeldBlobs } from '../../registry/heldBlobs.js';
+import type { PeerEvents } from '../../registry/peerTelemetry.js';
 import { countBytes } from '../context.js';
 
 export interface InternalRoutesOptions {
@@ -10,6 +11,8 @@ export interface InternalRoutesOptions {
   readonly held: HeldBlobs;
   /** The shared secret (`peers.secretFile` / `peers.secretEnv`). */
   readonly secret: string;
+  /** Told of the bytes sent (metrics). */
+  readonly events?: Pick<PeerEvents, 'served'>;
 }
 
 const START_ONLY = /^bytes=(\d+)-$/;
@@ -51,6 +54,8 @@ export function internalRoutes(options: InternalRoutesOptions): FastifyPluginAsy
       void reply.type('application/octet-stream').headers({ 'docker-content-digest': digest, [HELD_STATE_HEADER]: held.state });
       if (held.size !== undefined) void reply.header('content-length', String(held.size - start));
       if (start > 0) void reply.code(206).header('content-range', `bytes ${start}-${held.size! - 1}/${held.size}`);
+      const events = options.events;
+      if (events) stream.on('data', (chunk: Buffer) => events.served(chunk.length));
       return reply.send(countBytes(request, stream));
     });
   };

@@ -18,10 +18,19 @@ export interface PeerBlob {
 
 /** A peer that could not be used: refused, timed out, answered an error. The next peer or the upstream is asked. */
 export class PeerUnavailable extends Error {
+  /** `slow`: it timed out (it may still be working); `gone`: refused, reset, or an answer we cannot use. */
+  readonly kind: 'gone' | 'slow';
+
   constructor(readonly peer: RegisteredPeer, reason: string) {
     super(`peer ${peer.origin} unavailable: ${reason}`);
     this.name = 'PeerUnavailable';
+    this.kind = failureKind(reason);
   }
+}
+
+/** undici's timeouts (connect, headers, body) mean slow; anything else means gone. */
+export function failureKind(code: string | undefined): 'gone' | 'slow' {
+  return code !== undefined && /TIMEOUT/i.test(code) ? 'slow' : 'gone';
 }
 
 /**
