@@ -6,7 +6,7 @@
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { makeImage } from '../fixtures/images.js';
@@ -19,6 +19,7 @@ import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { startServer, type RunningServer } from '../fixtures/server.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
 import { startThrottle } from '../fixtures/throttle.js';
+import { download } from '../fixtures/download.js';
 import { tempDir, toolSkip, until } from '../fixtures/tools.js';
 
 const redis = await findRedis();
@@ -55,23 +56,6 @@ after(async () => {
   await upstream?.stop();
 });
 
-interface Download { status: number; bytes: number; digest: string; error?: string }
-
-async function download(url: string, progress?: (bytes: number) => void): Promise<Download> {
-  const res = await request(url);
-  const hash = createHash('sha256');
-  let bytes = 0;
-  try {
-    for await (const chunk of res.body) {
-      hash.update(chunk as Buffer);
-      bytes += (chunk as Buffer).length;
-      progress?.(bytes);
-    }
-  } catch (err) {
-    return { status: res.statusCode, bytes, digest: '', error: (err as Error).message };
-  }
-  return { status: res.statusCode, bytes, digest: `sha256:${hash.digest('hex')}` };
-}
 
 async function upstreamBlobGets(digest?: string): Promise<number> {
   return (await upstream.settledRequests())

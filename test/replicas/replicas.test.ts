@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { startFakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeIndex } from '../fixtures/images.js';
 import { testConfigDocument } from '../fixtures/proxy.js';
@@ -12,6 +11,7 @@ import { findRedis, randomPrefix, redisKeys, startRedisProxy } from '../fixtures
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { startServer, type RunningServer } from '../fixtures/server.js';
 import { startThrottle } from '../fixtures/throttle.js';
+import { download } from '../fixtures/download.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
 import { tempDir, toolSkip, until } from '../fixtures/tools.js';
 
@@ -55,29 +55,6 @@ after(async () => {
   await upstream?.stop();
 });
 
-interface Download {
-  status: number;
-  bytes: number;
-  digest: string;
-  error?: string;
-}
-
-/** GETs `url`, hashing the body; `progress` sees the byte count as it grows. */
-async function download(url: string, progress?: (bytes: number) => void): Promise<Download> {
-  const res = await request(url);
-  const hash = createHash('sha256');
-  let bytes = 0;
-  try {
-    for await (const chunk of res.body) {
-      hash.update(chunk as Buffer);
-      bytes += (chunk as Buffer).length;
-      progress?.(bytes);
-    }
-  } catch (err) {
-    return { status: res.statusCode, bytes, digest: '', error: (err as Error).message };
-  }
-  return { status: res.statusCode, bytes, digest: `sha256:${hash.digest('hex')}` };
-}
 
 async function upstreamBlobGets(digest: string): Promise<number> {
   return (await upstream.settledRequests()).filter((e) => e.method === 'GET' && e.path.endsWith(`/blobs/${digest}`)).length;
