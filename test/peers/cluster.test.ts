@@ -79,6 +79,8 @@ test('three peers, 12 simultaneous cold GETs of a 64 MiB blob, 4 to each: 1 upst
   assert.equal(await upstreamBlobGets(layer), 1, 'one upstream GET for the whole cluster');
   const fromPeers = await Promise.all(nodes.map((n) => metric(n, 'pullthrough_peer_received_bytes_total')));
   assert.equal(fromPeers.filter((b) => b === BIG).length, 2, 'two nodes had every byte from the owner');
+  const served = await Promise.all(nodes.map((n) => metric(n, 'pullthrough_peer_served_bytes_total')));
+  assert.equal(served.reduce((a, b) => a + b, 0), 2 * BIG, 'what the owner served is what the others received');
 
   // Every node now holds it, and says so in Redis.
   const client = new Redis(cluster.redisUrl);

@@ -182,3 +182,17 @@ test('only registered peers are dialled: an id without a registration, or one re
   assert.equal(contacted, 0);
   assert.equal(await upstreamGets(wanted.digest), 1);
 });
+
+test('a node\'s "has" record is written on commit and its TTL refreshed when the blob is used again', { skip }, async () => {
+  const clock = new FakeClock(Date.now());
+  const proxy = await node(clock);
+  const used = await blob('faults/used');
+  assert.deepEqual(await get(proxy, 'faults/used', used.digest), { complete: true, digest: used.digest });
+  const key = `${cluster.prefix}has:${used.digest}`;
+  await until('the has record', async () => (await client.scard(key)) === 1);
+  await client.pexpire(key, 5_000);
+  // Refreshes are at most once a minute per blob: a minute on the node's clock later, a read renews it.
+  await clock.advance(61_000);
+  assert.deepEqual(await get(proxy, 'faults/used', used.digest), { complete: true, digest: used.digest });
+  await until('the refreshed TTL', async () => (await client.pttl(key)) > 60_000);
+});

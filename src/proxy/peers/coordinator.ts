@@ -224,8 +224,10 @@ export class PeerCoordinator implements FillCoordinator {
     void fill.done.then(
       () => renewal && this.letGo(d, renewal),
       (err: unknown) => {
-        if (err instanceof DigestMismatch) this.penalise(attempt, d);
-        return renewal && this.letGo(d, renewal, err);
+        const lied = err instanceof DigestMismatch && attempt.contributors.size > 0;
+        if (lied) this.penalise(attempt, d);
+        // Wrong bytes from a peer are no verdict on the blob: the lease goes, and the next fetch may well succeed.
+        return renewal && this.letGo(d, renewal, lied ? undefined : err);
       },
     );
     return fill;
