@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock, Timer } from '../../registry/clock.js';
-import { DigestMismatch, type ParsedDigest } from '../../registry/digest.js';
+import { DigestMismatch, type Digest, type ParsedDigest } from '../../registry/digest.js';
 import { UpstreamUnavailable } from '../../registry/errors.js';
 import { NO_PEER_EVENTS, type PeerEvents } from '../../registry/peerTelemetry.js';
 import type { Upload } from '../../storage/driver.js';
@@ -32,8 +32,8 @@ export interface PeerCoordinatorOptions {
   readonly leases: FillLeases;
   readonly directory: PeerDirectory;
   readonly client: PeerClient;
-  /** A new upload in this instance's storage. */
-  readonly createUpload: () => Promise<Upload>;
+  /** A new upload in this instance's storage, for the blob it will hold. */
+  readonly createUpload: (forDigest: Digest) => Promise<Upload>;
   /** `peers.penalty`. */
   readonly penaltyMs: number;
   readonly logger: Logger;
@@ -177,7 +177,7 @@ export class PeerCoordinator implements FillCoordinator {
     let fill: BlobFill;
     try {
       fill = await options.fetch(async (size) => {
-        const upload = await this.options.createUpload();
+        const upload = await this.options.createUpload(d);
         // Published once the upstream answered: a peer that dials us now finds the fill running.
         if (leased) await leases.publish(d, upload.name, size);
         return upload;
@@ -217,7 +217,7 @@ export class PeerCoordinator implements FillCoordinator {
     };
     const body = Readable.from(splice(first, next, attempt, this.events), { objectMode: false });
     const fill = await options.fill({ size: first.size, body }, async () => {
-      const created = await this.options.createUpload();
+      const created = await this.options.createUpload(d);
       upload = created.name;
       return created;
     }, { firstByte: () => undefined, received: () => undefined, finished: () => undefined });

@@ -84,7 +84,7 @@ export class RedisServices {
     const client = new PeerClient(settings);
     const coordinator = new PeerCoordinator({
       leases, directory, client, clock,
-      createUpload: () => driver.createUpload(),
+      createUpload: (digest) => driver.createUpload(digest),
       penaltyMs: settings.penaltyMs,
       logger: logger.child({ component: 'peers' }),
       ...(options.peerEvents ? { events: options.peerEvents } : {}),
