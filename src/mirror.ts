@@ -232,7 +232,7 @@ export class Mirror {
     const { config } = this.options;
     return [
       ...(config.admin ? [] : [this.admin.routes]),
-      ...(config.peers ? [internalRoutes({ held: this.held, secret: config.peers.secret, ...(this.options.peerMetrics ? { events: this.options.peerMetrics } : {}) })] : []),
+      ...(config.peers ? [internalRoutes({ held: this.held, secret: config.peers.secret, now: () => this.clock.now(), ...(this.options.peerMetrics ? { events: this.options.peerMetrics } : {}) })] : []),
     ];
   }
 

@@ -81,7 +81,7 @@ export class RedisServices {
   private peerServices(options: RedisServicesOptions, settings: PeersSettings, leases: FillLeases): PeerServices {
     const { driver, logger, clock } = options;
     const directory = new PeerDirectory({ redis: this.connection, self: leases.owner, advertise: settings.advertise, clock });
-    const client = new PeerClient(settings);
+    const client = new PeerClient(settings, clock);
     const coordinator = new PeerCoordinator({
       leases, directory, client, clock,
       createUpload: (digest) => driver.createUpload(digest),
