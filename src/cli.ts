@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { PACKAGE_VERSION } from './config/version.js';
 import type { ExportCommandOptions } from './cli/bundle.js';
+import type { ContainerdConfigOptions } from './cli/containerdConfig.js';
 import type { ServeOptions } from './cli/serve.js';
 import type { WarmCommandOptions } from './cli/warm.js';
 
@@ -72,6 +73,17 @@ program.command('import')
   .option('-c, --config <file>', 'configuration file')
   .action(async (bundle: string, options: { config?: string }) => {
     process.exitCode = await (await import('./cli/bundle.js')).importCommand(bundle, options);
+  });
+
+program.command('containerd-config')
+  .description('write a hosts.toml per configured upstream (and _default) into containerd\'s certs.d: this pullthrough as the mirror, the registry as fallback')
+  .requiredOption('-d, --dir <dir>', 'the certs.d directory (containerd\'s config_path), e.g. /etc/containerd/certs.d')
+  .option('-c, --config <file>', 'configuration file')
+  .option('--mirror <url>', 'the mirror URL containerd dials (default http://127.0.0.1:<listen.port>)')
+  .option('--ca <file>', 'CA file for an HTTPS mirror')
+  .option('--check', 'show a diff of what would change and write nothing; exit 1 when something would')
+  .action(async (options: ContainerdConfigOptions) => {
+    process.exitCode = await (await import('./cli/containerdConfig.js')).containerdConfig(options);
   });
 
 const configCommand = program.command('config')

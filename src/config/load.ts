@@ -1,23 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Ajv } from 'ajv';
 import ms from 'ms';
 import { pointerOf, schemaAt, type SchemaNode } from './keys.js';
 import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride } from './overrides.js';
 import { addSchemaErrors, ConfigProblems } from './problems.js';
 import { resolveAuth, resolveTls } from './access.js';
-import { ConfigSchema, type Config, type RedisConfig, type UpstreamConfig } from './schema.js';
+import { ConfigSchema, type Config, type PeersConfig, type RedisConfig, type UpstreamConfig } from './schema.js';
 import {
-  ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
+  ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
 } from './settings.js';
+import { configValidator } from './validator.js';
 
 export { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamSettings } from './settings.js';
 
 /** The embedded default, shipped beside package.json. */
 export const DEFAULT_CONFIG_PATH = new URL('../../../proxy.config.json', import.meta.url);
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
-const validate = ajv.compile<Config>(ConfigSchema);
+const validate = configValidator();
 const SCHEMA = ConfigSchema as SchemaNode;
 
 const SIZE_UNITS: Record<string, number> = {
@@ -117,6 +116,7 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
     redis: config.redis && resolveRedis(config.redis, env, problems),
+    peers: config.peers && resolvePeers(config, config.peers, env, problems),
     admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
   };
 }
@@ -132,6 +132,43 @@ function resolveRedis(r: RedisConfig, env: NodeJS.ProcessEnv, problems: ConfigPr
   const password = r.passwordEnv === undefined ? undefined : env[r.passwordEnv];
   if (r.passwordEnv !== undefined && !password) problems.add('/redis/passwordEnv', `environment variable ${r.passwordEnv} is not set`);
   return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs, ...(password ? { password } : {}) };
+}
+
+function resolvePeers(config: Config, p: PeersConfig, env: NodeJS.ProcessEnv, problems: ConfigProblems): PeersSettings | undefined {
+  // Redis is where peers meet: who holds which blob, who is filling it.
+  if (!config.redis) problems.add('/peers', 'needs redis: peers find one another through it');
+  const secret = resolveSecret('/peers', p.secretFile, p.secretEnv, env, problems);
+  if (secret === undefined) return undefined;
+  if (secret.length < 16) problems.add('/peers', 'the secret must be at least 16 characters');
+  return {
+    advertise: new URL(p.advertise).origin,
+    secret,
+    connectTimeoutMs: positiveDuration(p.timeouts.connect, '/peers/timeouts/connect'),
+    firstByteTimeoutMs: positiveDuration(p.timeouts.firstByte, '/peers/timeouts/firstByte'),
+    idleTimeoutMs: positiveDuration(p.timeouts.idle, '/peers/timeouts/idle'),
+    penaltyMs: durationMs(p.penalty),
+  };
+}
+
+/** A secret from a file (its trailing newline dropped) or an environment variable: exactly one of them. */
+function resolveSecret(
+  where: string, file: string | undefined, variable: string | undefined, env: NodeJS.ProcessEnv, problems: ConfigProblems,
+): string | undefined {
+  if ((file === undefined) === (variable === undefined)) {
+    problems.add(where, 'give exactly one of secretFile, secretEnv');
+    return undefined;
+  }
+  if (file !== undefined) {
+    try {
+      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      problems.add(`${where}/secretFile`, `cannot read ${file} (${fileErrorWords(err)})`);
+      return undefined;
+    }
+  }
+  const value = env[variable!];
+  if (value === undefined) problems.add(`${where}/secretEnv`, `environment variable ${variable} is not set`);
+  return value;
 }
 
 function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv, problems: ConfigProblems): UpstreamSettings {

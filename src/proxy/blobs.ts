@@ -9,7 +9,7 @@ import type { LocalBlobStore } from '../storage/blobs.js';
 import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
 import { BLOB_CONNECTIONS, type UpstreamClient } from '../upstream/client.js';
 import { BlobFill, blobTooLarge } from './fill.js';
-import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
+import type { BlobBody, FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
 import { FillSlots } from './fillSlots.js';
 import { sameBytes } from './sameBytes.js';
 
@@ -150,6 +150,11 @@ export class ProxyBlobStore implements BlobStore {
     return this.fills.has(digest);
   }
 
+  /** The source of this process's fill of `digest`, once it started; undefined when there is none (the internal endpoint). */
+  async inProgress(digest: Digest): Promise<FillSource | undefined> {
+    return this.fills.get(digest)?.started.catch(() => undefined);
+  }
+
   /** Number of fills running now. */
   get activeFills(): number {
     return this.fills.size;
@@ -246,9 +251,14 @@ export class ProxyBlobStore implements BlobStore {
     const parsed = parseDigest(digest);
     const inFlight = new InFlight(repository, this.options.clock.now());
     const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
+    const open = (): Promise<BlobBody> => this.openUpstream(repository, parsed);
+    const fill = (body: BlobBody, createUpload?: UploadFactory, events?: FillEvents): Promise<BlobFill> =>
+      this.fillFrom(repository, parsed, inFlight, body, { createUpload: createUpload ?? (() => this.local.createUpload(parsed.digest)), events });
     inFlight.started = this.options.coordinator && !this.confirmsByContent(repository)
       ? this.options.coordinator.claim(parsed, {
         fetch,
+        open,
+        fill,
         confirm: () => this.confirm(repository, digest),
         record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
         openCommitted: (range) => this.openCommitted(repository, digest, range),
@@ -299,15 +309,32 @@ export class ProxyBlobStore implements BlobStore {
   private async fetchInto(
     repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory, onDetached: () => void,
   ): Promise<BlobFill> {
-    const client = this.options.upstreams(repository.upstream);
+    return this.fillFrom(repository, digest, inFlight, await this.openUpstream(repository, digest), { createUpload, onDetached });
+  }
+
+  /** One upstream GET of the blob; BLOB_UNKNOWN when the upstream has none. */
+  private async openUpstream(repository: RepositoryRef, digest: ParsedDigest): Promise<BlobBody & { requestedAt: number }> {
     const requestedAt = performance.now();
-    const maxSize = client.settings.maxBlobBytes;
-    const response = await client.getBlob(repository.name, digest.digest);
+    const response = await this.options.upstreams(repository.upstream).getBlob(repository.name, digest.digest);
     if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
+    return { ...response, requestedAt };
+  }
+
+  /**
+   * A fill of `response` (the upstream's body, or a peer's) into an upload
+   * from `createUpload`; `events` count its bytes (the upstream's fill
+   * metrics by default).
+   */
+  private async fillFrom(
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, response: BlobBody & { requestedAt?: number },
+    how: { createUpload: UploadFactory; onDetached?: () => void; events?: FillEvents | undefined },
+  ): Promise<BlobFill> {
+    const client = this.options.upstreams(repository.upstream);
+    const maxSize = client.settings.maxBlobBytes;
     let upload;
     try {
       if (response.size !== undefined && response.size > maxSize) throw blobTooLarge(maxSize);
-      upload = await createUpload(response.size);
+      upload = await how.createUpload(response.size);
     } catch (err) {
       response.body.destroy();
       throw err;
@@ -321,10 +348,10 @@ export class ProxyBlobStore implements BlobStore {
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
       maxSize,
-      onDetached,
+      ...(how.onDetached ? { onDetached: how.onDetached } : {}),
       clock: this.options.clock,
-      events: this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
-      requestedAt,
+      events: how.events ?? this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
+      requestedAt: response.requestedAt ?? performance.now(),
     });
   }
 

@@ -139,12 +139,16 @@ export class LocalBlobStore implements BlobStore {
     };
   }
 
-  /** Streams a committed blob, whole or a range; BLOB_UNKNOWN (and forgotten) when it vanished. */
-  async open(digest: Digest, repository: RepositoryRef, range?: ByteRange): Promise<Readable> {
+  /**
+   * Streams a committed blob, whole or a range; BLOB_UNKNOWN (and forgotten)
+   * when it vanished. Without a repository (a peer asking by digest) only the
+   * global record is forgotten.
+   */
+  async open(digest: Digest, repository: RepositoryRef | undefined, range?: ByteRange): Promise<Readable> {
     return (await this.openSized(digest, repository, () => range)).stream;
   }
 
-  private async openSized(digest: Digest, repository: RepositoryRef, range?: RangeChooser): Promise<OpenedBlob> {
+  private async openSized(digest: Digest, repository: RepositoryRef | undefined, range?: RangeChooser): Promise<OpenedBlob> {
     const path = blobDataPath(digest);
     const opened = await this.driver.openReader(path, range);
     if (opened) return { ...opened, stream: this.track(digest, path, opened.stream) };
@@ -191,8 +195,8 @@ export class LocalBlobStore implements BlobStore {
     return stream;
   }
 
-  private async forget(repository: RepositoryRef, digest: Digest): Promise<void> {
+  private async forget(repository: RepositoryRef | undefined, digest: Digest): Promise<void> {
     await this.descriptors.clear(GLOBAL_SCOPE, digest);
-    await this.descriptors.clear(repositoryScope(repository), digest);
+    if (repository) await this.descriptors.clear(repositoryScope(repository), digest);
   }
 }

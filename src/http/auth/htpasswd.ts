@@ -31,15 +31,11 @@ export function parseHtpasswd(text: string): { users: Map<string, string>; badLi
 
 /**
  * Verified for nobody: compared against when the user is unknown, so an
- * unknown name costs what a known one does. Made by the first HtpasswdUsers,
- * not at import: hashing costs about 100 ms of CPU, and a mirror without
- * `auth` would pay it at every start.
+ * unknown name costs what a known one does (cost 10, as `htpasswd -B`).
+ * A literal, not `hashSync` at load: every process that loads the HTTP app
+ * (each CLI command, `--version` included) would spend a bcrypt hash on it.
  */
-let dummyHash: string | undefined;
-function makeDummyHash(): string {
-  dummyHash ??= bcrypt.hashSync('pullthrough: no such user', 10);
-  return dummyHash;
-}
+const DUMMY_HASH = '$2b$10$y6aNH/CXHGqoLio27HKMVep7VkwFWw9rMsz3jEPiymRPK.MAl/MES';
 
 /**
  * Checks user names and passwords against the htpasswd file, re-reading it
@@ -51,7 +47,6 @@ function makeDummyHash(): string {
 export class HtpasswdUsers {
   private users: Map<string, string>;
   private readonly verified = new LRUCache<string, true>({ max: 1000 });
-  private readonly dummyHash = makeDummyHash();
 
   constructor(private readonly options: { readonly file: WatchedFiles; readonly logger: Logger }) {
     this.users = this.load(options.file.current()[0]!);
@@ -72,7 +67,7 @@ export class HtpasswdUsers {
     if (this.verified.has(key)) return true;
     const hash = this.users.get(name);
     // `$2y$` is the same algorithm as `$2b$` (PHP's name for the fixed variant).
-    const matches = await bcrypt.compare(password, (hash ?? this.dummyHash).replace(/^\$2y\$/, '$2b$'));
+    const matches = await bcrypt.compare(password, (hash ?? DUMMY_HASH).replace(/^\$2y\$/, '$2b$'));
     if (!matches || hash === undefined) return false;
     this.verified.set(key, true);
     return true;
