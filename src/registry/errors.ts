@@ -21,6 +21,12 @@ export const ERROR_STATUS = {
   UNAVAILABLE: 503,
   /** An upstream sent bytes that do not match the digest they were asked for. */
   UPSTREAM_INVALID: 502,
+  /** The client did not send its request (its head) in time: `limits.headersTimeout` / `requestTimeout`. */
+  REQUEST_TIMEOUT: 408,
+  /** The request line and headers exceed `limits.headerSize`. */
+  HEADER_TOO_LARGE: 431,
+  /** Not HTTP we can parse (a malformed request line or header). */
+  REQUEST_INVALID: 400,
   /** Anything we did not expect; the message never carries internals. */
   UNKNOWN: 500,
 } as const;

@@ -30,6 +30,7 @@ export function authorizerFor(
     trustedRealms: upstream.trustedRealms,
     logger,
     tokenTimeoutMs: upstream.timeouts.connectMs + upstream.timeouts.headersMs,
+    maxTokenResponseBytes: upstream.limits.tokenResponseBytes,
     clock,
     ...(tokenCache ? { tokenCache } : {}),
     ...(events ? { events } : {}),
