@@ -9,6 +9,7 @@ import { CachedTagRecords } from './cache/cachedTags.js';
 import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } from './cache/memory.js';
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
+import { StorageSpace } from './proxy/storageSpace.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
 import { ProxyReferrersService } from './proxy/referrers.js';
 import { ProxyTagService } from './proxy/tags.js';
@@ -135,8 +136,9 @@ export class Mirror {
       onCommitted: (d) => this.evictor.added(d.size),
       onReleased: (digest) => this.evictor.released(digest),
     });
+    const space = new StorageSpace({ clock, logger: logger.child({ component: 'storage' }), onFull: () => this.evictor.trigger() });
     this.blobs = new ProxyBlobStore({
-      local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
+      local: this.localBlobs, upstreams, logger, clock, space, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
       onReleased: (digest) => this.evictor.released(digest),
       fillEvents: (upstream) => this.metrics.upstream(upstream),
     });

@@ -1,7 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ERROR_STATUS, RegistryError, type ErrorCode } from '../registry/errors.js';
+import { ERROR_STATUS, RegistryError, StorageUnavailable, type ErrorCode } from '../registry/errors.js';
 
 /** The OCI error body. */
 export function errorBody(code: ErrorCode, message: string, detail?: unknown): string {
@@ -35,6 +35,9 @@ function asRegistryError(error: FastifyError, request: FastifyRequest): Registry
   if (error.validation) return fromValidation(error);
   const framework = fromFramework(error);
   if (framework) return framework;
+  // A local write that failed (a full disk) is the mirror's trouble, and passes: 503, not 500.
+  const storage = StorageUnavailable.from(error, 'to storage');
+  if (storage) return storage;
   if (error.statusCode !== undefined && error.statusCode < 500) return new RegistryError('UNSUPPORTED', error.message);
   request.log.error({ err: error }, 'unexpected error');
   return new RegistryError('UNKNOWN', 'internal error');

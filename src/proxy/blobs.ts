@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../registry/clock.js';
 import { OCTET_STREAM } from '../registry/descriptor.js';
 import { parseDigest, type Digest, type ParsedDigest } from '../registry/digest.js';
-import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
+import { RegistryError, StorageUnavailable, UpstreamUnavailable } from '../registry/errors.js';
 import type { Readable } from 'node:stream';
 import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef, type StatResult } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
@@ -10,6 +10,7 @@ import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
 import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
+import type { StorageSpace } from './storageSpace.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
@@ -57,6 +58,8 @@ export interface ProxyBlobStoreOptions {
   readonly onReleased?: (digest: Digest) => void;
   /** Where the fills of each upstream report (metrics). */
   readonly fillEvents?: (upstream: string) => FillEvents;
+  /** Whether storage takes fills: told of every fill's local failure and commit; refuses new fills while failing. */
+  readonly space?: StorageSpace;
 }
 
 /** A cold blob on its way, as the status page shows it. */
@@ -186,6 +189,8 @@ export class ProxyBlobStore implements BlobStore {
   }
 
   private start(repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
+    // A full disk refuses new fills at once (503), before the upstream is asked for bytes that could not be kept.
+    this.options.space?.admit();
     const parsed = parseDigest(digest);
     const inFlight = new InFlight(repository, this.options.clock.now());
     const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
@@ -201,14 +206,24 @@ export class ProxyBlobStore implements BlobStore {
     const { started } = inFlight;
     started.then((source) => { inFlight.source = source; }, () => undefined);
     started.then(
-      (fill) => fill.done.catch((err: Error) => this.options.logger.warn(
-        { digest, upstream: repository.upstream, repository: repository.name, err: err.message }, 'blob fill failed')),
-      () => undefined,
+      (fill) => fill.done.then(() => this.options.space?.recovered(), (err: Error) => this.fillFailed(err, repository, digest)),
+      (err: unknown) => { if (err instanceof StorageUnavailable) this.options.space?.failed(err); },
     ).finally(() => {
       this.fills.delete(digest);
       this.options.onReleased?.(digest);
     });
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
+  }
+
+  /** A storage failure is logged once by `space`, not per fill; anything else is this fill's own warning. */
+  private fillFailed(err: Error, repository: RepositoryRef, digest: Digest): void {
+    const context = { digest, upstream: repository.upstream, repository: repository.name, err: err.message };
+    if (err instanceof StorageUnavailable && this.options.space) {
+      this.options.logger.debug(context, 'blob fill failed');
+      this.options.space.failed(err);
+      return;
+    }
+    this.options.logger.warn(context, 'blob fill failed');
   }
 
   /** One upstream GET into an upload; `createUpload` makes one whose name other replicas are told. */
@@ -224,7 +239,7 @@ export class ProxyBlobStore implements BlobStore {
       upload = await createUpload(response.size);
     } catch (err) {
       response.body.destroy();
-      throw err;
+      throw StorageUnavailable.from(err, 'a new upload') ?? err;
     }
     return new BlobFill({
       digest,

@@ -76,6 +76,31 @@ export class UpstreamDown extends UpstreamUnavailable {
   }
 }
 
+/** errno codes of a local write that failed because of the storage itself: full, over quota, read-only, failing. */
+const STORAGE_CODES: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE']);
+
+/**
+ * The mirror's own storage could not take a write (a full disk, an I/O
+ * error): 503, never blamed on the upstream, and never a 500. `reason` is
+ * the errno code.
+ */
+export class StorageUnavailable extends RegistryError {
+  constructor(message: string, readonly reason: string, retryAfterSeconds?: number) {
+    super('UNAVAILABLE', message, { storage: reason },
+      retryAfterSeconds === undefined ? undefined : { 'retry-after': String(retryAfterSeconds) });
+    this.name = 'StorageUnavailable';
+  }
+
+  /** The typed error for a failed local write, or undefined when `err` is no storage failure. */
+  static from(err: unknown, what: string): StorageUnavailable | undefined {
+    if (err instanceof StorageUnavailable) return err;
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    if (code === undefined || !STORAGE_CODES.has(code)) return undefined;
+    const words = code === 'ENOSPC' || code === 'EDQUOT' ? 'the mirror\'s storage is full' : 'the mirror\'s storage failed';
+    return new StorageUnavailable(`${words}: could not write ${what} (${code})`, code);
+  }
+}
+
 /** The upstream answered 429; callers may fall back to what is cached. */
 export class UpstreamRateLimited extends RegistryError {
   constructor(message: string, retryAfterSeconds: number | undefined) {
