@@ -135,6 +135,10 @@ export class Mirror {
       usage: this.usage,
       onCommitted: (d) => this.evictor.added(d.size),
       onReleased: (digest) => this.evictor.released(digest),
+      onReverified: (digest, outcome, reason) => {
+        if (outcome === 'removed') logger.error({ digest, reason }, 'a cached blob could not be read back intact: removed, the next request fills it again');
+        else logger.warn({ digest, reason }, 'a read of a cached blob failed; the blob hashes right and stays');
+      },
     });
     const space = new StorageSpace({ clock, logger: logger.child({ component: 'storage' }), onFull: () => this.evictor.trigger() });
     this.blobs = new ProxyBlobStore({

@@ -100,7 +100,9 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; acce
     method: ['POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v2/*',
     onRequest: async (request) => {
-      checkWriteTarget(mirror, request.params['*'], request.query.ns);
+      // onRequest comes before the query schema: `?ns=a&ns=b` is an array here, and only a string is a lookup key.
+      const ns: unknown = request.query.ns;
+      checkWriteTarget(mirror, request.params['*'], typeof ns === 'string' ? ns : undefined);
       throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');
     },
     handler: async () => undefined,
