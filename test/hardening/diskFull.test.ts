@@ -8,11 +8,10 @@
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { FakeClock } from '../fixtures/clock.js';
+import { getOutcome, type Outcome } from '../fixtures/outcome.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { seedImages, type SeededImage } from '../fixtures/seed.js';
@@ -68,19 +67,8 @@ function bigLayer(): string {
   return big.blobDigests.find((d) => d !== JSON.parse(big.manifest.toString()).config.digest)!;
 }
 
-async function getBlob(repository: string, digest: string): Promise<{ status: number; broken: boolean; digest?: string; code?: string; retryAfter?: string }> {
-  const res = await request(`${proxy.url}/v2/${repository}/blobs/${digest}`);
-  if (res.statusCode >= 400) {
-    const body = await res.body.json() as { errors: { code: string; message: string }[] };
-    return { status: res.statusCode, broken: false, code: body.errors[0]!.code, retryAfter: res.headers['retry-after'] as string | undefined };
-  }
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of res.body) hash.update(chunk as Buffer);
-  } catch {
-    return { status: res.statusCode, broken: true };
-  }
-  return { status: res.statusCode, broken: false, digest: `sha256:${hash.digest('hex')}` };
+function getBlob(repository: string, digest: string): Promise<Outcome> {
+  return getOutcome(`${proxy.url}/v2/${repository}/blobs/${digest}`);
 }
 
 async function settled(): Promise<void> {

@@ -17,6 +17,7 @@ import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { makeImage, MEDIA } from '../fixtures/images.js';
 import { serveOnLoopback, type LoopbackServer } from '../fixtures/net.js';
+import { getOutcome, type Outcome } from '../fixtures/outcome.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -74,27 +75,8 @@ after(async () => {
   await liar?.stop();
 });
 
-interface Outcome {
-  status: number;
-  /** The body was cut off. */
-  broken: boolean;
-  code?: string;
-  digest?: string;
-}
-
-async function get(path: string, headers: Record<string, string> = {}): Promise<Outcome> {
-  const res = await request(`${proxy.url}${path}`, { headers });
-  if (res.statusCode >= 400) {
-    const body = await res.body.json() as { errors: { code: string }[] };
-    return { status: res.statusCode, broken: false, code: body.errors[0]!.code };
-  }
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of res.body) hash.update(chunk as Buffer);
-  } catch {
-    return { status: res.statusCode, broken: true };
-  }
-  return { status: res.statusCode, broken: false, digest: `sha256:${hash.digest('hex')}` };
+function get(path: string, headers: Record<string, string> = {}): Promise<Outcome> {
+  return getOutcome(`${proxy.url}${path}`, headers);
 }
 
 async function settled(): Promise<void> {

@@ -6,11 +6,11 @@
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
+import { getOutcome } from '../fixtures/outcome.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { until } from '../fixtures/tools.js';
 
@@ -27,29 +27,18 @@ after(async () => {
   await fake?.stop();
 });
 
-async function get(url: string): Promise<{ status: number; digest?: string; broken: boolean }> {
-  const res = await request(url);
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of res.body) hash.update(chunk as Buffer);
-  } catch {
-    return { status: res.statusCode, broken: true };
-  }
-  return { status: res.statusCode, digest: `sha256:${hash.digest('hex')}`, broken: false };
-}
-
 test('a cached blob that cannot be read back is answered with an error, re-verified, removed, and filled again by the next request', async () => {
   const body = randomBytes(300 * 1024);
   const digest = fake.addBlob(body);
   const url = `${proxy.url}/v2/fake.test/reads/app/blobs/${digest}`;
-  assert.deepEqual(await get(url), { status: 200, digest, broken: false });
+  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
   while (proxy.mirror.blobs.activeFills > 0) await new Promise((r) => setTimeout(r, 10));
 
   const hex = digest.slice(7);
   const data = join(proxy.root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
   await rm(data);
   await mkdir(data);
-  const failed = await get(url);
+  const failed = await getOutcome(url);
   assert.ok(failed.broken || failed.status >= 500, `never a complete answer: ${JSON.stringify(failed)}`);
   assert.notEqual(failed.digest, digest);
   assert.ok(failed.status === 200 || failed.status === 500 || failed.status === 503, `status ${failed.status}`);
@@ -57,6 +46,6 @@ test('a cached blob that cannot be read back is answered with an error, re-verif
   await assert.rejects(stat(data), 'the unreadable blob is gone');
 
   fake.clearRequests();
-  assert.deepEqual(await get(url), { status: 200, digest, broken: false });
+  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
   assert.equal(fake.requests({ method: 'GET', path: `/v2/reads/app/blobs/${digest}` }).length, 1, 'filled afresh from the upstream');
 });
