@@ -155,6 +155,26 @@ test('a redirect loop: 503 after maxRedirects, nothing stored, the next answer c
   }, 'UNAVAILABLE');
 });
 
+test('an error body that never ends: only maxErrorBodySize of it is read, and the client gets 503 at once', async () => {
+  const digest = sha256(randomBytes(32));
+  let written = 0;
+  lies.set(`/v2/lies/errorbody/blobs/${digest}`, (_req, res) => {
+    res.writeHead(500, { 'content-type': 'application/json' });
+    res.write('{"errors":[{"code":"UNKNOWN","message":"');
+    const chunk = Buffer.alloc(16 * 1024, 0x61);
+    // Keeps writing for as long as anyone reads: whoever waits for its end waits forever.
+    const pump = (): void => {
+      while (!res.destroyed && res.write(chunk)) written += chunk.length;
+      if (!res.destroyed) res.once('drain', pump);
+    };
+    pump();
+  });
+  const lied = await get(`/v2/liar.test/lies/errorbody/blobs/${digest}`);
+  assert.equal(lied.status, 503);
+  assert.equal(lied.code, 'UNAVAILABLE');
+  assert.ok(written < 64 * 1024 * 1024, `the mirror stopped reading (the liar wrote ${written} bytes)`);
+});
+
 function newManifest(): { body: Buffer; digest: string } {
   const image = makeImage({ layerSizes: [1000] });
   return { body: image.manifest, digest: image.digest };
