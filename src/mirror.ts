@@ -8,6 +8,7 @@ import { CachedBlobStatter } from './cache/cachedStatter.js';
 import { CachedTagRecords } from './cache/cachedTags.js';
 import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } from './cache/memory.js';
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
+import { ReadRules } from './http/auth/rules.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
 import { StorageSpace } from './proxy/storageSpace.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
@@ -16,7 +17,7 @@ import { ProxyTagService } from './proxy/tags.js';
 import { systemClock, type Clock } from './registry/clock.js';
 import { UpstreamRouter } from './routing/router.js';
 import { LocalBlobStore, StorageBlobStatter } from './storage/blobs.js';
-import { listCachedRepositories } from './storage/catalog.js';
+import { CachedCatalog } from './storage/catalog.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from './registry/services.js';
 import { Evictor } from './storage/evictor.js';
@@ -73,6 +74,7 @@ export class Mirror {
   /** The operator's endpoints: metrics, probes, status page. */
   readonly admin: Admin;
   private readonly clients: Map<string, UpstreamClient>;
+  private readonly cachedCatalog: CachedCatalog;
   /** Present when `redis` is configured: shared caches, and replicas on this root. */
   private readonly redis: RedisServices | undefined;
 
@@ -85,11 +87,14 @@ export class Mirror {
     const { config, logger } = options;
     if (!config.redis) return new Mirror(options);
     const { RedisServices } = await import('./proxy/replicas/services.js');
-    const driver = new FilesystemDriver(config.storageRoot);
+    const driver = new FilesystemDriver(config.storageRoot, { umask: config.storage.umask });
     return new Mirror({ ...options, redis: new RedisServices({ settings: config.redis, driver, logger, clock: options.clock ?? systemClock }) }, driver);
   }
 
-  constructor(private readonly options: MirrorOptions, driver: StorageDriver = new FilesystemDriver(options.config.storageRoot)) {
+  constructor(
+    private readonly options: MirrorOptions,
+    driver: StorageDriver = new FilesystemDriver(options.config.storageRoot, { umask: options.config.storage.umask }),
+  ) {
     const { config, logger } = options;
     const clock = this.clock = options.clock ?? systemClock;
     this.driver = driver;
@@ -145,6 +150,9 @@ export class Mirror {
       local: this.localBlobs, upstreams, logger, clock, space, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
       onReleased: (digest) => this.evictor.released(digest),
       fillEvents: (upstream) => this.metrics.upstream(upstream),
+      // Where access rules restrict anything, an upstream's HEAD is no proof that it has a blob cached from
+      // elsewhere: it must serve the same bytes before the blob is linked (README "Security", cross-upstream access).
+      ...(restrictsAccess(config) ? { confirmByContent: () => true } : {}),
     });
     this.localManifests = new LocalManifestStore({
       driver: this.driver,
@@ -188,6 +196,7 @@ export class Mirror {
     this.referrers = new ProxyReferrersService({
       local: this.localReferrers, tags: this.tags, manifests: this.manifests, upstreams, logger, clock,
     });
+    this.cachedCatalog = new CachedCatalog({ driver: this.driver, clock, maxAgeMs: CATALOG_MAX_AGE_MS });
     this.admin = this.buildAdmin();
   }
 
@@ -236,8 +245,9 @@ export class Mirror {
     return this.clients.get(name);
   }
 
+  /** The cached repositories, from a walk at most `CATALOG_MAX_AGE_MS` old. */
   catalog(): Promise<string[]> {
-    return listCachedRepositories(this.driver);
+    return this.cachedCatalog.list();
   }
 
   /** Lets running fills finish (aborting them after `graceMs`), then closes upstream pools. */
@@ -264,6 +274,14 @@ export class Mirror {
     }
   }
 }
+
+/** True when `auth` rules keep some client from some repository. */
+function restrictsAccess(config: ResolvedConfig): boolean {
+  return config.auth !== undefined && !new ReadRules(config.auth.rules).everyonePullsEverything();
+}
+
+/** How long one walk of `repositories/` answers `_catalog`. */
+const CATALOG_MAX_AGE_MS = 5_000;
 
 /**
  * How old an upload must be before start-up removes it when replicas share

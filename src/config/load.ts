@@ -43,6 +43,7 @@ function resolveStorage(storage: Config['storage'], problems: ConfigProblems): S
     evictionIntervalMs: durationMs(storage.evictionInterval),
     evictionGraceMs: durationMs(storage.evictionGrace),
     usageFlushIntervalMs: durationMs(storage.usageFlushInterval),
+    umask: parseInt(storage.umask, 8),
   };
 }
 
@@ -116,12 +117,12 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
     limits: resolveLimits(config.limits, problems),
-    redis: config.redis && resolveRedis(config.redis, problems),
+    redis: config.redis && resolveRedis(config.redis, env, problems),
     admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
   };
 }
 
-function resolveRedis(r: RedisConfig, problems: ConfigProblems): RedisSettings {
+function resolveRedis(r: RedisConfig, env: NodeJS.ProcessEnv, problems: ConfigProblems): RedisSettings {
   const leaseTtlMs = durationMs(r.leaseTtl);
   // The lease is renewed every third of its life; below this, renewals would race the expiry.
   if (leaseTtlMs < 300) problems.add('/redis/leaseTtl', 'must be at least 300ms');
@@ -129,7 +130,9 @@ function resolveRedis(r: RedisConfig, problems: ConfigProblems): RedisSettings {
   if (keyTtlMs < 1000) problems.add('/redis/keyTtl', 'must be at least 1s');
   const commandTimeoutMs = durationMs(r.commandTimeout);
   if (commandTimeoutMs < 1) problems.add('/redis/commandTimeout', 'must be more than 0');
-  return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs };
+  const password = r.passwordEnv === undefined ? undefined : env[r.passwordEnv];
+  if (r.passwordEnv !== undefined && !password) problems.add('/redis/passwordEnv', `environment variable ${r.passwordEnv} is not set`);
+  return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs, ...(password ? { password } : {}) };
 }
 
 function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv, problems: ConfigProblems): UpstreamSettings {
@@ -144,6 +147,9 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     dockerHub: u.dockerHub ?? (u.name === 'docker.io' || url.hostname === 'docker.io' || url.hostname.endsWith('.docker.io')),
     credentials: resolveCredentials(u, index, env, problems),
     trustedRealms: u.trustedRealms ?? [],
+    allowedRedirectHosts: u.allowedRedirectHosts ?? [],
+    allowPrivateRedirects: u.allowPrivateRedirects ?? false,
+    maxBlobBytes: sizeBytes(u.maxBlobSize ?? defaults.maxBlobSize),
     timeouts: {
       connectMs: durationMs(timeouts.connect),
       headersMs: durationMs(timeouts.headers),

@@ -83,6 +83,8 @@ const UpstreamPolicy = {
   staleWhileRevalidate: Type.Optional(Duration),
   health: Type.Optional(Health),
   ...UpstreamLimits,
+  /** The largest blob a fill accepts (announced or not); a longer body is cut and nothing is stored. */
+  maxBlobSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })])),
 };
 
 const Upstream = Type.Object({
@@ -103,6 +105,10 @@ const Upstream = Type.Object({
   credentials: Type.Optional(Credentials),
   /** Token realms, besides the upstream's own registrable domain, trusted with credentials. */
   trustedRealms: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  /** Hosts (`minio.corp`, `*.s3.corp`, `10.1.2.3`) that redirects and token realms may point at although they are not public. */
+  allowedRedirectHosts: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  /** Redirects and token realms may point at any address, private ones included. */
+  allowPrivateRedirects: Type.Optional(Type.Boolean()),
   ...UpstreamPolicy,
 }, { additionalProperties: false });
 
@@ -113,6 +119,8 @@ const Upstream = Type.Object({
 const Redis = Type.Object({
   /** `redis://[user:password@]host:6379[/db]` or `rediss://` for TLS. */
   url: Type.String({ pattern: '^rediss?://', expected: 'a redis:// or rediss:// URL ("redis://redis:6379")' }),
+  /** An environment variable holding Redis' password (AUTH), so that it need not be in the file. */
+  passwordEnv: Type.Optional(Type.String({ minLength: 1 })),
   /** Prepended to every key, so several mirrors (or tests) can share one Redis. */
   keyPrefix: Type.String({ default: 'pullthrough:' }),
   /** Longest wait for any one Redis command before falling through to storage. */
@@ -194,6 +202,8 @@ export const ConfigSchema = Type.Object({
     evictionGrace: Type.String({ ...Duration, default: '10m' }),
     /** How often the last-use times of cached content are written (batched, not per request). */
     usageFlushInterval: Type.String({ ...Duration, default: '30s' }),
+    /** Permission bits withheld from what is written under the root (octal): `027` gives files 0640, directories 0750. */
+    umask: Type.String({ pattern: '^0?[0-7]{3}$', default: '027' }),
   }, { additionalProperties: false }),
   /** Images never evicted: `<upstream>/<repo>`, `<upstream>/<repo>:<tag>` or `<upstream>/<repo>@<digest>`. */
   pins: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
@@ -234,6 +244,7 @@ export const ConfigSchema = Type.Object({
     maxTokenResponseSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '1MiB', expected: Size.expected as string }),
     maxErrorBodySize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '4KiB', expected: Size.expected as string }),
     maxRedirects: Type.Integer({ minimum: 0, maximum: 20, default: 5 }),
+    maxBlobSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '20GiB' }),
   }, { additionalProperties: false, default: {} }),
   /** What the registry listener accepts from clients (README "Limits" says what a client sees at each). */
   limits: Type.Object({

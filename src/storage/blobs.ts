@@ -4,7 +4,8 @@ import { DigestVerifier, parseDigest, type Digest } from '../registry/digest.js'
 import { RegistryError } from '../registry/errors.js';
 import {
   GLOBAL_SCOPE, repositoryScope,
-  type BlobDescriptorService, type BlobHandle, type BlobStatter, type BlobStore, type ByteRange, type RepositoryRef, type Scope,
+  type BlobDescriptorService, type BlobHandle, type BlobStatter, type BlobStore, type ByteRange, type OpenedBlob, type RangeChooser,
+  type RepositoryRef, type Scope,
 } from '../registry/services.js';
 import type { StorageDriver, Upload } from './driver.js';
 import type { UsageRecorder } from './usage.js';
@@ -94,9 +95,9 @@ export class LocalBlobStore implements BlobStore {
     for (const repository of repositories) await this.link(repository, descriptor);
   }
 
-  /** A new upload for a fill, on the same storage as the blobs. */
-  createUpload(): Promise<Upload> {
-    return this.driver.createUpload();
+  /** A new upload for a fill of `digest` (or a staged import), on the same storage as the blobs. */
+  createUpload(forDigest?: Digest): Promise<Upload> {
+    return this.driver.createUpload(forDigest);
   }
 
   /** True while a reader has this blob open. */
@@ -125,30 +126,58 @@ export class LocalBlobStore implements BlobStore {
     return this.handle(descriptor, repository);
   }
 
-  /** A handle on a blob known to exist; opening it re-checks, since eviction may have removed it. */
+  /**
+   * A handle on a blob known to exist; opening it re-checks, since eviction
+   * may have removed it. Sizes come from the opened file: a descriptor that
+   * disagrees (a stale or forged cache entry) is forgotten in every tier.
+   */
   handle(descriptor: Descriptor, repository: RepositoryRef): BlobHandle {
     return {
       digest: descriptor.digest,
-      size: descriptor.size,
       cache: 'hit',
-      knownSize: async () => descriptor.size,
-      open: (range?: ByteRange) => this.open(descriptor.digest, repository, range),
+      open: async (range?: RangeChooser) => {
+        const opened = await this.openSized(descriptor.digest, repository, range);
+        if (opened.size !== descriptor.size) await this.forget(repository, descriptor.digest);
+        return opened;
+      },
     };
   }
 
   /** Streams a committed blob, whole or a range; BLOB_UNKNOWN (and forgotten) when it vanished. */
   async open(digest: Digest, repository: RepositoryRef, range?: ByteRange): Promise<Readable> {
+    return (await this.openSized(digest, repository, () => range)).stream;
+  }
+
+  private async openSized(digest: Digest, repository: RepositoryRef, range?: RangeChooser): Promise<OpenedBlob> {
     const path = blobDataPath(digest);
-    const stream = await this.driver.openReader(path, range);
-    if (stream) return this.track(digest, repository, path, stream);
+    const opened = await this.driver.openReader(path, range);
+    if (opened) return { ...opened, stream: this.track(digest, repository, path, opened.stream) };
     await this.forget(repository, digest);
     throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
 
-  /** Records that `repository` may use this blob (which must already be in storage). */
-  async link(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
+  /**
+   * Records that `repository` may use this blob, which must be in storage:
+   * BLOB_UNKNOWN (and forgotten) when it is not. Resolves with its
+   * descriptor as storage has it: the size recorded for the repository is
+   * the file's, whatever descriptor the caller had (a cached one may be
+   * stale, and one from Redis may be forged).
+   */
+  async link(repository: RepositoryRef, descriptor: Descriptor): Promise<Descriptor> {
+    const stored = await this.stored(descriptor.digest);
+    if (!stored) {
+      await this.forget(repository, descriptor.digest);
+      throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: descriptor.digest });
+    }
     await this.driver.putContent(layerLinkPath(repository, descriptor.digest), descriptor.digest);
-    await this.descriptors.setDescriptor(repositoryScope(repository), descriptor.digest, descriptor);
+    await this.descriptors.setDescriptor(repositoryScope(repository), descriptor.digest, stored);
+    return stored;
+  }
+
+  /** The blob's descriptor from its data file in storage (no cache tier), or undefined when it is not there. */
+  async stored(digest: Digest): Promise<Descriptor | undefined> {
+    const data = await this.driver.stat(blobDataPath(digest));
+    return data && !data.isDirectory ? { digest, size: data.size, mediaType: OCTET_STREAM } : undefined;
   }
 
   private track(digest: Digest, repository: RepositoryRef, path: string, stream: Readable): Readable {
@@ -194,9 +223,9 @@ export class LocalBlobStore implements BlobStore {
   private async hashesRight(digest: Digest): Promise<boolean> {
     const verifier = new DigestVerifier(parseDigest(digest));
     try {
-      const stream = await this.driver.openReader(blobDataPath(digest));
-      if (!stream) return false;
-      for await (const chunk of stream as AsyncIterable<Buffer>) verifier.update(chunk);
+      const opened = await this.driver.openReader(blobDataPath(digest));
+      if (!opened) return false;
+      for await (const chunk of opened.stream as AsyncIterable<Buffer>) verifier.update(chunk);
       verifier.check();
       return true;
     } catch {
