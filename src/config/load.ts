@@ -169,6 +169,7 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
       errorBodyBytes: sizeBytes(u.maxErrorBodySize ?? defaults.maxErrorBodySize),
       redirects: u.maxRedirects ?? defaults.maxRedirects,
     },
+    fills: { concurrent: u.maxConcurrentFills ?? defaults.maxConcurrentFills, queue: u.fillQueue ?? defaults.fillQueue },
   };
 }
 

@@ -62,6 +62,10 @@ const UpstreamLimits = {
   maxErrorBodySize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })], { expected: Size.expected as string })),
   /** Redirects followed for one blob request (a CDN is one). */
   maxRedirects: Type.Optional(Type.Integer({ minimum: 0, maximum: 20 })),
+  /** Blob fills from this upstream at once (its blob connections); more wait in the fill queue. */
+  maxConcurrentFills: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+  /** Fills that may wait for one of those; one more is answered 503 with Retry-After at once. */
+  fillQueue: Type.Optional(Type.Integer({ minimum: 0 })),
 };
 
 /** Settings an upstream may set for itself; `upstreamDefaults` sets them for all. */
@@ -244,6 +248,8 @@ export const ConfigSchema = Type.Object({
     maxTokenResponseSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '1MiB', expected: Size.expected as string }),
     maxErrorBodySize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '4KiB', expected: Size.expected as string }),
     maxRedirects: Type.Integer({ minimum: 0, maximum: 20, default: 5 }),
+    maxConcurrentFills: Type.Integer({ minimum: 1, maximum: 1024, default: 32 }),
+    fillQueue: Type.Integer({ minimum: 0, default: 256 }),
     maxBlobSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '20GiB' }),
   }, { additionalProperties: false, default: {} }),
   /** What the registry listener accepts from clients (README "Limits" says what a client sees at each). */

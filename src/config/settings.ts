@@ -45,6 +45,8 @@ export interface UpstreamSettings {
   readonly staleWhileRevalidateMs: number;
   readonly health: UpstreamHealthSettings;
   readonly limits: UpstreamLimitSettings;
+  /** Blob fills at once, and how many may wait for one (`maxConcurrentFills`, `fillQueue`). */
+  readonly fills: { readonly concurrent: number; readonly queue: number };
 }
 
 /** What is read from an upstream at most (`maxManifestSize` and its siblings). */

@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef, type StatResult } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
 import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
-import { BLOB_CONNECTIONS, type UpstreamClient } from '../upstream/client.js';
+import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill, blobTooLarge } from './fill.js';
 import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
 import type { StorageSpace } from './storageSpace.js';
@@ -62,7 +62,7 @@ export interface ProxyBlobStoreOptions {
   readonly fillEvents?: (upstream: string) => FillEvents;
   /** Whether storage takes fills: told of every fill's local failure and commit; refuses new fills while failing. */
   readonly space?: StorageSpace;
-  /** Fills of one upstream running at once; more wait (`FillSlots`). Default the blob pool's size. */
+  /** Fills of one upstream running at once; more wait (`FillSlots`). Default the upstream's `maxConcurrentFills`. */
   readonly fillsPerUpstream?: number;
   /**
    * For repositories this answers true, a blob already in storage (or on
@@ -287,7 +287,11 @@ export class ProxyBlobStore implements BlobStore {
   /** The fill slots of an upstream. */
   private slotsFor(upstream: string): FillSlots {
     let slots = this.slots.get(upstream);
-    if (!slots) this.slots.set(upstream, slots = new FillSlots({ limit: this.options.fillsPerUpstream ?? BLOB_CONNECTIONS }));
+    if (!slots) {
+      const { fills } = this.options.upstreams(upstream).settings;
+      slots = new FillSlots({ limit: this.options.fillsPerUpstream ?? fills.concurrent, queue: fills.queue, upstream });
+      this.slots.set(upstream, slots);
+    }
     return slots;
   }
 

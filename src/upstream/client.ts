@@ -66,12 +66,6 @@ export interface UpstreamClientOptions {
   readonly events?: UpstreamEvents;
 }
 
-/**
- * Connections per origin for blob bodies, a pool of their own: however many
- * fills run (and a client can start many, then leave), manifests, HEADs and
- * tag lists keep the metadata pool to themselves.
- */
-export const BLOB_CONNECTIONS = 32;
 const METADATA_CONNECTIONS = 64;
 /** What one tag-list page may be at most, when the caller sets no smaller budget. */
 const MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024;
@@ -196,7 +190,9 @@ export class UpstreamClient {
       connections,
     });
     this.dispatcher = agent(METADATA_CONNECTIONS);
-    this.blobDispatcher = agent(BLOB_CONNECTIONS);
+    // Blob bodies have a pool of their own, one connection per fill slot (`maxConcurrentFills`): however many
+    // fills run (and a client can start many, then leave), manifests, HEADs and tag lists keep theirs.
+    this.blobDispatcher = agent(settings.fills.concurrent);
   }
 
   get name(): string {
