@@ -204,6 +204,26 @@ test('a Docker-Content-Digest that does not match the body: 502, nothing stored,
   assert.equal(await manifestRevisions('lies/digest'), 1, 'the true manifest is cached');
 });
 
+test('a manifest whose Content-Type disagrees with its mediaType: 502, nothing stored, the next answer cached', async () => {
+  const { body, digest } = newManifest();
+  const path = `/v2/lies/mediatype/manifests/${digest}`;
+  lies.set(path, (req, res) => {
+    // The body says OCI image manifest; the header says Docker schema 2.
+    res.writeHead(200, { 'content-length': body.length, 'docker-content-digest': digest, 'content-type': MEDIA.dockerManifest })
+      .end(req.method === 'HEAD' ? undefined : body);
+  });
+  const lied = await get(`/v2/liar.test/lies/mediatype/manifests/${digest}`, { accept: `${MEDIA.ociManifest}, ${MEDIA.dockerManifest}` });
+  assert.equal(lied.status, 502, JSON.stringify(lied));
+  assert.equal(lied.code, 'UPSTREAM_INVALID');
+  assert.equal(await manifestRevisions('lies/mediatype'), 0, 'nothing stored');
+
+  lies.delete(path);
+  manifests.set(path, { body, mediaType: MEDIA.ociManifest });
+  const truth = await get(`/v2/liar.test/lies/mediatype/manifests/${digest}`, { accept: MEDIA.ociManifest });
+  assert.deepEqual(truth, { status: 200, broken: false, digest });
+  assert.equal(await manifestRevisions('lies/mediatype'), 1, 'the true manifest is cached');
+});
+
 async function manifestRevisions(repository: string): Promise<number> {
   const dir = join(proxy.root, 'repositories', 'liar.test', repository, '_manifests', 'revisions', 'sha256');
   return (await readdir(dir).catch(() => [])).length;
