@@ -137,7 +137,11 @@ export class LocalBlobStore implements BlobStore {
       cache: 'hit',
       open: async (range?: RangeChooser) => {
         const opened = await this.openSized(descriptor.digest, repository, range);
-        if (opened.size !== descriptor.size) await this.forget(repository, descriptor.digest);
+        if (opened.size !== descriptor.size) {
+          await this.forget(repository, descriptor.digest);
+          // A stale or forged descriptor, or a file cut short on disk: hashing it again tells which.
+          void this.reverify(descriptor.digest, repository, `size ${opened.size}, recorded ${descriptor.size}`);
+        }
         return opened;
       },
     };

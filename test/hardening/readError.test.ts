@@ -7,7 +7,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { getOutcome } from '../fixtures/outcome.js';
@@ -48,4 +48,21 @@ test('a cached blob that cannot be read back is answered with an error, re-verif
   fake.clearRequests();
   assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
   assert.equal(fake.requests({ method: 'GET', path: `/v2/reads/app/blobs/${digest}` }).length, 1, 'filled afresh from the upstream');
+});
+
+test('a cached blob cut short on disk is found by its size, re-verified, removed, and filled again', async () => {
+  const body = randomBytes(200 * 1024);
+  const digest = fake.addBlob(body);
+  const url = `${proxy.url}/v2/fake.test/reads/short/blobs/${digest}`;
+  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
+  while (proxy.mirror.blobs.activeFills > 0) await new Promise((r) => setTimeout(r, 10));
+  const hex = digest.slice(7);
+  const data = join(proxy.root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+  await truncate(data, 1000);
+  const short = await getOutcome(url);
+  assert.notEqual(short.digest, digest, 'never a complete answer of the wrong bytes under the digest... it cannot be whole');
+  await until('re-verified and removed', async () => !(await stat(data).then(() => true, () => false)));
+  fake.clearRequests();
+  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
+  assert.equal(fake.requests({ method: 'GET', path: `/v2/reads/short/blobs/${digest}` }).length, 1, 'filled afresh from the upstream');
 });
