@@ -27,15 +27,25 @@ after(async () => {
   await fake?.stop();
 });
 
-test('a cached blob that cannot be read back is answered with an error, re-verified, removed, and filled again by the next request', async () => {
-  const body = randomBytes(300 * 1024);
-  const digest = fake.addBlob(body);
-  const url = `${proxy.url}/v2/fake.test/reads/app/blobs/${digest}`;
+/** A blob fetched through the mirror and committed: its URL there, and its data file. */
+async function cachedBlob(repository: string): Promise<{ digest: string; url: string; data: string }> {
+  const digest = fake.addBlob(randomBytes(200 * 1024));
+  const url = `${proxy.url}/v2/fake.test/${repository}/blobs/${digest}`;
   assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
   while (proxy.mirror.blobs.activeFills > 0) await new Promise((r) => setTimeout(r, 10));
-
   const hex = digest.slice(7);
-  const data = join(proxy.root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+  return { digest, url, data: join(proxy.root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data') };
+}
+
+/** The next request goes upstream again, and gets the right bytes. */
+async function filledAfresh(repository: string, digest: string, url: string): Promise<void> {
+  fake.clearRequests();
+  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
+  assert.equal(fake.requests({ method: 'GET', path: `/v2/${repository}/blobs/${digest}` }).length, 1, 'filled afresh from the upstream');
+}
+
+test('a cached blob that cannot be read back is answered with an error, re-verified, removed, and filled again by the next request', async () => {
+  const { digest, url, data } = await cachedBlob('reads/app');
   await rm(data);
   await mkdir(data);
   const failed = await getOutcome(url);
@@ -45,24 +55,14 @@ test('a cached blob that cannot be read back is answered with an error, re-verif
   await until('re-verified and removed', () => proxy.logs().some((l) => l['digest'] === digest && String(l['msg']).includes('removed')));
   await assert.rejects(stat(data), 'the unreadable blob is gone');
 
-  fake.clearRequests();
-  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
-  assert.equal(fake.requests({ method: 'GET', path: `/v2/reads/app/blobs/${digest}` }).length, 1, 'filled afresh from the upstream');
+  await filledAfresh('reads/app', digest, url);
 });
 
 test('a cached blob cut short on disk is found by its size, re-verified, removed, and filled again', async () => {
-  const body = randomBytes(200 * 1024);
-  const digest = fake.addBlob(body);
-  const url = `${proxy.url}/v2/fake.test/reads/short/blobs/${digest}`;
-  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
-  while (proxy.mirror.blobs.activeFills > 0) await new Promise((r) => setTimeout(r, 10));
-  const hex = digest.slice(7);
-  const data = join(proxy.root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+  const { digest, url, data } = await cachedBlob('reads/short');
   await truncate(data, 1000);
   const short = await getOutcome(url);
-  assert.notEqual(short.digest, digest, 'never a complete answer of the wrong bytes under the digest... it cannot be whole');
+  assert.notEqual(short.digest, digest, 'the bytes cut short never hash to the digest');
   await until('re-verified and removed', async () => !(await stat(data).then(() => true, () => false)));
-  fake.clearRequests();
-  assert.deepEqual(await getOutcome(url), { status: 200, digest, broken: false });
-  assert.equal(fake.requests({ method: 'GET', path: `/v2/reads/short/blobs/${digest}` }).length, 1, 'filled afresh from the upstream');
+  await filledAfresh('reads/short', digest, url);
 });
