@@ -39,7 +39,7 @@ async function startOnce(root: string): Promise<number> {
   const begin = performance.now();
   const mirror = await Mirror.create({ config, logger: createLogger('silent') });
   await mirror.start();
-  const app = buildApp({ mirror, logger: createLogger('silent') });
+  const app = buildApp({ mirror, logger: createLogger('silent'), limits: config.limits });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const res = await app.inject({ method: 'GET', url: '/v2/' });
   const elapsed = performance.now() - begin;

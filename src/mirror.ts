@@ -10,6 +10,7 @@ import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } f
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
 import { ReadRules } from './http/auth/rules.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
+import { StorageSpace } from './proxy/storageSpace.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
 import { ProxyReferrersService } from './proxy/referrers.js';
 import { ProxyTagService } from './proxy/tags.js';
@@ -162,9 +163,16 @@ export class Mirror {
         // A blob read here is in use: its "has" record lives on (refreshed at most once a minute).
         void peers?.directory.announce(digest);
       },
+      onReverified: (digest, outcome, reason) => {
+        if (outcome === 'removed') {
+          logger.error({ digest, reason }, 'a cached blob could not be read back intact: removed, the next request fills it again');
+          void peers?.directory.withdraw(digest);
+        } else logger.warn({ digest, reason }, 'a read of a cached blob failed; the blob hashes right and stays');
+      },
     });
+    const space = new StorageSpace({ clock, logger: logger.child({ component: 'storage' }), onFull: () => this.evictor.trigger() });
     this.blobs = new ProxyBlobStore({
-      local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
+      local: this.localBlobs, upstreams, logger, clock, space, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
       onReleased: (digest) => this.evictor.released(digest),
       fillEvents: (upstream) => this.metrics.upstream(upstream),
       // Where access rules restrict anything, an upstream's HEAD is no proof that it has a blob cached from

@@ -7,7 +7,7 @@ import { addSchemaErrors, ConfigProblems } from './problems.js';
 import { resolveAuth, resolveTls } from './access.js';
 import { ConfigSchema, type Config, type PeersConfig, type RedisConfig, type UpstreamConfig } from './schema.js';
 import {
-  ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
+  ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type ServerLimits, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
 } from './settings.js';
 import { configValidator } from './validator.js';
 
@@ -115,6 +115,7 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     upstreams,
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
+    limits: resolveLimits(config.limits, problems),
     redis: config.redis && resolveRedis(config.redis, env, problems),
     peers: config.peers && resolvePeers(config, config.peers, env, problems),
     admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
@@ -199,7 +200,33 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     revalidateTimeoutMs: positiveDuration(u.revalidateTimeout ?? defaults.revalidateTimeout, `/upstreams/${index}/revalidateTimeout`),
     staleWhileRevalidateMs: staleWhileRevalidate === undefined ? 0 : durationMs(staleWhileRevalidate),
     health: resolveHealth({ ...defaults.health, ...u.health }, index),
+    limits: {
+      manifestBytes: sizeBytes(u.maxManifestSize ?? defaults.maxManifestSize),
+      tokenResponseBytes: sizeBytes(u.maxTokenResponseSize ?? defaults.maxTokenResponseSize),
+      errorBodyBytes: sizeBytes(u.maxErrorBodySize ?? defaults.maxErrorBodySize),
+      redirects: u.maxRedirects ?? defaults.maxRedirects,
+    },
+    fills: { concurrent: u.maxConcurrentFills ?? defaults.maxConcurrentFills, queue: u.fillQueue ?? defaults.fillQueue },
   };
+}
+
+function resolveLimits(limits: Config['limits'], problems: ConfigProblems): ServerLimits {
+  const resolved: ServerLimits = {
+    headerBytes: sizeBytes(limits.headerSize),
+    headersTimeoutMs: durationMs(limits.headersTimeout),
+    requestTimeoutMs: durationMs(limits.requestTimeout),
+    idleTimeoutMs: durationMs(limits.idleTimeout),
+    keepAliveTimeoutMs: durationMs(limits.keepAliveTimeout),
+    maxConnections: limits.maxConnections,
+    maxPageSize: limits.maxPageSize,
+  };
+  // Zero would switch node's timers off: each limit must be one.
+  for (const key of ['headersTimeout', 'requestTimeout', 'idleTimeout', 'keepAliveTimeout'] as const) {
+    if (durationMs(limits[key]) <= 0) problems.add(`/limits/${key}`, 'must be more than 0');
+  }
+  // Node refuses a server whose head may take longer than its whole request.
+  if (resolved.headersTimeoutMs > resolved.requestTimeoutMs) problems.add('/limits/headersTimeout', 'must not exceed requestTimeout');
+  return resolved;
 }
 
 function resolveHealth(health: Required<NonNullable<UpstreamConfig['health']>>, index: number): UpstreamHealthSettings {

@@ -49,6 +49,25 @@ const Credentials = Type.Object({
   passwordEnv: Type.Optional(Type.String({ minLength: 1 })),
 }, { additionalProperties: false });
 
+/**
+ * What pullthrough reads from an upstream at most: a registry it does not
+ * control must not make it buffer without bound. Each limit is per upstream.
+ */
+const UpstreamLimits = {
+  /** A manifest (and a referrers list) larger than this is refused, by its Content-Length before any byte is read. */
+  maxManifestSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })], { expected: Size.expected as string })),
+  /** A token service's answer larger than this is refused. */
+  maxTokenResponseSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })], { expected: Size.expected as string })),
+  /** Of an upstream's error body only this much is read for its message; the rest is discarded. */
+  maxErrorBodySize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })], { expected: Size.expected as string })),
+  /** Redirects followed for one blob request (a CDN is one). */
+  maxRedirects: Type.Optional(Type.Integer({ minimum: 0, maximum: 20 })),
+  /** Blob fills from this upstream at once (its blob connections); more wait in the fill queue. */
+  maxConcurrentFills: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+  /** Fills that may wait for one of those; one more is answered 503 with Retry-After at once. */
+  fillQueue: Type.Optional(Type.Integer({ minimum: 0 })),
+};
+
 /** Settings an upstream may set for itself; `upstreamDefaults` sets them for all. */
 const UpstreamPolicy = {
   timeouts: Type.Optional(Timeouts),
@@ -67,6 +86,7 @@ const UpstreamPolicy = {
   /** A record older than tagMaxAge by at most this is served at once while one background HEAD refreshes it. Off by default. */
   staleWhileRevalidate: Type.Optional(Duration),
   health: Type.Optional(Health),
+  ...UpstreamLimits,
   /** The largest blob a fill accepts (announced or not); a longer body is cut and nothing is stored. */
   maxBlobSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })])),
 };
@@ -250,7 +270,31 @@ export const ConfigSchema = Type.Object({
       backoff: Type.String({ ...Duration, default: '5s' }),
       maxBackoff: Type.String({ ...Duration, default: '1m' }),
     }, { additionalProperties: false, default: {} }),
+    // As Distribution: 4 MiB is the spec's suggested minimum a registry accepts.
+    maxManifestSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '4MiB', expected: Size.expected as string }),
+    maxTokenResponseSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '1MiB', expected: Size.expected as string }),
+    maxErrorBodySize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '4KiB', expected: Size.expected as string }),
+    maxRedirects: Type.Integer({ minimum: 0, maximum: 20, default: 5 }),
+    maxConcurrentFills: Type.Integer({ minimum: 1, maximum: 1024, default: 32 }),
+    fillQueue: Type.Integer({ minimum: 0, default: 256 }),
     maxBlobSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '20GiB' }),
+  }, { additionalProperties: false, default: {} }),
+  /** What the registry listener accepts from clients (README "Limits" says what a client sees at each). */
+  limits: Type.Object({
+    /** Request line and headers together larger than this: 431. */
+    headerSize: Type.Union([Size, Type.Integer({ minimum: 1024 })], { default: '16KiB', expected: Size.expected as string }),
+    /** A client that has not sent its whole request head within this is answered 408 and cut (slowloris). */
+    headersTimeout: Type.String({ ...Duration, default: '20s' }),
+    /** The whole request (head and any body) must have arrived within this; the response is not bounded by it. */
+    requestTimeout: Type.String({ ...Duration, default: '1m' }),
+    /** A connection on which no byte moves either way for this long is closed: a stalled reader, a dead peer. A response still moving is never cut. */
+    idleTimeout: Type.String({ ...Duration, default: '2m' }),
+    /** An idle keep-alive connection is closed after this. */
+    keepAliveTimeout: Type.String({ ...Duration, default: '72s' }),
+    /** Connections open at once; one more is closed at once. */
+    maxConnections: Type.Integer({ minimum: 1, default: 4096 }),
+    /** The most entries one page of tags/list or _catalog holds, whatever `n` asks for. */
+    maxPageSize: Type.Integer({ minimum: 1, default: 10000 }),
   }, { additionalProperties: false, default: {} }),
   /** How long SIGTERM waits for running responses and fills. */
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),

@@ -44,6 +44,28 @@ export interface UpstreamSettings {
   /** How long past tagMaxAge a record is served at once while a background HEAD refreshes it; 0: off. */
   readonly staleWhileRevalidateMs: number;
   readonly health: UpstreamHealthSettings;
+  readonly limits: UpstreamLimitSettings;
+  /** Blob fills at once, and how many may wait for one (`maxConcurrentFills`, `fillQueue`). */
+  readonly fills: { readonly concurrent: number; readonly queue: number };
+}
+
+/** What is read from an upstream at most (`maxManifestSize` and its siblings). */
+export interface UpstreamLimitSettings {
+  readonly manifestBytes: number;
+  readonly tokenResponseBytes: number;
+  readonly errorBodyBytes: number;
+  readonly redirects: number;
+}
+
+/** The `limits` block: what the registry listener accepts from clients. */
+export interface ServerLimits {
+  readonly headerBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly maxPageSize: number;
 }
 
 /** When an upstream counts as down (`src/upstream/health.ts`). */
@@ -116,6 +138,7 @@ export interface ResolvedConfig {
   readonly upstreams: readonly UpstreamSettings[];
   readonly defaultUpstream: string;
   readonly shutdownGraceMs: number;
+  readonly limits: ServerLimits;
   /** Undefined when no `redis` key is configured: memory and storage only, one process per storage root. */
   readonly redis: RedisSettings | undefined;
   /** Undefined when no `peers` key is configured: no internal endpoint, no peer fetches. */

@@ -1,10 +1,11 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import type { Server as TlsServer } from 'node:tls';
+import type { ServerLimits } from '../config/settings.js';
 import type { Logger } from 'pino';
 import type { RegistryServices } from './services.js';
 import { OPEN_ACCESS, type ClientAccess } from './auth/access.js';
 import type { TlsListener } from './tls.js';
-import { registerErrorHandling } from './errors.js';
+import { clientErrorHandler, registerErrorHandling, sendFrameworkError } from './errors.js';
 import { registerRequestReport } from './report.js';
 import { registryRoutes } from './routes/registry.js';
 
@@ -17,6 +18,22 @@ export interface AppOptions {
   readonly access?: ClientAccess;
   /** HTTPS (`listen.tls`); plain HTTP by default. */
   readonly tls?: TlsListener;
+  /** What the listener accepts from clients (`limits`). */
+  readonly limits: ServerLimits;
+}
+
+/**
+ * node's server options for the limits. node checks the head and request
+ * timeouts only every `connectionsCheckingInterval` (30 s by default), which
+ * would let a slowloris connection live that long past its timeout.
+ */
+function serverOptions(limits: ServerLimits): { maxHeaderSize: number; headersTimeout: number; requestTimeout: number; connectionsCheckingInterval: number } {
+  return {
+    maxHeaderSize: limits.headerBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+  };
 }
 
 /**
@@ -24,8 +41,9 @@ export interface AppOptions {
  * never opens a blob or starts a fill. Every answer carries the API version
  * header; every request ends in exactly one log line.
  */
-export function buildApp({ mirror, logger, plugins = [], access = OPEN_ACCESS, tls }: AppOptions): FastifyInstance {
+export function buildApp({ mirror, logger, plugins = [], access = OPEN_ACCESS, tls, limits }: AppOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = logger;
+  const nodeOptions = serverOptions(limits);
   const app: FastifyInstance = Fastify({
     loggerInstance,
     // Our onResponse hook writes the one line per request.
@@ -38,9 +56,19 @@ export function buildApp({ mirror, logger, plugins = [], access = OPEN_ACCESS, t
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     requestIdHeader: false,
-    ...(tls ? { https: tls.serverOptions } : {}),
+    // Malformed percent-encodings and the like answer OCI error JSON too, not fastify's own body.
+    frameworkErrors: sendFrameworkError,
+    // Errors before a request exists (a head too large or too slow, bad HTTP): OCI error JSON on the raw socket.
+    clientErrorHandler,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionTimeout: limits.idleTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    ...(tls ? { https: { ...tls.serverOptions, ...nodeOptions } } : { http: nodeOptions }),
   }) as unknown as FastifyInstance;
   if (tls) tls.attach(app.server as unknown as TlsServer);
+  app.server.maxConnections = limits.maxConnections;
+  // fastify sets these after creating the server; node reads the head timeout from the server object too.
+  app.server.headersTimeout = limits.headersTimeoutMs;
   // Set by the first onRequest hook; fastify wants no shared object as a decoration's initial value.
   app.decorateRequest('identity', null);
 
@@ -62,7 +90,7 @@ export function buildApp({ mirror, logger, plugins = [], access = OPEN_ACCESS, t
   closeConnectionsGoingIdle(app);
 
   registerErrorHandling(app);
-  void app.register(registryRoutes, { mirror, access });
+  void app.register(registryRoutes, { mirror, access, maxPageSize: limits.maxPageSize });
   for (const plugin of plugins) void app.register(plugin);
   return app;
 }

@@ -2,14 +2,15 @@ import type { Logger } from 'pino';
 import type { Clock } from '../registry/clock.js';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
 import { parseDigest, type Digest, type ParsedDigest } from '../registry/digest.js';
-import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
+import { RegistryError, StorageUnavailable, UpstreamUnavailable } from '../registry/errors.js';
 import type { Readable } from 'node:stream';
 import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef, type StatResult } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
 import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
-import { BLOB_CONNECTIONS, type UpstreamClient } from '../upstream/client.js';
+import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill, blobTooLarge } from './fill.js';
 import type { BlobBody, FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
+import type { StorageSpace } from './storageSpace.js';
 import { FillSlots } from './fillSlots.js';
 import { sameBytes } from './sameBytes.js';
 
@@ -59,7 +60,9 @@ export interface ProxyBlobStoreOptions {
   readonly onReleased?: (digest: Digest) => void;
   /** Where the fills of each upstream report (metrics). */
   readonly fillEvents?: (upstream: string) => FillEvents;
-  /** Fills of one upstream running at once; more wait (`FillSlots`). Default the blob pool's size. */
+  /** Whether storage takes fills: told of every fill's local failure and commit; refuses new fills while failing. */
+  readonly space?: StorageSpace;
+  /** Fills of one upstream running at once; more wait (`FillSlots`). Default the upstream's `maxConcurrentFills`. */
   readonly fillsPerUpstream?: number;
   /**
    * For repositories this answers true, a blob already in storage (or on
@@ -248,6 +251,8 @@ export class ProxyBlobStore implements BlobStore {
   }
 
   private start(repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
+    // A full disk refuses new fills at once (503), before the upstream is asked for bytes that could not be kept.
+    this.options.space?.admit();
     const parsed = parseDigest(digest);
     const inFlight = new InFlight(repository, this.options.clock.now());
     const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
@@ -268,9 +273,8 @@ export class ProxyBlobStore implements BlobStore {
     const { started } = inFlight;
     started.then((source) => { inFlight.source = source; }, () => undefined);
     started.then(
-      (fill) => fill.done.catch((err: Error) => this.options.logger.warn(
-        { digest, upstream: repository.upstream, repository: repository.name, err: err.message }, 'blob fill failed')),
-      () => undefined,
+      (fill) => fill.done.then(() => this.options.space?.recovered(), (err: Error) => this.fillFailed(err, repository, digest)),
+      (err: unknown) => { if (err instanceof StorageUnavailable) this.options.space?.failed(err); },
     ).finally(() => {
       this.fills.delete(digest);
       this.options.onReleased?.(digest);
@@ -278,10 +282,26 @@ export class ProxyBlobStore implements BlobStore {
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 
+  /** A storage failure is logged once by `space`, not per fill; anything else is this fill's own warning. */
+  private fillFailed(err: Error, repository: RepositoryRef, digest: Digest): void {
+    const context = { digest, upstream: repository.upstream, repository: repository.name, err: err.message };
+    if (err instanceof StorageUnavailable && this.options.space) {
+      this.options.logger.debug(context, 'blob fill failed');
+      this.options.space.failed(err);
+      return;
+    }
+    this.options.logger.warn(context, 'blob fill failed');
+  }
+
+  /** One upstream GET into an upload; `createUpload` makes one whose name other replicas are told. */
   /** The fill slots of an upstream. */
   private slotsFor(upstream: string): FillSlots {
     let slots = this.slots.get(upstream);
-    if (!slots) this.slots.set(upstream, slots = new FillSlots({ limit: this.options.fillsPerUpstream ?? BLOB_CONNECTIONS }));
+    if (!slots) {
+      const { fills } = this.options.upstreams(upstream).settings;
+      slots = new FillSlots({ limit: this.options.fillsPerUpstream ?? fills.concurrent, queue: fills.queue, upstream });
+      this.slots.set(upstream, slots);
+    }
     return slots;
   }
 
@@ -337,7 +357,7 @@ export class ProxyBlobStore implements BlobStore {
       upload = await how.createUpload(response.size);
     } catch (err) {
       response.body.destroy();
-      throw err;
+      throw StorageUnavailable.from(err, 'a new upload') ?? err;
     }
     return new BlobFill({
       digest,

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Clock, Timer } from '../registry/clock.js';
 import { DigestVerifier, type ParsedDigest } from '../registry/digest.js';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
-import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
+import { RegistryError, StorageUnavailable, UpstreamUnavailable } from '../registry/errors.js';
 import type { ByteRange } from '../registry/services.js';
 import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
 import type { Upload } from '../storage/driver.js';
@@ -235,7 +235,7 @@ export class BlobFill implements GrowingSource {
           events.received(length);
           this.signal.notify();
           callback();
-        }, callback);
+        }, (err: unknown) => callback(localFailure(err)));
       },
     });
     try {
@@ -245,7 +245,7 @@ export class BlobFill implements GrowingSource {
       }
       verifier.check();
       const descriptor: Descriptor = { digest: this.digest.digest, size: this.bytesWritten, mediaType: OCTET_STREAM };
-      await this.options.commit(upload, descriptor);
+      await this.options.commit(upload, descriptor).catch((err: unknown) => { throw localFailure(err); });
       this.committedSize = this.bytesWritten;
       this.state = 'committed';
       events.finished(true, seconds(), undefined);
@@ -267,4 +267,10 @@ export class BlobFill implements GrowingSource {
       this.signal.notify();
     }
   }
+}
+
+/** A write or commit of ours that failed: the storage's fault, never the upstream's (a full disk is not "upstream broke off"). */
+function localFailure(err: unknown): Error {
+  if (err instanceof RegistryError) return err;
+  return StorageUnavailable.from(err, 'the blob') ?? new RegistryError('UNKNOWN', `storing the blob failed (${(err as Error).message})`);
 }

@@ -1,4 +1,17 @@
-import { UpstreamUnavailable } from '../registry/errors.js';
+import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
+
+/**
+ * The fill queue of an upstream is full: 503 with `Retry-After` at once,
+ * instead of one more request piling up. Not the upstream's failure: it
+ * says nothing of its health.
+ */
+export class FillQueueFull extends RegistryError {
+  constructor(upstream: string | undefined, running: number, waiting: number) {
+    super('UNAVAILABLE', `too many blob fills at once${upstream ? ` for upstream ${upstream}` : ''} (${running} running, ${waiting} waiting); try again shortly`,
+      { fillsRunning: running, fillsWaiting: waiting }, { 'retry-after': '1' });
+    this.name = 'FillQueueFull';
+  }
+}
 
 /** A running fill as the slots see it: whether anyone still reads it, and how to cut it. */
 export interface PreemptibleFill {
@@ -18,6 +31,10 @@ export interface FillSlot {
 export interface FillSlotsOptions {
   /** Fills that may run at once. */
   readonly limit: number;
+  /** Fills that may wait for a slot; one more is refused at once (`FillQueueFull`). Unbounded by default. */
+  readonly queue?: number;
+  /** Names the upstream in the refusal. */
+  readonly upstream?: string;
 }
 
 class Slot implements FillSlot {
@@ -49,8 +66,9 @@ class Slot implements FillSlot {
  * nobody reads any more is cut to make room (its next pull starts it
  * again). Fills that still have readers are never cut for another.
  *
- * The one place fills queue; the hardening of the fill queue (limits per
- * client, a bound on waiting) extends this class.
+ * The queue is bounded (`queue`): past it a new fill is refused at once
+ * with 503 and `Retry-After`, so a burst of cold pulls can never pile up
+ * without bound in memory and sockets.
  */
 export class FillSlots {
   private readonly running = new Set<Slot>();
@@ -73,6 +91,11 @@ export class FillSlots {
   acquire(): Promise<FillSlot> {
     if (this.closed) return Promise.reject(new UpstreamUnavailable('pullthrough is shutting down'));
     if (this.running.size < this.options.limit) return Promise.resolve(this.take());
+    if (this.options.queue !== undefined && this.waiting.length >= this.options.queue) {
+      // A detached fill may still make room, but not for more than the queue holds.
+      this.preempt();
+      return Promise.reject(new FillQueueFull(this.options.upstream, this.running.size, this.waiting.length));
+    }
     const granted = new Promise<FillSlot>((grant, refuse) => this.waiting.push({ grant, refuse }));
     this.preempt();
     return granted;

@@ -21,6 +21,12 @@ export const ERROR_STATUS = {
   UNAVAILABLE: 503,
   /** An upstream sent bytes that do not match the digest they were asked for. */
   UPSTREAM_INVALID: 502,
+  /** The client did not send its request (its head) in time: `limits.headersTimeout` / `requestTimeout`. */
+  REQUEST_TIMEOUT: 408,
+  /** The request line and headers exceed `limits.headerSize`. */
+  HEADER_TOO_LARGE: 431,
+  /** Not HTTP we can parse (a malformed request line or header). */
+  REQUEST_INVALID: 400,
   /** Anything we did not expect; the message never carries internals. */
   UNKNOWN: 500,
 } as const;
@@ -67,6 +73,31 @@ export class UpstreamDown extends UpstreamUnavailable {
     super(`upstream ${upstream} is down; it is asked again ${retryInMs === undefined ? 'soon' : `in ${Math.ceil(retryInMs / 1000)} s`}`,
       { upstream, down: true });
     this.name = 'UpstreamDown';
+  }
+}
+
+/** errno codes of a local write that failed because of the storage itself: full, over quota, read-only, failing. */
+const STORAGE_CODES: ReadonlySet<string> = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE']);
+
+/**
+ * The mirror's own storage could not take a write (a full disk, an I/O
+ * error): 503, never blamed on the upstream, and never a 500. `reason` is
+ * the errno code.
+ */
+export class StorageUnavailable extends RegistryError {
+  constructor(message: string, readonly reason: string, retryAfterSeconds?: number) {
+    super('UNAVAILABLE', message, { storage: reason },
+      retryAfterSeconds === undefined ? undefined : { 'retry-after': String(retryAfterSeconds) });
+    this.name = 'StorageUnavailable';
+  }
+
+  /** The typed error for a failed local write, or undefined when `err` is no storage failure. */
+  static from(err: unknown, what: string): StorageUnavailable | undefined {
+    if (err instanceof StorageUnavailable) return err;
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    if (code === undefined || !STORAGE_CODES.has(code)) return undefined;
+    const words = code === 'ENOSPC' || code === 'EDQUOT' ? 'the mirror\'s storage is full' : 'the mirror\'s storage failed';
+    return new StorageUnavailable(`${words}: could not write ${what} (${code})`, code);
   }
 }
 

@@ -60,13 +60,19 @@ const GENERIC_TYPES: ReadonlySet<string> = new Set(['application/json', 'text/pl
 /**
  * The media type of a manifest from an upstream: its Content-Type, unless
  * that is generic, then the `mediaType` field the manifest declares. Throws
- * UPSTREAM_INVALID when that is not a media type by RFC 6838's grammar: it
- * would be stored, and then sent as a Content-Type header.
+ * UPSTREAM_INVALID when the two disagree, and when the type is not a media
+ * type by RFC 6838's grammar: it would be stored, and then sent as a
+ * Content-Type header.
  */
 export function manifestMediaType(contentType: string | undefined, body: Buffer): string {
-  const type = contentType && !GENERIC_TYPES.has(contentType)
-    ? contentType
-    : declaredMediaType(body) ?? contentType ?? 'application/octet-stream';
+  const stated = contentType && !GENERIC_TYPES.has(contentType) ? contentType : undefined;
+  const declared = declaredMediaType(body);
+  // The digest pins the bytes, not the header: served under the wrong type, a client would read the manifest as another kind.
+  if (stated !== undefined && declared !== undefined && stated !== declared) {
+    throw new RegistryError('UPSTREAM_INVALID', 'upstream sent a manifest whose Content-Type disagrees with its mediaType',
+      { contentType: stated.slice(0, 200), mediaType: declared.slice(0, 200) });
+  }
+  const type = stated ?? declared ?? contentType ?? 'application/octet-stream';
   if (!isMediaType(type)) {
     throw new RegistryError('UPSTREAM_INVALID', 'upstream sent a manifest whose media type is not a media type', { mediaType: type.slice(0, 200) });
   }

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
-import type { Digest } from '../registry/digest.js';
+import { DigestVerifier, parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import {
   GLOBAL_SCOPE, repositoryScope,
@@ -9,7 +9,7 @@ import {
 } from '../registry/services.js';
 import type { StorageDriver, Upload } from './driver.js';
 import type { UsageRecorder } from './usage.js';
-import { blobDataPath, layerLinkPath } from './layout.js';
+import { blobDataPath, blobDir, layerLinkPath } from './layout.js';
 
 /**
  * Answers `stat` from the storage driver: globally, the blob's data file;
@@ -39,6 +39,8 @@ export interface LocalBlobStoreOptions {
   readonly onCommitted?: (descriptor: Descriptor) => void;
   /** Told when the last reader of a blob let go of it (eviction may have been waiting for that). */
   readonly onReleased?: (digest: Digest) => void;
+  /** Told when a read error made a committed blob be checked, and what the check found (the log). */
+  readonly onReverified?: (digest: Digest, outcome: 'intact' | 'removed', reason: string) => void;
 }
 
 /**
@@ -48,6 +50,8 @@ export interface LocalBlobStoreOptions {
 export class LocalBlobStore implements BlobStore {
   /** Open readers per digest: eviction never removes a blob being read. */
   private readonly readers = new Map<Digest, number>();
+  /** Blobs being hashed again after a read error: one check per blob at a time. */
+  private readonly reverifying = new Set<Digest>();
   private readonly driver: StorageDriver;
   /** Every descriptor tier, for commits, evictions and lookups. */
   readonly descriptors: BlobDescriptorService;
@@ -133,7 +137,11 @@ export class LocalBlobStore implements BlobStore {
       cache: 'hit',
       open: async (range?: RangeChooser) => {
         const opened = await this.openSized(descriptor.digest, repository, range);
-        if (opened.size !== descriptor.size) await this.forget(repository, descriptor.digest);
+        if (opened.size !== descriptor.size) {
+          await this.forget(repository, descriptor.digest);
+          // A stale or forged descriptor, or a file cut short on disk: hashing it again tells which.
+          void this.reverify(descriptor.digest, repository, `size ${opened.size}, recorded ${descriptor.size}`);
+        }
         return opened;
       },
     };
@@ -151,7 +159,7 @@ export class LocalBlobStore implements BlobStore {
   private async openSized(digest: Digest, repository: RepositoryRef | undefined, range?: RangeChooser): Promise<OpenedBlob> {
     const path = blobDataPath(digest);
     const opened = await this.driver.openReader(path, range);
-    if (opened) return { ...opened, stream: this.track(digest, path, opened.stream) };
+    if (opened) return { ...opened, stream: this.track(digest, repository, path, opened.stream) };
     await this.forget(repository, digest);
     throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
@@ -180,9 +188,10 @@ export class LocalBlobStore implements BlobStore {
     return data && !data.isDirectory ? { digest, size: data.size, mediaType: OCTET_STREAM } : undefined;
   }
 
-  private track(digest: Digest, path: string, stream: Readable): Readable {
+  private track(digest: Digest, repository: RepositoryRef | undefined, path: string, stream: Readable): Readable {
     this.options.usage?.used(path);
     this.readers.set(digest, (this.readers.get(digest) ?? 0) + 1);
+    stream.once('error', (err: NodeJS.ErrnoException) => void this.reverify(digest, repository, err.code ?? err.message));
     stream.once('close', () => {
       const left = (this.readers.get(digest) ?? 1) - 1;
       if (left > 0) {
@@ -193,6 +202,43 @@ export class LocalBlobStore implements BlobStore {
       this.options.onReleased?.(digest);
     });
     return stream;
+  }
+
+  /**
+   * A read of a committed blob failed: hash the file again. Intact, it stays
+   * (the error was passing: the client was cut off, the next read may work);
+   * unreadable or wrong, it is removed and forgotten in every tier, so the
+   * next request of `repository` fills it afresh from the upstream. Links
+   * stay: they say which repositories may have the digest, not that its
+   * bytes are here.
+   */
+  async reverify(digest: Digest, repository: RepositoryRef | undefined, reason: string): Promise<'intact' | 'removed' | undefined> {
+    if (this.reverifying.has(digest)) return undefined;
+    this.reverifying.add(digest);
+    try {
+      const outcome = await this.hashesRight(digest) ? 'intact' : 'removed';
+      if (outcome === 'removed') {
+        await this.driver.delete(blobDir(digest));
+        await this.forget(repository, digest);
+      }
+      this.options.onReverified?.(digest, outcome, reason);
+      return outcome;
+    } finally {
+      this.reverifying.delete(digest);
+    }
+  }
+
+  private async hashesRight(digest: Digest): Promise<boolean> {
+    const verifier = new DigestVerifier(parseDigest(digest));
+    try {
+      const opened = await this.driver.openReader(blobDataPath(digest));
+      if (!opened) return false;
+      for await (const chunk of opened.stream as AsyncIterable<Buffer>) verifier.update(chunk);
+      verifier.check();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async forget(repository: RepositoryRef | undefined, digest: Digest): Promise<void> {

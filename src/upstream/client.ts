@@ -6,7 +6,7 @@ import type { Clock } from '../registry/clock.js';
 import type { UpstreamSettings } from '../config/settings.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
-import { MAX_MANIFEST_BYTES, MEDIA_TYPES, coversDefaultAccept, isMediaType } from '../registry/mediaTypes.js';
+import { MEDIA_TYPES, coversDefaultAccept, isMediaType } from '../registry/mediaTypes.js';
 import { mergeReferrers, readReferrersIndex, type ReferrerDescriptor } from '../registry/referrers.js';
 import { NO_UPSTREAM_EVENTS, type UpstreamEvents, type UpstreamRequestKind } from '../registry/telemetry.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
@@ -66,13 +66,6 @@ export interface UpstreamClientOptions {
   readonly events?: UpstreamEvents;
 }
 
-const MAX_REDIRECTS = 5;
-/**
- * Connections per origin for blob bodies, a pool of their own: however many
- * fills run (and a client can start many, then leave), manifests, HEADs and
- * tag lists keep the metadata pool to themselves.
- */
-export const BLOB_CONNECTIONS = 32;
 const METADATA_CONNECTIONS = 64;
 /** What one tag-list page may be at most, when the caller sets no smaller budget. */
 const MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024;
@@ -82,8 +75,6 @@ const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR
 const RETRY_DELAYS_MS = [100, 400];
 /** undici's own timeouts: no answer in time, which marks the upstream down at once. */
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT']);
-/** How much of an upstream's error body is read for its message (the status page shows it). */
-const ERROR_BODY_LIMIT = 4096;
 /** Referrers-list pages followed at most. */
 const MAX_REFERRER_PAGES = 20;
 
@@ -199,7 +190,9 @@ export class UpstreamClient {
       connections,
     });
     this.dispatcher = agent(METADATA_CONNECTIONS);
-    this.blobDispatcher = agent(BLOB_CONNECTIONS);
+    // Blob bodies have a pool of their own, one connection per fill slot (`maxConcurrentFills`): however many
+    // fills run (and a client can start many, then leave), manifests, HEADs and tag lists keep theirs.
+    this.blobDispatcher = agent(settings.fills.concurrent);
   }
 
   get name(): string {
@@ -224,7 +217,7 @@ export class UpstreamClient {
   async getManifest(repository: string, reference: string, accept: readonly string[], options?: RequestOptions): Promise<FetchedManifest | undefined> {
     const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, manifestKind(accept), options);
     if (res === undefined) return undefined;
-    const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
+    const body = await readLimited(res, this.settings.limits.manifestBytes, this.name, 'maxManifestSize');
     this.events.fetched('manifest', body.length);
     return { body, mediaType: mediaTypeOf(res.headers), digestHeader: digestHeader(res.headers) };
   }
@@ -253,7 +246,7 @@ export class UpstreamClient {
   async listTags(repository: string, pathAndQuery?: string, maxBytes = MAX_TAG_PAGE_BYTES): Promise<TagPage | undefined> {
     const res = await this.send('GET', repository, pathAndQuery ?? 'tags/list?n=1000', { accept: 'application/json' }, 'tags');
     if (res === undefined) return undefined;
-    const body = await readLimited(res.body, Math.min(maxBytes, MAX_TAG_PAGE_BYTES), this.name).catch((err: unknown) => {
+    const body = await readLimited(res, Math.min(maxBytes, MAX_TAG_PAGE_BYTES), this.name, 'the tag-list page limit').catch((err: unknown) => {
       if (err instanceof ResponseTooLarge) return undefined;
       throw err;
     });
@@ -284,14 +277,14 @@ export class UpstreamClient {
     const pages: ReferrerDescriptor[][] = [];
     let rest: string | undefined = `referrers/${subject}`;
     // The whole list, every page, is held to the size of one manifest: it is served as one index.
-    let budget = MAX_MANIFEST_BYTES;
+    let budget = this.settings.limits.manifestBytes;
     for (let i = 0; rest !== undefined && i < MAX_REFERRER_PAGES; i++) {
       const res = await this.send('GET', repository, rest, { accept: MEDIA_TYPES.ociIndex }, 'manifest');
       if (res === undefined) {
         if (i === 0) return undefined;
         throw new UpstreamUnavailable(`upstream ${this.name} lost a page of the referrers of ${subject}`);
       }
-      const body = await readLimited(res.body, budget, this.name);
+      const body = await readLimited(res, budget, this.name, 'maxManifestSize');
       this.events.fetched('manifest', body.length);
       budget -= body.length;
       const listed = readReferrersIndex(body);
@@ -343,7 +336,7 @@ export class UpstreamClient {
     }
     let message: string | undefined;
     if (res.statusCode === 404) await res.body.dump().catch(() => undefined);
-    else message = await errorMessageOf(res.body);
+    else message = await errorMessageOf(res.body, this.settings.limits.errorBodyBytes);
     this.events.responded(method, kind, res.statusCode, message);
     if (res.statusCode >= 500) this.health.failed(`upstream ${this.name} answered ${res.statusCode}${message ? `: ${message}` : ''}`, 'error');
     if (res.statusCode === 404) {
@@ -563,7 +556,7 @@ export class UpstreamClient {
   }
 
   /**
-   * Sends the request; for a blob, follows at most MAX_REDIRECTS redirects
+   * Sends the request; for a blob, follows at most `maxRedirects` redirects
    * (on the blob pool), anything else is answered by the origin itself.
    * Credentials never leave the upstream's origin. Resolves with the origin
    * that gave the final answer.
@@ -589,8 +582,8 @@ export class UpstreamClient {
       const location = header(res.headers, 'location');
       if (!isBlob || !REDIRECT_STATUSES.has(res.statusCode) || !location) return { res, origin: url.origin };
       await res.body.dump().catch(() => undefined);
-      if (hop >= MAX_REDIRECTS) {
-        throw new UpstreamUnavailable(`upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
+      if (hop >= this.settings.limits.redirects) {
+        throw new UpstreamUnavailable(`upstream ${this.name} redirected more than ${this.settings.limits.redirects} times (maxRedirects)`);
       }
       url = new URL(location, url);
       if (url.protocol !== 'https:' && url.protocol !== 'http:') {
@@ -633,19 +626,19 @@ function emptyBody(): UpstreamResponse['body'] {
  * registry error form), read from its first few KiB; undefined when it sent
  * none or something else. The rest of the body is discarded.
  */
-async function errorMessageOf(body: UpstreamResponse['body']): Promise<string | undefined> {
+async function errorMessageOf(body: UpstreamResponse['body'], limit: number): Promise<string | undefined> {
   const chunks: Buffer[] = [];
   let total = 0;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       chunks.push(chunk);
       total += chunk.length;
-      if (total >= ERROR_BODY_LIMIT) {
+      if (total >= limit) {
         body.destroy();
         break;
       }
     }
-    const parsed = JSON.parse(Buffer.concat(chunks).subarray(0, ERROR_BODY_LIMIT).toString('utf8')) as { errors?: { message?: unknown }[] };
+    const parsed = JSON.parse(Buffer.concat(chunks).subarray(0, limit).toString('utf8')) as { errors?: { message?: unknown }[] };
     const message = parsed.errors?.[0]?.message;
     return typeof message === 'string' && message.length > 0 ? message.slice(0, 500) : undefined;
   } catch {
@@ -653,8 +646,20 @@ async function errorMessageOf(body: UpstreamResponse['body']): Promise<string | 
   }
 }
 
-/** Reads a body whole, refusing more than `limit` bytes. */
-async function readLimited(body: Readable, limit: number, upstream: string): Promise<Buffer> {
+/**
+ * Reads a body whole, refusing more than `limit` bytes: at once when its
+ * Content-Length says so (not one byte is read), else when the bytes pass
+ * the limit; at most `limit` bytes are ever held.
+ */
+async function readLimited(res: UpstreamResponse, limit: number, upstream: string, limitName: string): Promise<Buffer> {
+  const { body } = res;
+  const tooLarge = (): RegistryError =>
+    new ResponseTooLarge('UPSTREAM_INVALID', `upstream ${upstream} sent a response larger than ${limit} bytes (${limitName})`);
+  const announced = contentLength(res.headers);
+  if (announced !== undefined && announced > limit) {
+    body.destroy();
+    throw tooLarge();
+  }
   const chunks: Buffer[] = [];
   let total = 0;
   try {
@@ -662,7 +667,7 @@ async function readLimited(body: Readable, limit: number, upstream: string): Pro
       total += chunk.length;
       if (total > limit) {
         body.destroy();
-        throw new ResponseTooLarge('UPSTREAM_INVALID', `upstream ${upstream} sent more than ${limit} bytes`);
+        throw tooLarge();
       }
       chunks.push(chunk);
     }

@@ -300,7 +300,7 @@ function pacedBody(bytes: Buffer, moments: Moments): Readable {
 /** The part of an upstream client the blob store uses, answering after a random pause. */
 class FakeBlobUpstream {
   gets = 0;
-  readonly settings = { name: 'registry.test', detachedFillTimeoutMs: 0 };
+  readonly settings = { name: 'registry.test', detachedFillTimeoutMs: 0, fills: { concurrent: 32, queue: 256 } };
 
   constructor(
     private readonly bytes: Buffer,

@@ -64,7 +64,7 @@ async function turns(done: () => boolean, max = 10_000): Promise<void> {
 class BlobUpstream {
   readonly gets: string[] = [];
   readonly heads: string[] = [];
-  readonly settings = { name: 'registry.test', detachedFillTimeoutMs: 0 };
+  readonly settings = { name: 'registry.test', detachedFillTimeoutMs: 0, fills: { concurrent: 32, queue: 256 } };
   private readonly served = new Map<Digest, Buffer>();
   private readonly holders = new Map<Digest, Set<string>>();
   private gate: Promise<void> = Promise.resolve();

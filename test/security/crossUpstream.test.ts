@@ -32,10 +32,10 @@ import { MemoryDriver } from '../fixtures/memoryDriver.js';
 /** The blob calls of an upstream, in process: `serve` decides what it sends for a digest (undefined: 404). */
 class InProcessUpstream {
   readonly gets: Digest[] = [];
-  readonly settings: { name: string; detachedFillTimeoutMs: number; maxBlobBytes: number };
+  readonly settings: { name: string; detachedFillTimeoutMs: number; maxBlobBytes: number; fills: { concurrent: number; queue: number } };
 
   constructor(name: string, private readonly serve: (digest: Digest) => Buffer | undefined, private readonly headAll = false) {
-    this.settings = { name, detachedFillTimeoutMs: 0, maxBlobBytes: 1 << 30 };
+    this.settings = { name, detachedFillTimeoutMs: 0, maxBlobBytes: 1 << 30, fills: { concurrent: 32, queue: 256 } };
   }
 
   async headBlob(_repository: string, digest: Digest): Promise<{ size: number } | undefined> {

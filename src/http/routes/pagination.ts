@@ -6,16 +6,14 @@ export interface PageQuery {
   readonly last?: string;
 }
 
-/** Largest page we hand out, whatever `n` asks for. */
-const MAX_PAGE = 10_000;
-
 /**
  * One page of a sorted list: the entries after `last`, at most `n` of them,
  * and a `Link: <...>; rel="next"` header when more remain (the spec's form).
  */
-export function page(items: readonly string[], query: PageQuery, reply: FastifyReply, linkBase: string): string[] {
+export function page(items: readonly string[], query: PageQuery, reply: FastifyReply, linkBase: string, maxPageSize: number): string[] {
   const after = query.last === undefined ? items : items.filter((item) => item > query.last!);
-  const n = Math.min(query.n ?? MAX_PAGE, MAX_PAGE);
+  // `limits.maxPageSize` caps any `n`; the Link header tells the client where the rest is.
+  const n = Math.min(query.n ?? maxPageSize, maxPageSize);
   const taken = after.slice(0, n);
   if (after.length > taken.length && taken.length > 0) {
     const separator = linkBase.includes('?') ? '&' : '?';

@@ -31,7 +31,7 @@ const registryQuerySchema = {
  * wildcard route splits the path; every name, tag and digest is checked
  * against the grammar before anything touches storage.
  */
-export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; access: ClientAccess }> = async (app: FastifyInstance, { mirror, access }) => {
+export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; access: ClientAccess; maxPageSize: number }> = async (app: FastifyInstance, { mirror, access, maxPageSize }) => {
   /** Which upstream and repository the request is for, and whether its client may pull from there: before any upstream or storage access. */
   const route = (request: FastifyRequest<{ Querystring: RegistryQuery }>, name: string): Route => {
     const found = routed(request, mirror.router.route(name, request.query.ns));
@@ -54,7 +54,7 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; acce
       const slash = entry.indexOf('/');
       return access.mayPull(clientOf(request), { upstream: entry.slice(0, slash), name: entry.slice(slash + 1) as RepositoryName });
     });
-    const repositories = page(readable, request.query, reply, '/v2/_catalog');
+    const repositories = page(readable, request.query, reply, '/v2/_catalog', maxPageSize);
     return reply.type('application/json').send(JSON.stringify({ repositories }));
   });
 
@@ -79,7 +79,7 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; acce
           // A tag list always asks the upstream (and adds the tags recorded here).
           markCache(request, reply, 'miss');
           const tags = page(await mirror.tags.list(target.repository), request.query, reply,
-            `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`);
+            `/v2/${path.name}/tags/list${request.query.ns ? `?ns=${encodeURIComponent(request.query.ns)}` : ''}`, maxPageSize);
           return reply.type('application/json').send(JSON.stringify({ name: path.name, tags }));
         }
         case 'referrers': {
@@ -100,7 +100,9 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; acce
     method: ['POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v2/*',
     onRequest: async (request) => {
-      checkWriteTarget(mirror, request.params['*'], request.query.ns);
+      // onRequest comes before the query schema: `?ns=a&ns=b` is an array here, and only a string is a lookup key.
+      const ns: unknown = request.query.ns;
+      checkWriteTarget(mirror, request.params['*'], typeof ns === 'string' ? ns : undefined);
       throw new RegistryError('UNSUPPORTED', 'pullthrough is a read-only mirror');
     },
     handler: async () => undefined,

@@ -33,6 +33,7 @@ export function authorizerFor(
     trustedRealms: upstream.trustedRealms,
     logger,
     tokenTimeoutMs: upstream.timeouts.connectMs + upstream.timeouts.headersMs,
+    maxTokenResponseBytes: upstream.limits.tokenResponseBytes,
     // The realm and its redirects are the upstream's choice: the same egress policy as its own requests.
     dispatcher: new Agent({ connect: EgressPolicy.forUpstream(upstream).connector({ timeout: upstream.timeouts.connectMs }) }),
     clock,

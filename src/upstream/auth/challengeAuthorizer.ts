@@ -32,6 +32,8 @@ export interface ChallengeAuthorizerOptions {
   readonly clock?: Clock;
   /** A whole token exchange must finish within this (on `clock`). Default 10 s. */
   readonly tokenTimeoutMs?: number;
+  /** A token service's answer longer than this is refused. Default 1 MiB. */
+  readonly maxTokenResponseBytes?: number;
   /** Shares tokens across authorizers (give it the same clock); by default each authorizer has its own, on `clock`. Keys include the upstream name. */
   readonly tokenCache?: TokenCache;
   /** Told of every token exchange and how it went (metrics). */
@@ -82,6 +84,7 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
   private readonly logger: AuthLogger;
   private readonly dispatcher: Dispatcher;
   private readonly tokenTimeoutMs: number;
+  private readonly maxTokenResponseBytes: number | undefined;
   private readonly basicHeader: string | undefined;
   /** Realms already warned about, so an untrusted realm is logged once, not once per request. Bounded: the upstream chooses realms. */
   private readonly warnedRealms = new LRUCache<string, true>({ max: 100 });
@@ -92,6 +95,7 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
     this.logger = options.logger ?? noopLogger;
     this.dispatcher = options.dispatcher ?? getGlobalDispatcher();
     this.tokenTimeoutMs = options.tokenTimeoutMs ?? 10_000;
+    this.maxTokenResponseBytes = options.maxTokenResponseBytes;
     const c = options.credentials;
     this.basicHeader = c ? `Basic ${Buffer.from(`${c.username}:${c.password}`, 'utf8').toString('base64')}` : undefined;
   }
@@ -110,7 +114,10 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
       service: known.service,
       scope,
       credentials: known.trusted ? this.options.credentials : undefined,
-    }, { dispatcher: this.dispatcher, clock: this.clock, timeoutMs: this.tokenTimeoutMs }).then(
+    }, {
+      dispatcher: this.dispatcher, clock: this.clock, timeoutMs: this.tokenTimeoutMs,
+      ...(this.maxTokenResponseBytes !== undefined ? { maxBodyBytes: this.maxTokenResponseBytes } : {}),
+    }).then(
       (fetched) => { events.tokenFetched(true); return fetched; },
       (err: unknown) => {
         events.tokenFetched(false);

@@ -26,12 +26,14 @@ export interface TokenFetchOptions {
   readonly clock: Clock;
   /** The whole exchange, redirects included, must finish within this. */
   readonly timeoutMs: number;
+  /** A longer answer is refused (`maxTokenResponseSize`); 1 MiB by default. */
+  readonly maxBodyBytes?: number;
 }
 
 /** The spec's default when a token service does not say how long a token lives. */
 export const DEFAULT_EXPIRES_IN_SECONDS = 60;
 const MAX_REDIRECTS = 3;
-const MAX_BODY_BYTES = 1024 * 1024;
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 type Response = Dispatcher.ResponseData;
@@ -62,7 +64,7 @@ export async function fetchToken(request: TokenRequest, options: TokenFetchOptio
   let body: Buffer;
   try {
     res = await requestWithRedirects(tokenUrl(request), authorizationFor(request.credentials), options.dispatcher, signal);
-    body = await readLimited(res.body, MAX_BODY_BYTES);
+    body = await readLimited(res.body, options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
   } catch (err) {
     if (err instanceof UpstreamAuthError) throw err;
     const reason = signal.aborted ? `timed out after ${options.timeoutMs} ms` : `could not be reached (${errorCode(err)})`;
@@ -182,7 +184,7 @@ async function readLimited(body: Response['body'], limit: number): Promise<Buffe
     total += chunk.length;
     if (total > limit) {
       body.destroy();
-      throw new ExchangeError(`answer larger than ${limit} bytes`);
+      throw new ExchangeError(`answered more than ${limit} bytes (maxTokenResponseSize)`);
     }
     chunks.push(chunk);
   }
