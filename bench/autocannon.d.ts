@@ -26,6 +26,13 @@ declare module 'autocannon' {
     bailout?: number;
     /** Called with each client (connection) as it is made, before its parser handlers are installed. */
     setupClient?: (client: unknown) => void;
+    /** Requests cycled through per connection; one with `setupRequest` is rebuilt before every send. */
+    requests?: {
+      method?: 'GET' | 'HEAD';
+      path?: string;
+      headers?: Record<string, string>;
+      setupRequest?: (request: Record<string, unknown>) => Record<string, unknown>;
+    }[];
   }
 
   interface Result {

@@ -5,8 +5,8 @@
  */
 import { parseArgs } from 'node:util';
 
-export type Phase = 'cold' | 'rps' | 'profile';
-const PHASES: readonly Phase[] = ['cold', 'rps', 'profile'];
+export type Phase = 'cold' | 'rps' | 'scale' | 'catalog' | 'profile';
+const PHASES: readonly Phase[] = ['cold', 'rps', 'scale', 'catalog', 'profile'];
 
 export interface BenchOptions {
   readonly quick: boolean;
@@ -32,7 +32,26 @@ export interface BenchOptions {
   readonly ttfbSize: number;
   /** Timed GETs of the cached big blob per connection per round. */
   readonly blobReads: number;
-  /** Which phases run: cold/warm rounds, requests per second, the profile of pullthrough. */
+  /** Scale phase: clients pulling cached images at once, each its own mix. */
+  readonly scaleClients: number;
+  /** Scale phase: cached images (2 layers each) the hot clients pull from. */
+  readonly scaleImages: number;
+  /** Scale phase: bytes per layer of those images. */
+  readonly scaleLayerSize: number;
+  /** Scale phase: clients pulling one cold image at once. */
+  readonly scaleColdClients: number;
+  /** Scale phase: bytes of the cold image's one layer. */
+  readonly scaleColdSize: number;
+  /** Large-catalog phase: cached tags, and the repositories they are spread over. */
+  readonly catalogTags: number;
+  readonly catalogRepos: number;
+  /** Print every figure's change against bench/baseline.json. */
+  readonly compare: boolean;
+  /** Write this run's medians to bench/baseline.json. */
+  readonly saveBaseline: boolean;
+  /** Leave nginx out even when it is installed. */
+  readonly noNginx: boolean;
+  /** Which phases run: cold/warm rounds, requests per second, scale, large catalog, the profile of pullthrough. */
   readonly phases: ReadonlySet<Phase>;
   /** Write bench/RESULTS.md (default: full runs only). */
   readonly writeMarkdown: boolean;
@@ -47,8 +66,8 @@ export interface BenchOptions {
 const USAGE = `Usage: npm run bench -- [options]
 
   --quick                 small sizes and short runs (under 2 minutes)
-  --rounds N              cold/warm rounds per target (default 5, quick 2)
-  --rps-rounds N          requests-per-second rounds (default 3, quick 2)
+  --rounds N              cold/warm rounds per target (default 3, quick 1)
+  --rps-rounds N          requests-per-second rounds (default 3, quick 1)
   --rps-seconds S         seconds per autocannon run (default 5, quick 2)
   --connections N         autocannon connections (default 16)
   --layer-size SIZE       bytes per layer of the seeded images (default 16MiB, quick 4MiB)
@@ -58,8 +77,18 @@ const USAGE = `Usage: npm run bench -- [options]
   --ttfb-samples N        cold blobs timed to first byte per round (default 3, quick 2)
   --ttfb-size SIZE        bytes of each of those blobs (default 4MiB)
   --blob-reads N          timed GETs of the cached big blob per connection (default 4, quick 1)
+  --scale-clients N       clients pulling cached images at once (default 200, quick 100)
+  --scale-images N        cached images they pull from (default 10)
+  --scale-layer-size SIZE bytes per layer of those images, 2 layers each (default 256KiB, quick 64KiB)
+  --scale-cold-clients N  clients pulling one cold image at once (default 50)
+  --scale-cold-size SIZE  its one layer (default 32MiB, quick 8MiB)
+  --catalog-tags N        cached tags of the large-catalog phase (default 20000, quick 1000)
+  --catalog-repos N       repositories they are spread over (default 2000, quick 100)
+  --compare               print the change of every figure against bench/baseline.json
+  --save-baseline         write this run's medians to bench/baseline.json
+  --no-nginx              leave nginx out (it is measured when installed)
   --no-profile            skip the --cpu-prof runs of pullthrough
-  --phases LIST           run only these of cold,rps,profile (default all)
+  --phases LIST           run only these of cold,rps,scale,catalog,profile (default all)
   --md / --no-md          write bench/RESULTS.md (default: only without --quick)
   --out FILE              JSON result file (default .bench-results/latest.json, quick: latest-quick.json)
   --max-minutes N         give up after N minutes, a guard against hangs (default 20, quick 5)
@@ -111,6 +140,16 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
       'ttfb-samples': { type: 'string' },
       'ttfb-size': { type: 'string' },
       'blob-reads': { type: 'string' },
+      'scale-clients': { type: 'string' },
+      'scale-images': { type: 'string' },
+      'scale-layer-size': { type: 'string' },
+      'scale-cold-clients': { type: 'string' },
+      'scale-cold-size': { type: 'string' },
+      'catalog-tags': { type: 'string' },
+      'catalog-repos': { type: 'string' },
+      compare: { type: 'boolean', default: false },
+      'save-baseline': { type: 'boolean', default: false },
+      'no-nginx': { type: 'boolean', default: false },
       'no-profile': { type: 'boolean', default: false },
       phases: { type: 'string' },
       md: { type: 'boolean' },
@@ -132,8 +171,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
   };
   return {
     quick,
-    rounds: positiveInt('rounds', values.rounds, quick ? 2 : 5),
-    rpsRounds: positiveInt('rps-rounds', values['rps-rounds'], quick ? 2 : 3),
+    rounds: positiveInt('rounds', values.rounds, quick ? 1 : 3),
+    rpsRounds: positiveInt('rps-rounds', values['rps-rounds'], quick ? 1 : 3),
     rpsSeconds: positiveInt('rps-seconds', values['rps-seconds'], quick ? 2 : 5),
     connections: positiveInt('connections', values.connections, 16),
     layerSize: size('layer-size', values['layer-size'], (quick ? 4 : 16) * 1024 * 1024),
@@ -143,6 +182,16 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     ttfbSamples: positiveInt('ttfb-samples', values['ttfb-samples'], quick ? 2 : 3),
     ttfbSize: size('ttfb-size', values['ttfb-size'], 4 * 1024 * 1024),
     blobReads: positiveInt('blob-reads', values['blob-reads'], quick ? 1 : 4),
+    scaleClients: positiveInt('scale-clients', values['scale-clients'], quick ? 100 : 200),
+    scaleImages: positiveInt('scale-images', values['scale-images'], 10),
+    scaleLayerSize: size('scale-layer-size', values['scale-layer-size'], (quick ? 64 : 256) * 1024),
+    scaleColdClients: positiveInt('scale-cold-clients', values['scale-cold-clients'], 50),
+    scaleColdSize: size('scale-cold-size', values['scale-cold-size'], (quick ? 8 : 32) * 1024 * 1024),
+    catalogTags: positiveInt('catalog-tags', values['catalog-tags'], quick ? 1000 : 20_000),
+    catalogRepos: positiveInt('catalog-repos', values['catalog-repos'], quick ? 100 : 2000),
+    compare: values.compare === true,
+    saveBaseline: values['save-baseline'] === true,
+    noNginx: values['no-nginx'] === true,
     pullthroughNodeFlags: (values['pullthrough-node-flags'] ?? '').split(/\s+/).filter(Boolean),
     phases: phaseSet(values.phases, values['no-profile'] === true),
     writeMarkdown: values['no-md'] === true ? false : values.md ?? !quick,

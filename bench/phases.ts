@@ -22,9 +22,9 @@ import {
   blobThroughput, concurrentGets, countRequests, pullAll, quietRequests, requestsPerSecond, timeToFirstByte, waitForFiles,
   warmRequests, type RpsResult,
 } from './measure.js';
-import { startDistribution, startPullthrough, type ProxyKind, type ProxyProcess } from './processes.js';
+import { startDistribution, startNginx, startPullthrough, type ProxyKind, type ProxyProcess } from './processes.js';
 import { findProfile, summarizeProfile, type ProfileSummary } from './profile.js';
-import type { Recorder, Target } from './results.js';
+import type { CostPhase, Recorder, Target } from './results.js';
 import { fmt, median } from './stats.js';
 import { MANIFEST_ACCEPT, type Workload } from './workload.js';
 
@@ -38,17 +38,35 @@ export interface BenchContext {
   readonly log: (message: string) => void;
   /** Peak RSS (KiB) of every proxy process, at its end. */
   readonly peakRss: Record<ProxyKind, number[]>;
+  /** The proxies measured in this run (nginx only when installed). */
+  readonly kinds: readonly ProxyKind[];
 }
 
-function roundOrder(round: number): Target[] {
-  return round % 2 === 0 ? ['upstream', 'pullthrough', 'distribution'] : ['distribution', 'pullthrough', 'upstream'];
+/** Upstream first, then the proxies; reversed every other round. Only the proxies this run measures. */
+export function roundOrder(ctx: BenchContext, round: number): Target[] {
+  const order: Target[] = ['upstream', ...ctx.kinds];
+  return round % 2 === 0 ? order : order.reverse();
+}
+
+/** The proxies in visiting order for a round. */
+export function proxyOrder(ctx: BenchContext, round: number): ProxyKind[] {
+  return roundOrder(ctx, round).filter((t): t is ProxyKind => t !== 'upstream');
+}
+
+/** Records a phase's proxy CPU seconds (since `cpu0`) and the proxy's resident set at its end. */
+export async function phaseCost(ctx: BenchContext, proxy: ProxyProcess, phase: CostPhase, cpu0: number): Promise<number> {
+  const cpu = (await proxy.cpuSeconds()) - cpu0;
+  ctx.rec.add(`cpuS.${phase}`, proxy.kind, cpu);
+  const rss = await proxy.rssKiB();
+  if (rss !== undefined) ctx.rec.add(`rssMiB.${phase}`, proxy.kind, rss / 1024);
+  return cpu;
 }
 
 /**
  * Runs one step; a failure is recorded (and logged) instead of thrown, with
  * the tail of the proxy's own output when there is one.
  */
-async function step<T>(
+export async function step<T>(
   ctx: BenchContext, phase: string, target: Target | 'profile', round: number | undefined, fn: () => Promise<T>,
   proxy?: () => ProxyProcess | undefined,
 ): Promise<T | undefined> {
@@ -67,11 +85,19 @@ function pullthroughOptions(ctx: BenchContext): { upstreamName: string; upstream
   return { upstreamName: ctx.upstreamName, upstreamUrl: ctx.upstream.url, nodeFlags: ctx.options.pullthroughNodeFlags };
 }
 
-function startProxy(ctx: BenchContext, kind: ProxyKind): Promise<ProxyProcess> {
-  return kind === 'pullthrough' ? startPullthrough(pullthroughOptions(ctx)) : startDistribution(ctx.upstream.url);
+/** A proxy on a fresh storage root, or on `reuseDir`'s (a restart on a warm cache). */
+export function startProxy(ctx: BenchContext, kind: ProxyKind, reuseDir?: string): Promise<ProxyProcess> {
+  if (kind === 'pullthrough') return startPullthrough({ ...pullthroughOptions(ctx), ...(reuseDir ? { reuseDir } : {}) });
+  if (kind === 'nginx') return startNginx(ctx.upstream.url, reuseDir ? { reuseDir } : {});
+  return startDistribution(ctx.upstream.url, reuseDir ? { reuseDir } : {});
 }
 
-async function samplePeakRss(ctx: BenchContext, proxy: ProxyProcess, phase: string): Promise<void> {
+/** Waits for the proxy to have committed these blobs, where its files say so (nginx's do not name digests). */
+function waitForBlobs(proxy: ProxyProcess, digests: readonly string[]): Promise<void> {
+  return waitForFiles(digests.map((d) => proxy.blobPath(d)).filter((p): p is string => p !== undefined));
+}
+
+export async function samplePeakRss(ctx: BenchContext, proxy: ProxyProcess, phase: string): Promise<void> {
   const kib = await proxy.peakRssKiB();
   if (kib === undefined) return;
   ctx.peakRss[proxy.kind].push(kib);
@@ -85,12 +111,12 @@ export async function coldWarmRounds(ctx: BenchContext): Promise<void> {
   for (let round = 0; round < options.rounds; round++) {
     const coldMbps: Partial<Record<Target, number>> = {};
     const ttfbMs: Partial<Record<Target, number>> = {};
-    for (const target of roundOrder(round)) {
+    for (const target of roundOrder(ctx, round)) {
       ctx.log(`cold/warm round ${round + 1}/${options.rounds}: ${target}`);
       if (target === 'upstream') await directRound(ctx, round, coldMbps, ttfbMs);
       else await proxyRound(ctx, target, round, coldMbps, ttfbMs);
     }
-    for (const kind of ['pullthrough', 'distribution'] as const) {
+    for (const kind of ctx.kinds) {
       if (coldMbps[kind] !== undefined && coldMbps.upstream !== undefined) rec.add('coldPullVsDirect', kind, coldMbps[kind]! / coldMbps.upstream);
       if (ttfbMs[kind] !== undefined && ttfbMs.upstream !== undefined) rec.add('ttfbVsUpstream', kind, ttfbMs[kind]! / ttfbMs.upstream);
     }
@@ -125,7 +151,7 @@ async function cachedBlob(ctx: BenchContext, url: string, target: Target, round:
   if (proxy && cpu0 !== undefined && one && four) {
     // Every GET counts, the untimed first ones too: (reads + 1) per connection, 1 + 4 connections.
     const gigabytes = (workload.big.size * (options.blobReads + 1) * 5) / 1e9;
-    rec.add('cachedCpuPerGB', target, ((await proxy.cpuSeconds()) - cpu0) / gigabytes);
+    rec.add('cachedCpuPerGB', target, (await phaseCost(ctx, proxy, 'blob', cpu0)) / gigabytes);
   }
   ctx.log(`  cached blob: ${fmt(one?.mbps)} MB/s (1 conn), ${fmt(four?.mbps)} MB/s (4 conns)`);
 }
@@ -161,15 +187,17 @@ async function proxyRound(
   const proxy = await step(ctx, 'start', kind, round, () => startProxy(ctx, kind));
   if (!proxy) return;
   try {
+    const idle = await proxy.rssKiB();
+    if (idle !== undefined) rec.add('idleRssMiB', kind, idle / 1024);
     await upstream.clearRequests();
     const of = (): ProxyProcess => proxy;
     const pull = await step(ctx, 'cold pull', kind, round, async () => {
       const cpu0 = await proxy.cpuSeconds();
       const result = await pullAll(proxy.host, workload.images);
-      await waitForFiles(workload.uniqueBlobs.map((d) => proxy.blobPath(d)));
+      await waitForBlobs(proxy, workload.uniqueBlobs);
       const counts = countRequests(await quietRequests(upstream), new Set(workload.uniqueBlobs));
       // Includes Distribution's background second fetch, which is part of what its cold pull costs.
-      const cpuSeconds = (await proxy.cpuSeconds()) - cpu0;
+      const cpuSeconds = await phaseCost(ctx, proxy, 'cold', cpu0);
       return { ...result, upstream: counts, cpuSeconds };
     }, of);
     if (pull) {
@@ -184,7 +212,7 @@ async function proxyRound(
     const warm = await step(ctx, 'warm pull', kind, round, async () => {
       const cpu0 = await proxy.cpuSeconds();
       const result = await pullAll(proxy.host, workload.images);
-      return { ...result, cpuSeconds: (await proxy.cpuSeconds()) - cpu0 };
+      return { ...result, cpuSeconds: await phaseCost(ctx, proxy, 'warm', cpu0) };
     }, of);
     if (warm) {
       rec.add('warmPullMBps', kind, warm.mbps);
@@ -194,7 +222,7 @@ async function proxyRound(
     }
     const ttfb = await step(ctx, 'time to first byte', kind, round, async () => {
       const value = await ttfbSamples(ctx, proxy.url, kind, round);
-      await waitForFiles(workload.ttfb.map((b) => proxy.blobPath(b.digest)));
+      await waitForBlobs(proxy, workload.ttfb.map((b) => b.digest));
       return value;
     }, of);
     if (ttfb !== undefined) {
@@ -203,9 +231,11 @@ async function proxyRound(
     }
     const conc = await step(ctx, 'concurrent cold GETs', kind, round, async () => {
       await upstream.clearRequests();
+      const cpu0 = await proxy.cpuSeconds();
       const result = await concurrentGets(proxy.url, workload.big, options.concurrentClients);
-      await waitForFiles([proxy.blobPath(workload.big.digest)]);
+      await waitForBlobs(proxy, [workload.big.digest]);
       const counts = countRequests(await quietRequests(upstream), new Set([workload.big.digest]));
+      await phaseCost(ctx, proxy, 'concurrent', cpu0);
       return { ...result, upstreamGets: counts.blobGets };
     }, of);
     if (conc) {
@@ -254,7 +284,7 @@ export async function requestRateRounds(ctx: BenchContext): Promise<void> {
   const paths = manifestPaths(ctx);
   const proxies = new Map<ProxyKind, ProxyProcess>();
   try {
-    for (const kind of ['pullthrough', 'distribution'] as const) {
+    for (const kind of ctx.kinds) {
       const proxy = await step(ctx, 'start', kind, undefined, () => startProxy(ctx, kind));
       if (!proxy) continue;
       // The manifest is fetched once (by tag, then by digest), so every timed request is served from the cache.
@@ -277,8 +307,10 @@ export async function requestRateRounds(ctx: BenchContext): Promise<void> {
       });
     }
     // The upstream itself is not measured here: its access log (how requests are counted) would weigh on it.
+    const cpuAtStart = new Map<ProxyKind, number>();
+    for (const [kind, proxy] of proxies) cpuAtStart.set(kind, await proxy.cpuSeconds());
     for (let round = 0; round < options.rpsRounds; round++) {
-      for (const target of roundOrder(round).filter((t): t is ProxyKind => t !== 'upstream')) {
+      for (const target of proxyOrder(ctx, round)) {
         const proxy = proxies.get(target);
         if (!proxy) continue;
         const of = (): ProxyProcess => proxy;
@@ -299,6 +331,7 @@ export async function requestRateRounds(ctx: BenchContext): Promise<void> {
         ctx.log(`requests/s round ${round + 1}/${options.rpsRounds}, ${target}: HEAD by tag ${fmt(tag?.rps.rps)}, GET by digest ${fmt(digest?.rps.rps)}`);
       }
     }
+    for (const [kind, proxy] of proxies) await phaseCost(ctx, proxy, 'manifest', cpuAtStart.get(kind)!);
     for (const proxy of proxies.values()) await samplePeakRss(ctx, proxy, 'requests/s');
   } finally {
     for (const proxy of proxies.values()) await proxy.dispose();
@@ -353,7 +386,7 @@ export async function profilePullthrough(ctx: BenchContext, profileRoot: string)
     try {
       // One GET fills the cache; stopping the server drains the fill and its linking.
       await concurrentGets(filler.url, workload.big, 1);
-      await waitForFiles([filler.blobPath(workload.big.digest)]);
+      await waitForBlobs(filler, [workload.big.digest]);
       await filler.stop();
       proxy = current = await startPullthrough({ ...base, cpuProfDir: dir, reuseDir: filler.dir });
       const reads = Math.max(options.blobReads, options.quick ? 1 : 4);

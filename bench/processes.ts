@@ -14,7 +14,8 @@
  * after a grace period) and waits for the exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -23,9 +24,11 @@ import { parseDigest, type Digest } from '../src/registry/digest.js';
 import { blobDataPath } from '../src/storage/layout.js';
 import { freePort, waitForHttp } from '../test/fixtures/net.js';
 import { registryConfig } from '../test/fixtures/registry.js';
-import { removeTempDir, tempDir, trackChildProcess } from '../test/fixtures/tools.js';
+import { isOnPath, removeTempDir, tempDir, trackChildProcess } from '../test/fixtures/tools.js';
 
-export type ProxyKind = 'pullthrough' | 'distribution';
+export type ProxyKind = 'pullthrough' | 'distribution' | 'nginx';
+
+export const PROXY_KINDS: readonly ProxyKind[] = ['pullthrough', 'distribution', 'nginx'];
 
 export interface ProxyProcess {
   readonly kind: ProxyKind;
@@ -40,11 +43,13 @@ export interface ProxyProcess {
   readonly root: string;
   /** Its temp directory (config and storage), removed by `dispose`. */
   readonly dir: string;
-  /** Where this proxy keeps the bytes of a committed blob. */
-  blobPath(digest: string): string;
-  /** Peak resident set size so far (`VmHWM`), in KiB; undefined once the process is gone. */
+  /** Where this proxy keeps the bytes of a committed blob; undefined when its cache files are not named by digest (nginx). */
+  blobPath(digest: string): string | undefined;
+  /** Peak resident set size so far (`VmHWM`), in KiB, summed over the proxy's processes; undefined once gone. */
   peakRssKiB(): Promise<number | undefined>;
-  /** CPU seconds (user + system, all threads) the process has used so far. */
+  /** Resident set size now (`VmRSS`), in KiB, summed over the proxy's processes. */
+  rssKiB(): Promise<number | undefined>;
+  /** CPU seconds (user + system, all threads, all of its processes) used so far. */
   cpuSeconds(): Promise<number>;
   /** Output captured from the process (the tail), for error messages. */
   output(): string;
@@ -81,15 +86,35 @@ export async function readCpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
-/** `VmHWM` of a live process in KiB, from /proc. */
-export async function readPeakRssKiB(pid: number): Promise<number | undefined> {
+/** A `/proc/<pid>/status` field in KiB (`VmHWM`, `VmRSS`). */
+async function readStatusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number | undefined> {
   try {
     const status = await readFile(`/proc/${pid}/status`, 'utf8');
-    const match = /^VmHWM:\s+(\d+)\s+kB$/m.exec(status);
+    const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB$`, 'm').exec(status);
     return match ? Number(match[1]) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** `VmHWM` of a live process in KiB, from /proc. */
+export function readPeakRssKiB(pid: number): Promise<number | undefined> {
+  return readStatusKiB(pid, 'VmHWM');
+}
+
+/** A process and its children (nginx: master, worker, cache manager and loader), from /proc/<pid>/task/<pid>/children. */
+async function processTree(pid: number): Promise<number[]> {
+  const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '');
+  const kids = children.trim().split(/\s+/).filter(Boolean).map(Number);
+  const below = await Promise.all(kids.map((kid) => processTree(kid)));
+  return [pid, ...below.flat()];
+}
+
+/** Sums a per-process reading over the tree; undefined when the root is gone. */
+async function overTree(pid: number, read: (pid: number) => Promise<number | undefined>): Promise<number | undefined> {
+  const values = await Promise.all((await processTree(pid)).map((p) => read(p)));
+  if (values[0] === undefined) return undefined;
+  return values.reduce<number>((sum, v) => sum + (v ?? 0), 0);
 }
 
 interface Spawned {
@@ -189,8 +214,10 @@ export function distributionConfig(upstreamUrl: string, root: string, port: numb
   return edited;
 }
 
-export async function startDistribution(upstreamUrl: string, options: { descriptorCache?: boolean } = {}): Promise<ProxyProcess> {
-  const dir = await tempDir('bench-distribution');
+export async function startDistribution(
+  upstreamUrl: string, options: { descriptorCache?: boolean; reuseDir?: string } = {},
+): Promise<ProxyProcess> {
+  const dir = options.reuseDir ?? (await tempDir('bench-distribution'));
   const root = join(dir, 'storage');
   const port = await freePort();
   const configPath = join(dir, 'config.yml');
@@ -203,7 +230,9 @@ export async function startDistribution(upstreamUrl: string, options: { descript
   });
 }
 
-function describe(kind: ProxyKind, port: number, root: string, dir: string, spawned: Spawned, blobPath: (d: string) => string): ProxyProcess {
+function describe(
+  kind: ProxyKind, port: number, root: string, dir: string, spawned: Spawned, blobPath: (d: string) => string | undefined,
+): ProxyProcess {
   const pid = spawned.child.pid;
   if (pid === undefined) throw new Error(`${kind}: no pid`);
   return {
@@ -215,8 +244,9 @@ function describe(kind: ProxyKind, port: number, root: string, dir: string, spaw
     root,
     dir,
     blobPath,
-    peakRssKiB: () => readPeakRssKiB(pid),
-    cpuSeconds: () => readCpuSeconds(pid),
+    peakRssKiB: () => overTree(pid, (p) => readStatusKiB(p, 'VmHWM')),
+    rssKiB: () => overTree(pid, (p) => readStatusKiB(p, 'VmRSS')),
+    cpuSeconds: async () => (await overTree(pid, (p) => readCpuSeconds(p).catch(() => undefined))) ?? 0,
     output: spawned.output,
     stop: spawned.stop,
     dispose: async () => {
@@ -224,4 +254,88 @@ function describe(kind: ProxyKind, port: number, root: string, dir: string, spaw
       await removeTempDir(dir);
     },
   };
+}
+
+/**
+ * nginx as the caching mirror several popular Docker mirrors are built as:
+ * `proxy_cache` with a cache lock (one upstream fetch per key), blobs and
+ * manifests by digest cached 30 days, manifests by tag 60 s (keyed with the
+ * Accept header, which picks the manifest type), stale answers on upstream
+ * errors, sendfile for cached bytes. One worker, so it has the same one core
+ * as pullthrough's event loop; the master and the cache manager and loader
+ * are counted with it. No access log, like the other two.
+ */
+export function nginxConfig(upstreamUrl: string, dir: string, port: number): string {
+  const upstream = new URL(upstreamUrl).host;
+  const cached = (valid: string): string => `
+      proxy_cache mirror;
+      proxy_cache_valid 200 ${valid};
+      proxy_pass http://upstream;`;
+  return `# Written by the pullthrough bench (bench/processes.ts).
+${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path ${dir}/tmp/body;
+  proxy_temp_path ${dir}/tmp/proxy;
+  fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi;
+  scgi_temp_path ${dir}/tmp/scgi;
+  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=mirror:32m max_size=20g inactive=30d use_temp_path=off;
+  upstream upstream {
+    server ${upstream};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port} reuseport backlog=4096;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host ${upstream};
+    proxy_cache_lock on;
+    proxy_cache_lock_timeout 300s;
+    proxy_cache_lock_age 300s;
+    proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+    proxy_cache_key $uri$is_args$args|$http_accept;
+    proxy_read_timeout 300s;
+    location ~ "^/v2/.+/blobs/sha256:[0-9a-f]{64}$" {
+      proxy_cache_key $uri;${cached('30d')}
+    }
+    location ~ "^/v2/.+/manifests/sha256:[0-9a-f]{64}$" {${cached('30d')}
+    }
+    location ~ ^/v2/.+/manifests/[^/]+$ {${cached('60s')}
+    }
+    location / {
+      proxy_pass http://upstream;
+    }
+  }
+}
+`;
+}
+
+export async function startNginx(upstreamUrl: string, options: { reuseDir?: string } = {}): Promise<ProxyProcess> {
+  const dir = options.reuseDir ?? (await tempDir('bench-nginx'));
+  const root = join(dir, 'cache');
+  const port = await freePort();
+  for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) await mkdir(join(dir, 'tmp', sub), { recursive: true });
+  const configPath = join(dir, 'nginx.conf');
+  await writeFile(configPath, nginxConfig(upstreamUrl, dir, port));
+  const url = `http://127.0.0.1:${port}`;
+  // -e: nginx 1.22 opens its default error log before it reads the config.
+  const spawned = await spawnServer(NGINX, ['-c', configPath, '-p', dir, '-e', join(dir, 'error.log')], process.env,
+    `${url}/v2/`, 'nginx');
+  // A cache file is named by the MD5 of its key, which holds the repository: not by digest.
+  return describe('nginx', port, root, dir, spawned, () => undefined);
+}
+
+/** nginx from PATH, else Debian's /usr/sbin (not on a non-root PATH). */
+export const NGINX = existsSync('/usr/sbin/nginx') && !isOnPath('nginx') ? '/usr/sbin/nginx' : 'nginx';
+
+export function nginxInstalled(): boolean {
+  return isOnPath('nginx') || existsSync('/usr/sbin/nginx');
 }

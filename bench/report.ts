@@ -8,7 +8,7 @@ import { relative } from 'node:path';
 import { runCommand } from '../test/fixtures/tools.js';
 import type { BenchOptions } from './options.js';
 import type { ProfileSummary } from './profile.js';
-import type { Metric, Recorder, Target } from './results.js';
+import { COST_PHASES, type Metric, type Recorder, type Target } from './results.js';
 import { fmt, ratio } from './stats.js';
 
 export interface Machine {
@@ -53,39 +53,46 @@ export async function describeMachine(): Promise<Machine> {
 export interface TargetCheck {
   readonly target: string;
   readonly pullthrough: string;
-  readonly distribution: string;
+  /** What it is compared with (nginx's or Distribution's figure, or the fixed bound). */
+  readonly against: string;
   readonly met: boolean | undefined;
 }
 
-/** The issue's targets against the medians (the GET counts must hold in every round). */
+/** The targets of issues 7 and 19 against the medians (the GET counts must hold in every round). */
 export function checkTargets(rec: Recorder): TargetCheck[] {
   const med = (m: Metric, t: Target): number | undefined => rec.summary(m, t)?.median;
   const max = (m: Metric, t: Target): number | undefined => rec.summary(m, t)?.max;
-  const vs = (m: Metric): number => ratio(med(m, 'pullthrough'), med(m, 'distribution'));
   const known = (v: number | undefined): v is number => v !== undefined && Number.isFinite(v);
   const checks: TargetCheck[] = [];
-  const add = (target: string, pt: string, dist: string, met: boolean | undefined): void => {
-    checks.push({ target, pullthrough: pt, distribution: dist, met });
+  const bound = (target: string, m: Metric, op: '<=' | '>=', limit: number, worst = false): void => {
+    const v = worst ? max(m, 'pullthrough') : med(m, 'pullthrough');
+    checks.push({ target, pullthrough: fmt(v), against: `${op === '<=' ? '≤' : '≥'} ${limit}`, met: known(v) ? (op === '<=' ? v <= limit : v >= limit) : undefined });
   };
-  const coldPt = med('coldPullVsDirect', 'pullthrough');
-  add('cold pull ≥ 0.95× the direct pull', `${fmt(coldPt)}×`, `${fmt(med('coldPullVsDirect', 'distribution'))}×`,
-    known(coldPt) ? coldPt >= 0.95 : undefined);
-  const getsPt = max('blobGetsPerBlob', 'pullthrough');
-  add('1 upstream GET per blob (cold pull; worst round)', fmt(getsPt), fmt(max('blobGetsPerBlob', 'distribution')),
-    known(getsPt) ? getsPt <= 1 : undefined);
-  const concPt = max('concurrentUpstreamGets', 'pullthrough');
-  add('1 upstream GET for 8 concurrent clients (worst round)', fmt(concPt, 0), fmt(max('concurrentUpstreamGets', 'distribution'), 0),
-    known(concPt) ? concPt <= 1 : undefined);
-  const digest = vs('getDigestRps');
-  add('manifest by digest ≥ 5× Distribution (req/s)', `${fmt(digest)}×`, '1×', Number.isFinite(digest) ? digest >= 5 : undefined);
-  const tag = vs('headTagRps');
-  add('manifest by fresh tag ≥ 20× Distribution (req/s)', `${fmt(tag)}×`, '1×', Number.isFinite(tag) ? tag >= 20 : undefined);
-  const c1 = vs('cached1MBps');
-  add('cached blob MB/s ≥ 1× Distribution, 1 connection', `${fmt(c1)}×`, '1×', Number.isFinite(c1) ? c1 >= 1 : undefined);
-  const c4 = vs('cached4MBps');
-  add('cached blob MB/s ≥ 1× Distribution, 4 connections', `${fmt(c4)}×`, '1×', Number.isFinite(c4) ? c4 >= 1 : undefined);
-  const rss = vs('peakRssMiB');
-  add('peak RSS ≤ 1.5× Distribution', `${fmt(rss)}×`, '1×', Number.isFinite(rss) ? rss <= 1.5 : undefined);
+  const relative = (target: string, m: Metric, other: Target, op: '<=' | '>=', factor: number): void => {
+    const r = ratio(med(m, 'pullthrough'), med(m, other));
+    checks.push({
+      target, pullthrough: `${fmt(r)}× (${fmt(med(m, 'pullthrough'))})`, against: `${op === '<=' ? '≤' : '≥'} ${factor}× ${other} (${fmt(med(m, other))})`,
+      met: Number.isFinite(r) ? (op === '<=' ? r <= factor : r >= factor) : undefined,
+    });
+  };
+  // Issue 19: as lean as nginx where verification allows.
+  bound('cold fill, proxy CPU-s per GB', 'coldPullCpuPerGB', '<=', 2);
+  bound('warm pull, proxy CPU-s per GB', 'warmPullCpuPerGB', '<=', 0.5);
+  bound('cold pull ÷ direct pull', 'coldPullVsDirect', '>=', 0.9);
+  relative('manifest HEAD by fresh tag, req/s', 'headTagRps', 'nginx', '>=', 0.5);
+  relative('manifest GET by digest, req/s', 'getDigestRps', 'nginx', '>=', 0.5);
+  relative('cached big blob, 4 connections, MB/s', 'cached4MBps', 'nginx', '>=', 0.8);
+  relative('cached big blob, 1 connection, MB/s', 'cached1MBps', 'nginx', '>=', 1);
+  relative('peak RSS over the whole bench', 'peakRssMiB', 'distribution', '<=', 1.5);
+  bound('idle RSS after start, MiB', 'idleRssMiB', '<=', 60);
+  // Issue 7: one fetch per blob, ahead of Distribution.
+  bound('upstream GETs per blob, cold pull (worst round)', 'blobGetsPerBlob', '<=', 1, true);
+  bound('upstream GETs for simultaneous cold clients (worst round)', 'concurrentUpstreamGets', '<=', 1, true);
+  bound('upstream GETs of a layer, 50 clients on a cold image', 'scaleColdUpstreamGets', '<=', 1, true);
+  relative('manifest GET by digest vs Distribution', 'getDigestRps', 'distribution', '>=', 5);
+  relative('manifest HEAD by fresh tag vs Distribution', 'headTagRps', 'distribution', '>=', 20);
+  relative('cached blob, 1 connection, vs Distribution', 'cached1MBps', 'distribution', '>=', 1);
+  relative('cached blob, 4 connections, vs Distribution', 'cached4MBps', 'distribution', '>=', 1);
   return checks;
 }
 
@@ -104,14 +111,20 @@ interface Row {
   readonly target?: string;
   /** Text for the upstream column when it is not a measured value. */
   readonly upstreamText?: string;
+  /** Shown as value × scale (µs per request as CPU-s per 1,000 requests). */
+  readonly scale?: number;
 }
 
 function rows(options: BenchOptions): Row[] {
   const big = sizeText(options.bigSize);
   const n = options.concurrentClients;
+  const phaseRows = COST_PHASES.flatMap((phase): Row[] => [
+    { label: `Proxy CPU-s, ${phase} phase`, metric: `cpuS.${phase}`, ratio: true },
+    { label: `Proxy RSS at the end of the ${phase} phase, MiB`, metric: `rssMiB.${phase}`, ratio: true, digits: 0 },
+  ]);
   return [
     { label: 'Cold pull, MB/s (skopeo copy --all, every image)', metric: 'coldPullMBps', ratio: true },
-    { label: 'Cold pull ÷ direct pull from the upstream', metric: 'coldPullVsDirect', ratio: false, target: '≥ 0.95×', upstreamText: '1' },
+    { label: 'Cold pull ÷ direct pull from the upstream', metric: 'coldPullVsDirect', ratio: false, target: '≥ 0.9', upstreamText: '1' },
     { label: 'Warm pull, MB/s', metric: 'warmPullMBps', ratio: true },
     { label: 'Upstream blob GETs per unique blob, cold pull', metric: 'blobGetsPerBlob', ratio: false, target: '1' },
     { label: `${n} simultaneous cold GETs of one ${big} blob: upstream GETs`, metric: 'concurrentUpstreamGets', ratio: false, digits: 0, target: '1' },
@@ -119,53 +132,111 @@ function rows(options: BenchOptions): Row[] {
     { label: `… slowest client, ms`, metric: 'concurrentSlowestMs', ratio: true },
     { label: `Cold blob (${sizeText(options.ttfbSize)}) time to first byte, ms`, metric: 'ttfbMs', ratio: true },
     { label: '… ÷ the upstream\'s own time to first byte', metric: 'ttfbVsUpstream', ratio: false, upstreamText: '1' },
-    { label: `Manifest HEAD by tag, req/s (${options.connections} connections)`, metric: 'headTagRps', ratio: true, target: '≥ 20×' },
+    { label: `Manifest HEAD by fresh tag, req/s (${options.connections} connections)`, metric: 'headTagRps', ratio: true, target: '≥ 0.5× nginx' },
     { label: '… upstream requests per client request', metric: 'upstreamPerHeadTag', ratio: false },
-    { label: `Manifest GET by digest, req/s (${options.connections} connections)`, metric: 'getDigestRps', ratio: true, target: '≥ 5×' },
+    { label: `Manifest GET by digest, req/s (${options.connections} connections)`, metric: 'getDigestRps', ratio: true, target: '≥ 0.5× nginx' },
     { label: '… upstream requests per client request', metric: 'upstreamPerGetDigest', ratio: false },
-    { label: `Cached ${big} blob, 1 connection, MB/s`, metric: 'cached1MBps', ratio: true, target: '≥ 1×' },
-    { label: `Cached ${big} blob, 4 connections, MB/s`, metric: 'cached4MBps', ratio: true, target: '≥ 1×' },
-    { label: 'Peak RSS of the proxy process, MiB (VmHWM)', metric: 'peakRssMiB', ratio: true, digits: 0, target: '≤ 1.5×' },
-    { label: 'Proxy CPU per GB, cold pull, s', metric: 'coldPullCpuPerGB', ratio: true },
-    { label: 'Proxy CPU per GB, warm pull, s', metric: 'warmPullCpuPerGB', ratio: true },
-    { label: `Proxy CPU per GB, cached ${big} blob, s`, metric: 'cachedCpuPerGB', ratio: true },
-    { label: 'Proxy CPU per manifest HEAD by tag, µs', metric: 'headTagCpuUs', ratio: true },
-    { label: 'Proxy CPU per manifest GET by digest, µs', metric: 'getDigestCpuUs', ratio: true },
+    { label: `Cached ${big} blob, 1 connection, MB/s`, metric: 'cached1MBps', ratio: true, target: '≥ 1× nginx' },
+    { label: `Cached ${big} blob, 4 connections, MB/s`, metric: 'cached4MBps', ratio: true, target: '≥ 0.8× nginx' },
+    { label: `Scale: ${options.scaleClients} clients × 3 of ${options.scaleImages} cached images, manifest GET p50, ms`, metric: 'scaleManifestP50Ms', ratio: true },
+    { label: '… manifest GET p99, ms', metric: 'scaleManifestP99Ms', ratio: true },
+    { label: '… aggregate MB/s', metric: 'scaleMBps', ratio: true },
+    { label: '… proxy CPU-s per GB', metric: 'scaleCpuPerGB', ratio: true },
+    { label: `Scale: ${options.scaleColdClients} clients × one cold image, manifest GET p50, ms`, metric: 'scaleColdManifestP50Ms', ratio: true },
+    { label: '… manifest GET p99, ms', metric: 'scaleColdManifestP99Ms', ratio: true },
+    { label: '… aggregate MB/s', metric: 'scaleColdMBps', ratio: true },
+    { label: '… upstream GETs of its layer', metric: 'scaleColdUpstreamGets', ratio: false, digits: 0, target: '1' },
+    { label: `Large catalog (${options.catalogTags.toLocaleString('en-US')} tags, ${options.catalogRepos.toLocaleString('en-US')} repositories): GET by random tag, req/s`, metric: 'catalogTagRps', ratio: true },
+    { label: '… upstream requests per client request', metric: 'catalogUpstreamPerRequest', ratio: false },
+    { label: '… proxy CPU-s per 1,000 requests', metric: 'catalogCpuUs', ratio: true, scale: 1e-3 },
+    { label: '… start-up on that cache, ms (spawn to first /v2/ answer)', metric: 'catalogStartupMs', ratio: true, digits: 0 },
+    { label: 'Idle RSS after start, MiB', metric: 'idleRssMiB', ratio: true, digits: 0, target: '≤ 60' },
+    { label: 'Peak RSS over the whole bench, MiB (VmHWM)', metric: 'peakRssMiB', ratio: true, digits: 0, target: '≤ 1.5× Distribution' },
+    { label: 'Proxy CPU-s per GB, cold pull', metric: 'coldPullCpuPerGB', ratio: true, target: '≤ 2' },
+    { label: 'Proxy CPU-s per GB, warm pull', metric: 'warmPullCpuPerGB', ratio: true, target: '≤ 0.5' },
+    { label: `Proxy CPU-s per GB, cached ${big} blob`, metric: 'cachedCpuPerGB', ratio: true },
+    { label: 'Proxy CPU-s per 1,000 manifest HEADs by tag', metric: 'headTagCpuUs', ratio: true, scale: 1e-3 },
+    { label: 'Proxy CPU-s per 1,000 manifest GETs by digest', metric: 'getDigestCpuUs', ratio: true, scale: 1e-3 },
+    ...phaseRows,
   ];
 }
 
+/** The proxies a table shows: those with any figure. */
+function columns(rec: Recorder): Target[] {
+  const all: Target[] = ['pullthrough', 'distribution', 'nginx'];
+  return all.filter((t) => Object.values(rec.summaries()).some((byTarget) => byTarget?.[t] !== undefined));
+}
+
+const COLUMN_NAMES: Record<Target, string> = {
+  pullthrough: 'pullthrough', distribution: 'Distribution 2.8 (proxy)', nginx: 'nginx (proxy_cache)', upstream: 'upstream direct',
+};
+
 export function renderTable(rec: Recorder, options: BenchOptions): string {
+  const cols = columns(rec);
+  const others = cols.filter((c) => c !== 'pullthrough');
   const lines = [
-    '| Figure | pullthrough | Distribution 2.8 (proxy) | pullthrough ÷ Distribution | upstream direct | target |',
-    '| --- | ---: | ---: | ---: | ---: | --- |',
+    `| Figure | ${cols.map((c) => COLUMN_NAMES[c]).join(' | ')} | ${others.map((c) => `pullthrough ÷ ${c}`).join(' | ')} | upstream direct | target |`,
+    `| --- |${' ---: |'.repeat(cols.length + others.length + 1)} --- |`,
   ];
   for (const row of rows(options)) {
-    const pt = rec.summary(row.metric, 'pullthrough')?.median;
-    const dist = rec.summary(row.metric, 'distribution')?.median;
-    const up = rec.summary(row.metric, 'upstream')?.median;
+    const value = (t: Target): number | undefined => {
+      const v = rec.summary(row.metric, t)?.median;
+      return v === undefined ? undefined : v * (row.scale ?? 1);
+    };
     const cell = (v: number | undefined): string => fmt(v, row.digits);
-    lines.push(`| ${row.label} | ${cell(pt)} | ${cell(dist)} | ${row.ratio ? `${fmt(ratio(pt, dist))}×` : ''} | ${up !== undefined ? cell(up) : row.upstreamText ?? ''} | ${row.target ?? ''} |`);
+    const up = value('upstream');
+    lines.push(`| ${row.label} | ${cols.map((c) => cell(value(c))).join(' | ')} | ${
+      others.map((c) => (row.ratio ? `${fmt(ratio(value('pullthrough'), value(c)))}×` : '')).join(' | ')} | ${
+      up !== undefined ? cell(up) : row.upstreamText ?? ''} | ${row.target ?? ''} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Every figure's median, by metric and target: what bench/baseline.json keeps. */
+export function medians(rec: Recorder): Record<string, Partial<Record<Target, number>>> {
+  const out: Record<string, Partial<Record<Target, number>>> = {};
+  for (const [metric, byTarget] of Object.entries(rec.summaries())) {
+    out[metric] = Object.fromEntries(Object.entries(byTarget ?? {}).map(([t, s]) => [t, s!.median]));
+  }
+  return out;
+}
+
+/** The change of every figure of this run against a baseline's, in percent; a change of 10 % or more is marked. */
+export function renderComparison(rec: Recorder, options: BenchOptions, baseline: Record<string, Partial<Record<Target, number>>>): string {
+  const lines = ['| Figure | target | baseline | now | change |', '| --- | --- | ---: | ---: | ---: |'];
+  for (const row of rows(options)) {
+    for (const t of ['pullthrough', 'distribution', 'nginx', 'upstream'] as const) {
+      const now = rec.summary(row.metric, t)?.median;
+      const before = baseline[row.metric]?.[t];
+      if (now === undefined && before === undefined) continue;
+      const change = now !== undefined && before !== undefined && before !== 0 ? ((now - before) / Math.abs(before)) * 100 : Number.NaN;
+      const mark = Number.isFinite(change) && Math.abs(change) >= 10 ? ' **' : '';
+      const scaled = (v: number | undefined): number | undefined => (v === undefined ? undefined : v * (row.scale ?? 1));
+      lines.push(`| ${row.label} | ${t} | ${fmt(scaled(before), row.digits)} | ${fmt(scaled(now), row.digits)} | ${Number.isFinite(change) ? `${change >= 0 ? '+' : ''}${change.toFixed(1)} %${mark}` : '—'} |`);
+    }
   }
   return lines.join('\n');
 }
 
 export function renderTargets(checks: readonly TargetCheck[]): string {
-  const lines = ['| Target | pullthrough | Distribution | met |', '| --- | ---: | ---: | --- |'];
+  const lines = ['| Target | pullthrough | against | met |', '| --- | ---: | ---: | --- |'];
   for (const c of checks) {
-    lines.push(`| ${c.target} | ${c.pullthrough} | ${c.distribution} | ${c.met === undefined ? 'not measured' : c.met ? 'yes' : 'no'} |`);
+    lines.push(`| ${c.target} | ${c.pullthrough} | ${c.against} | ${c.met === undefined ? 'not measured' : c.met ? 'yes' : 'no'} |`);
   }
   return lines.join('\n');
 }
 
 /** min–max of every figure, with the number of samples, for judging the noise. */
 export function renderSpread(rec: Recorder, options: BenchOptions): string {
-  const lines = ['| Figure | pullthrough | Distribution | upstream direct |', '| --- | --- | --- | --- |'];
+  const cols: Target[] = [...columns(rec), 'upstream'];
+  const lines = [`| Figure | ${cols.map((c) => COLUMN_NAMES[c]).join(' | ')} |`, `| --- |${' --- |'.repeat(cols.length)}`];
   for (const row of rows(options)) {
+    const k = row.scale ?? 1;
     const cell = (t: Target): string => {
       const s = rec.summary(row.metric, t);
-      return s ? `${fmt(s.median, row.digits)} [${fmt(s.min, row.digits)}–${fmt(s.max, row.digits)}] n=${s.n}` : '';
+      return s ? `${fmt(s.median * k, row.digits)} [${fmt(s.min * k, row.digits)}–${fmt(s.max * k, row.digits)}] n=${s.n}` : '';
     };
-    lines.push(`| ${row.label} | ${cell('pullthrough')} | ${cell('distribution')} | ${cell('upstream')} |`);
+    lines.push(`| ${row.label} | ${cols.map(cell).join(' | ')} |`);
   }
   return lines.join('\n');
 }

@@ -1,7 +1,11 @@
 /** Samples as they are taken, per figure and target; summaries (medians) for the report. */
 import { summarize, type Summary } from './stats.js';
 
-export type Target = 'pullthrough' | 'distribution' | 'upstream';
+export type Target = 'pullthrough' | 'distribution' | 'nginx' | 'upstream';
+
+/** The phases whose proxy CPU seconds and RSS are recorded separately. */
+export type CostPhase = 'cold' | 'warm' | 'concurrent' | 'blob' | 'manifest' | 'scale' | 'catalog';
+export const COST_PHASES: readonly CostPhase[] = ['cold', 'warm', 'concurrent', 'blob', 'manifest', 'scale', 'catalog'];
 
 export type Metric =
   | 'coldPullMBps'
@@ -24,7 +28,22 @@ export type Metric =
   | 'warmPullCpuPerGB'
   | 'cachedCpuPerGB'
   | 'headTagCpuUs'
-  | 'getDigestCpuUs';
+  | 'getDigestCpuUs'
+  | 'idleRssMiB'
+  | 'scaleManifestP50Ms'
+  | 'scaleManifestP99Ms'
+  | 'scaleMBps'
+  | 'scaleCpuPerGB'
+  | 'scaleColdManifestP50Ms'
+  | 'scaleColdManifestP99Ms'
+  | 'scaleColdMBps'
+  | 'scaleColdUpstreamGets'
+  | 'catalogTagRps'
+  | 'catalogCpuUs'
+  | 'catalogUpstreamPerRequest'
+  | 'catalogStartupMs'
+  | `cpuS.${CostPhase}`
+  | `rssMiB.${CostPhase}`;
 
 export interface BenchError {
   readonly phase: string;

@@ -7,23 +7,28 @@
  * `bench/RESULTS.md`. Exits non-zero only when the bench could not run (a
  * step failed); a missed target is a result, not a failure.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRegistry, type RunningRegistry } from '../test/fixtures/registry.js';
 import { isOnPath } from '../test/fixtures/tools.js';
 import { parseOptions, USAGE, type BenchOptions } from './options.js';
+import { catalogRounds, seedCatalog } from './catalog.js';
 import { coldWarmRounds, profilePullthrough, requestRateRounds, type BenchContext } from './phases.js';
+import { nginxInstalled, type ProxyKind } from './processes.js';
+import { scaleRounds, seedScaleWorkload } from './scale.js';
 import type { ProfileSummary } from './profile.js';
 import {
-  checkTargets, describeMachine, renderMachine, renderProfiles, renderSpread, renderTable, renderTargets, sizeText, type Machine,
+  checkTargets, describeMachine, medians, renderComparison, renderMachine, renderProfiles, renderSpread, renderTable, renderTargets, sizeText,
+  type Machine,
 } from './report.js';
 import { Recorder } from './results.js';
 import { fmt } from './stats.js';
 import { seedWorkload, type Workload } from './workload.js';
 
 const RESULTS_MD = fileURLToPath(new URL('../../bench/RESULTS.md', import.meta.url));
+const BASELINE = fileURLToPath(new URL('../../bench/baseline.json', import.meta.url));
 const started = Date.now();
 
 function log(message: string): void {
@@ -38,6 +43,8 @@ function describeWorkload(options: BenchOptions, workload: Workload): string {
     `- Requests per second: autocannon, ${options.connections} connections, ${options.rpsSeconds} s per run after one untimed second, ${options.rpsRounds} rounds; manifest \`${workload.manifest.repository}\` (${workload.manifest.size} bytes), Accept with the 4 manifest types. Both proxies run for the whole phase, each on a cache warmed by one GET by tag and one by digest.`,
     ...(options.pullthroughNodeFlags.length > 0 ? [`- pullthrough's node flags: \`${options.pullthroughNodeFlags.join(' ')}\`.`] : []),
     `- Cold/warm rounds: ${options.rounds}; every round starts each proxy on a new empty storage root.`,
+    `- Scale: ${options.scaleImages} cached images of 2 × ${sizeText(options.scaleLayerSize)} layers; ${options.scaleClients} clients, each on its own connection, each pulling its own mix of 3 of them (manifest by tag, then config and layers); then ${options.scaleColdClients} clients pulling one cold image of one ${sizeText(options.scaleColdSize)} layer at once. Every proxy starts on an empty root and has the hot images pulled through it once first.`,
+    `- Large catalog: ${options.catalogTags.toLocaleString('en-US')} tags across ${options.catalogRepos.toLocaleString('en-US')} repositories, each tag a manifest of its own, written into the upstream's storage; each proxy GETs every tag once (32 at a time), is restarted on that cache (the start-up figure), then autocannon GETs random tags for ${options.rpsSeconds} s.`,
   ].join('\n');
 }
 
@@ -46,7 +53,8 @@ const METHOD = `- Every figure is the median of its rounds; targets are visited 
 - Upstream requests are counted from the upstream \`docker-registry\`'s access log, after both the proxy's storage holds every blob and the log has gone quiet (Distribution fetches a second copy in the background).
 - pullthrough runs as \`node dist/src/cli.js serve\` with log level \`warn\` and \`tagMaxAge\` 1m (a tag resolved within the minute is served from its record: "fresh tag"); Distribution runs from the test fixture's proxy-mode config with log level \`warn\`, its access log off (so neither pays for per-request logging) and \`storage.cache.blobdescriptor: inmemory\` as in Debian's shipped config. The upstream keeps its access log (it is how requests are counted).
 - Proxy CPU is the user + system time of the proxy process (all threads, /proc/<pid>/stat) over the measurement, per unit of work: unlike throughput it hardly moves when other processes share the cores.
-- Peak RSS is the largest \`VmHWM\` (/proc/<pid>/status) of any process of that proxy, read just before it is stopped.
+- Peak RSS is the largest \`VmHWM\` (/proc/<pid>/status) of any proxy process over the bench, read just before it is stopped; for nginx the sum over its master, worker and cache processes (CPU too). Per-phase RSS is \`VmRSS\` at the end of the phase.
+- nginx 1.22 (Debian \`nginx-light\`) runs with the bench's own configuration (\`nginxConfig\` in \`bench/processes.ts\`): one worker, \`proxy_cache\` with \`proxy_cache_lock\`, blobs and manifests by digest valid 30 days, manifests by tag 60 s (keyed with the Accept header), \`proxy_cache_use_stale\` on errors, \`sendfile\`, no access log.
 - The load generator (undici, autocannon, skopeo) runs on the same cores as the proxies and the upstream.`;
 
 interface BenchResult {
@@ -76,11 +84,11 @@ Written by \`npm run bench\`${options.quick ? ' --quick' : ''} on ${result.start
 
 ${renderMachine(result.machine)}
 
-## pullthrough and Distribution side by side
+## pullthrough, Distribution and nginx side by side
 
 ${result.table}
 
-## Targets (issue 7)
+## Targets (issues 7 and 19)
 
 ${renderTargets(result.targets)}
 
@@ -119,6 +127,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const missing = ['docker-registry', 'skopeo'].filter((tool) => !isOnPath(tool));
+  if (!options.noNginx && !nginxInstalled()) missing.push('nginx (nginx-light; or --no-nginx)');
   if (missing.length > 0) {
     process.stderr.write(`bench: ${missing.join(', ')} not installed (apt-get install -y docker-registry skopeo)\n`);
     return 1;
@@ -141,13 +150,20 @@ async function main(): Promise<number> {
     await upstream.clearRequests();
     log(`seeded ${workload.uniqueBlobs.length} blobs (${fmt(workload.uniqueBlobBytes / 1e6)} MB), big blob ${workload.big.size} bytes`);
 
+    const scale = opts.phases.has('scale') ? await seedScaleWorkload(upstream, { options: opts }) : undefined;
+    const catalog = opts.phases.has('catalog') ? await seedCatalog(upstream, { options: opts }) : undefined;
+    if (scale || catalog) log(`seeded${scale ? ` ${scale.hot.length + 1} scale images` : ''}${catalog ? ` a catalog of ${catalog.paths.length} tags` : ''}`);
+
     const rec = new Recorder();
+    const kinds: ProxyKind[] = opts.noNginx ? ['pullthrough', 'distribution'] : ['pullthrough', 'distribution', 'nginx'];
     const ctx: BenchContext = {
-      options: opts, upstream, upstreamName: upstream.host, workload, rec, log, peakRss: { pullthrough: [], distribution: [] },
+      options: opts, upstream, upstreamName: upstream.host, workload, rec, log, peakRss: { pullthrough: [], distribution: [], nginx: [] }, kinds,
     };
     if (opts.phases.has('cold')) await coldWarmRounds(ctx);
     if (opts.phases.has('rps')) await requestRateRounds(ctx);
-    for (const kind of ['pullthrough', 'distribution'] as const) {
+    if (scale) await scaleRounds(ctx, scale);
+    if (catalog) await catalogRounds(ctx, catalog);
+    for (const kind of kinds) {
       if (ctx.peakRss[kind].length > 0) rec.add('peakRssMiB', kind, Math.max(...ctx.peakRss[kind]) / 1024);
     }
     const outPath = resolve(opts.out);
@@ -181,9 +197,22 @@ async function main(): Promise<number> {
     await mkdir(dirname(outPath), { recursive: true });
     await writeFile(outPath, JSON.stringify(result, null, 2) + '\n');
     if (opts.writeMarkdown) await writeFile(RESULTS_MD, markdown(result, opts, rec, workload));
+    if (opts.saveBaseline) {
+      await writeFile(BASELINE, JSON.stringify({
+        version: 1, startedAt, mode: result.mode, machine, medians: medians(rec),
+      }, null, 2) + '\n');
+    }
 
-    process.stdout.write(`\n## pullthrough vs Distribution 2.8 proxy (${opts.quick ? 'quick' : 'full'} run, ${Math.round(result.seconds)} s)\n\n`);
+    process.stdout.write(`\n## pullthrough vs Distribution 2.8 proxy and nginx (${opts.quick ? 'quick' : 'full'} run, ${Math.round(result.seconds)} s)\n\n`);
     process.stdout.write(`${renderMachine(machine)}\n\n${table}\n\n${renderTargets(result.targets)}\n\n`);
+    if (opts.compare) {
+      const baseline = await readFile(BASELINE, 'utf8').then((text) => JSON.parse(text) as { mode: string; startedAt: string; medians: Parameters<typeof renderComparison>[2] }, () => undefined);
+      if (!baseline) process.stdout.write(`no baseline at ${BASELINE} (write one with --save-baseline)\n\n`);
+      else {
+        process.stdout.write(`### Against bench/baseline.json (${baseline.mode} run of ${baseline.startedAt}${baseline.mode !== result.mode ? `; this is a ${result.mode} run: sizes differ` : ''})\n\n`);
+        process.stdout.write(`${renderComparison(rec, opts, baseline.medians)}\n\n`);
+      }
+    }
     for (const p of profiles) {
       process.stdout.write(`profile "${p.workload}": ${fmt(p.idlePct)} % idle; top self time: ${p.topSelf.slice(0, 5).map((h) => `${h.function} (${h.location}) ${fmt(h.pct)} %`).join('; ')}\n`);
     }

@@ -42,3 +42,10 @@ export function fmt(value: number | undefined, digits?: number): string {
   if (abs >= 10) return value.toFixed(1);
   return value.toFixed(2);
 }
+
+/** The p-th percentile (nearest rank) of the values; NaN when there are none. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}

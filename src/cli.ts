@@ -1,13 +1,19 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { PACKAGE_VERSION } from './config/version.js';
-import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
-import { configCheck, configShow } from './cli/config.js';
-import { containerdConfig, type ContainerdConfigOptions } from './cli/containerdConfig.js';
-import { failureReport } from './cli/errors.js';
-import { gc } from './cli/gc.js';
-import { serve } from './cli/serve.js';
-import { collect, warm, type WarmCommandOptions } from './cli/warm.js';
+import type { ExportCommandOptions } from './cli/bundle.js';
+import type { ContainerdConfigOptions } from './cli/containerdConfig.js';
+import type { ServeOptions } from './cli/serve.js';
+import type { WarmCommandOptions } from './cli/warm.js';
+
+// Each command's module is loaded when it runs: `serve` then never loads the
+// bundle (tar-stream), warm (yaml, cli-progress) or their error types, which
+// a running mirror would otherwise hold in memory (issue 19, idle RSS).
+
+/** Repeatable options: each use adds to the list. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
 
 const program = new Command()
   .name('pullthrough')
@@ -21,13 +27,13 @@ program.command('serve', { isDefault: true })
   .option('-c, --config <file>', 'configuration file (default: $PULLTHROUGH_CONFIG, else the embedded proxy.config.json)')
   .option('-p, --port <port>', 'listen on this port (listen.port)')
   .option('-r, --root <dir>', 'cache under this directory (storage.root)')
-  .action(serve);
+  .action(async (options: ServeOptions) => (await import('./cli/serve.js')).serve(options));
 
 program.command('gc')
   .description('remove what the eviction policy says must go (maxSize, maxIdle) and every blob no cached image references')
   .option('-c, --config <file>', 'configuration file')
   .option('-n, --dry-run', 'report what would be removed and the bytes it frees, remove nothing')
-  .action(gc);
+  .action(async (options: { config?: string; dryRun?: boolean }) => (await import('./cli/gc.js')).gc(options));
 
 program.command('warm')
   .description('fetch images into the cache ahead of the pulls that need them')
@@ -43,7 +49,9 @@ program.command('warm')
   .option('--artifact-type <type>', 'only referrers of this artifactType (implies --referrers); repeatable', collect, [])
   .option('-e, --env <name[=value]>', 'a variable compose files may use (${NAME}); its value from the environment unless given; repeatable', collect, [])
   .option('--env-file <file>', 'variables compose files may use, NAME=value a line; repeatable (nothing else of the environment is read)', collect, [])
-  .action(async (references: string[], options: WarmCommandOptions) => { process.exitCode = await warm(references, options); });
+  .action(async (references: string[], options: WarmCommandOptions) => {
+    process.exitCode = await (await import('./cli/warm.js')).warm(references, options);
+  });
 
 program.command('export')
   .description('write cached images as one OCI image layout tar')
@@ -55,13 +63,17 @@ program.command('export')
   .option('--referrers', 'also the cached referrers (signatures, SBOMs, attestations) of every exported image, and their blobs')
   .option('-e, --env <name[=value]>', 'a variable compose files may use; repeatable', collect, [])
   .option('--env-file <file>', 'variables compose files may use, NAME=value a line; repeatable', collect, [])
-  .action(async (references: string[], options: ExportCommandOptions) => { process.exitCode = await exportCommand(references, options); });
+  .action(async (references: string[], options: ExportCommandOptions) => {
+    process.exitCode = await (await import('./cli/bundle.js')).exportCommand(references, options);
+  });
 
 program.command('import')
   .description('load a bundle written by export (any OCI image layout tar with full ref names) into the cache')
   .argument('<bundle>', 'the bundle, e.g. bundle.tar')
   .option('-c, --config <file>', 'configuration file')
-  .action(async (bundle: string, options: { config?: string }) => { process.exitCode = await importCommand(bundle, options); });
+  .action(async (bundle: string, options: { config?: string }) => {
+    process.exitCode = await (await import('./cli/bundle.js')).importCommand(bundle, options);
+  });
 
 program.command('containerd-config')
   .description('write a hosts.toml per configured upstream (and _default) into containerd\'s certs.d: this pullthrough as the mirror, the registry as fallback')
@@ -70,7 +82,9 @@ program.command('containerd-config')
   .option('--mirror <url>', 'the mirror URL containerd dials (default http://127.0.0.1:<listen.port>)')
   .option('--ca <file>', 'CA file for an HTTPS mirror')
   .option('--check', 'show a diff of what would change and write nothing; exit 1 when something would')
-  .action(async (options: ContainerdConfigOptions) => { process.exitCode = await containerdConfig(options); });
+  .action(async (options: ContainerdConfigOptions) => {
+    process.exitCode = await (await import('./cli/containerdConfig.js')).containerdConfig(options);
+  });
 
 const configCommand = program.command('config')
   .description('look at the configuration (the file, then PULLTHROUGH_* variables) without starting anything');
@@ -78,12 +92,12 @@ const configCommand = program.command('config')
 configCommand.command('check')
   .description('validate the configuration and check that the files it names are readable; prints ok or each problem (exit 2)')
   .option('-c, --config <file>', 'configuration file')
-  .action((options: { config?: string }) => { process.exitCode = configCheck(options); });
+  .action(async (options: { config?: string }) => { process.exitCode = (await import('./cli/config.js')).configCheck(options); });
 
 configCommand.command('show')
   .description('print the configuration in effect as JSON: defaults applied, secrets redacted')
   .option('-c, --config <file>', 'configuration file')
-  .action((options: { config?: string }) => { process.exitCode = configShow(options); });
+  .action(async (options: { config?: string }) => { process.exitCode = (await import('./cli/config.js')).configShow(options); });
 
 /**
  * `serve` is the default command, so commander would take a mistyped
@@ -103,6 +117,7 @@ try {
   checkCommandName(process.argv);
   await program.parseAsync(process.argv);
 } catch (err) {
+  const { failureReport } = await import('./cli/errors.js');
   const { code, text } = failureReport(err);
   process.stderr.write(text);
   process.exit(code);

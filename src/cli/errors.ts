@@ -5,6 +5,7 @@ import { RegistryError } from '../registry/errors.js';
 import { ReferenceSourceError } from '../warm/references.js';
 import { BundleError } from '../airgap/bundle.js';
 import { StartupError } from './startup.js';
+import { stackTracesShown } from './stackTraces.js';
 import { UsageError } from './warm.js';
 
 /**
@@ -24,12 +25,6 @@ export function reportedExitCode(err: Error): number {
   return err instanceof BundleError || (err instanceof RegistryError && err.status >= 500) ? 1 : 2;
 }
 
-let stackTraces = false;
-
-/** Called once a command knows its log level: at debug or trace, failures also print their stack. */
-export function showStackTraces(logLevel: string): void {
-  stackTraces = logLevel === 'debug' || logLevel === 'trace';
-}
 
 /** What to print on stderr (nothing when commander printed it already) and the exit code. */
 export function failureReport(err: unknown): { code: number; text: string } {
@@ -37,11 +32,11 @@ export function failureReport(err: unknown): { code: number; text: string } {
     // Commander wrote its own message; --help and --version end as done, any usage mistake as 2.
     return { code: err.exitCode === 0 ? 0 : 2, text: '' };
   }
-  const stack = (e: unknown): string => (stackTraces && e instanceof Error && e.stack ? `\n${e.stack}` : '');
+  const stack = (e: unknown): string => (stackTracesShown() && e instanceof Error && e.stack ? `\n${e.stack}` : '');
   if (err instanceof ConfigError) return { code: 2, text: `pullthrough: ${err.message}\n` };
   if (isReportedError(err)) return { code: reportedExitCode(err), text: `pullthrough: ${err.message}${stack(err)}\n` };
   if (err instanceof StartupError) return { code: 1, text: `pullthrough: ${err.message}${stack(err.cause)}\n` };
   const message = err instanceof Error ? err.message : String(err);
-  const hint = stackTraces ? '' : ' (log.level debug, or PULLTHROUGH_LOG_LEVEL=debug, shows where)';
+  const hint = stackTracesShown() ? '' : ' (log.level debug, or PULLTHROUGH_LOG_LEVEL=debug, shows where)';
   return { code: 1, text: `pullthrough: ${message}${hint}${stack(err)}\n` };
 }

@@ -3,7 +3,7 @@ import { loadConfig } from '../config/load.js';
 import { createLogger } from '../config/logger.js';
 import { Mirror } from '../mirror.js';
 import type { EvictionReport, ImageSummary, KeptContent } from '../storage/eviction.js';
-import { showStackTraces } from './errors.js';
+import { showStackTraces } from './stackTraces.js';
 import { formatBytes, formatDuration } from './format.js';
 
 /** Lines of kept content printed at most; the rest is counted. */

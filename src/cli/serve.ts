@@ -4,7 +4,7 @@ import type { ConfigOverride } from '../config/overrides.js';
 import { PACKAGE_VERSION } from '../config/version.js';
 import { buildApp } from '../http/app.js';
 import { Mirror } from '../mirror.js';
-import { showStackTraces } from './errors.js';
+import { showStackTraces } from './stackTraces.js';
 import { listening, preparingStorage } from './startup.js';
 import { startupSummary } from './summary.js';
 import { listenerSecurity, tlsListener } from './listenerSecurity.js';

@@ -43,11 +43,6 @@ export class UsageError extends Error {
   }
 }
 
-/** Commander's collector for repeatable options (`--from a --from b`). */
-export function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-
 function readText(file: string): string {
   try {
     return readFileSync(file, 'utf8');

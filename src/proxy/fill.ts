@@ -12,6 +12,14 @@ import { ChangeSignal, GrowingReader, openedOnRead, type GrowingSource } from '.
 /** Bytes buffered between the upstream socket and the upload. */
 const SINK_BUFFER = 1024 * 1024;
 
+/**
+ * The last bytes written, kept as the upstream's own chunks for readers that
+ * are caught up: they take them from memory instead of reading the file back
+ * (issue 19, the cold path). Bounded per fill; a reader further behind reads
+ * the file.
+ */
+const RECENT_BYTES = 2 * 1024 * 1024;
+
 export interface BlobFillOptions {
   readonly digest: ParsedDigest;
   /** The upstream's Content-Length, when it sent one. */
@@ -77,6 +85,9 @@ export class BlobFill implements GrowingSource {
   private uploadOpen = true;
   private detachTimer: Timer | undefined;
   private readonly signal = new ChangeSignal();
+  /** Chunks covering [recentStart, bytesWritten), oldest first, at most about RECENT_BYTES. */
+  private recent: Buffer[] = [];
+  private recentStart = 0;
   readonly done: Promise<Descriptor>;
 
   constructor(private readonly options: BlobFillOptions) {
@@ -137,6 +148,31 @@ export class BlobFill implements GrowingSource {
     return { bytesRead: await this.options.upload.read(buffer, position) };
   }
 
+  /** @internal A view of written bytes still in memory; never past what `readableLimit` allows (the caller bounds `maxBytes` by it). */
+  recentAt(position: number, maxBytes: number): Buffer | undefined {
+    if (position < this.recentStart || maxBytes <= 0) return undefined;
+    let offset = position - this.recentStart;
+    for (const chunk of this.recent) {
+      if (offset < chunk.length) return chunk.subarray(offset, offset + Math.min(maxBytes, chunk.length - offset));
+      offset -= chunk.length;
+    }
+    return undefined;
+  }
+
+  /** Keeps what was just written for caught-up readers, dropping the oldest beyond RECENT_BYTES. */
+  private remember(buffers: readonly Buffer[]): void {
+    let held = this.bytesWritten - this.recentStart;
+    for (const b of buffers) {
+      this.recent.push(b);
+      held += b.length;
+    }
+    while (this.recent.length > 1 && held - this.recent[0]!.length >= RECENT_BYTES) {
+      const dropped = this.recent.shift()!;
+      held -= dropped.length;
+      this.recentStart += dropped.length;
+    }
+  }
+
   /** @internal Called by a reader's constructor, in the same step as `reader()` saw the upload open. */
   attach(): void {
     this.readers++;
@@ -194,6 +230,7 @@ export class BlobFill implements GrowingSource {
         for (const b of buffers) verifier.update(b);
         if (this.bytesWritten === 0) events.firstByte(seconds());
         upload.write(buffers, this.bytesWritten).then(() => {
+          this.remember(buffers);
           this.bytesWritten += length;
           events.received(length);
           this.signal.notify();
@@ -222,6 +259,9 @@ export class BlobFill implements GrowingSource {
       await upload.discard();
       throw this.failure;
     } finally {
+      // Settled: later reads go to the upload or the committed file.
+      this.recent = [];
+      this.recentStart = this.bytesWritten;
       this.detachTimer?.cancel();
       if (this.readers === 0) this.closeUpload();
       this.signal.notify();

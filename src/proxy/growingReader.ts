@@ -25,6 +25,12 @@ export interface GrowingSource {
    */
   readAt(buffer: Buffer, position: number): Promise<{ bytesRead: number; generation?: number }>;
   currentGeneration?(): number;
+  /**
+   * Bytes from `position` (at most `maxBytes`) still in memory because they
+   * were written a moment ago: a view, not a copy. Undefined when they are
+   * only in the file; a reader that has fallen behind reads it instead.
+   */
+  recentAt?(position: number, maxBytes: number): Buffer | undefined;
   /** A reader holds the source (and its file) open between attach and detach. */
   attach(): void;
   detach(): void;
@@ -88,16 +94,20 @@ export class GrowingReader extends Readable {
           await this.source.waitForChange();
           continue;
         }
-        const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - this.position));
-        const read = await this.source.readAt(buffer, this.position);
-        if (this.destroyed) return;
-        if (read.generation !== generation) continue;
-        if (read.bytesRead === 0) {
-          await this.source.waitForChange();
-          continue;
+        let chunk = this.source.recentAt?.(this.position, Math.min(READ_CHUNK, limit - this.position));
+        if (chunk === undefined) {
+          const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - this.position));
+          const read = await this.source.readAt(buffer, this.position);
+          if (this.destroyed) return;
+          if (read.generation !== generation) continue;
+          if (read.bytesRead === 0) {
+            await this.source.waitForChange();
+            continue;
+          }
+          chunk = read.bytesRead === buffer.length ? buffer : buffer.subarray(0, read.bytesRead);
         }
-        this.position += read.bytesRead;
-        const more = this.push(read.bytesRead === buffer.length ? buffer : buffer.subarray(0, read.bytesRead));
+        this.position += chunk.length;
+        const more = this.push(chunk);
         // The end goes out with the last bytes, so a response finishes as soon as the client has them all.
         const last = this.stop();
         if (last !== undefined && this.position >= last) {

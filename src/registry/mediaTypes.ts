@@ -50,6 +50,22 @@ export function coversDefaultAccept(accept: readonly string[]): boolean {
  * `MAX_ACCEPT_ENTRIES` are ignored.
  */
 export function acceptedManifestTypes(accept: string | readonly string[] | undefined): readonly string[] {
+  if (typeof accept !== 'string') return parseAccept(accept);
+  // Clients send the same few Accept headers on every request: parse each once (issue 19, the manifest hot path).
+  let types = parsedAccept.get(accept);
+  if (types === undefined) {
+    if (parsedAccept.size >= MAX_PARSED_ACCEPT) parsedAccept.clear();
+    types = Object.freeze(parseAccept(accept));
+    parsedAccept.set(accept, types);
+  }
+  return types;
+}
+
+/** Bounded: a client making up Accept headers can only make us parse again. */
+const MAX_PARSED_ACCEPT = 256;
+const parsedAccept = new Map<string, readonly string[]>();
+
+function parseAccept(accept: string | readonly string[] | undefined): readonly string[] {
   const values = accept === undefined ? [] : typeof accept === 'string' ? [accept] : accept;
   const types = new Set<string>();
   let entries = 0;

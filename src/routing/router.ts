@@ -16,6 +16,9 @@ export interface Route {
   readonly repository: RepositoryRef;
 }
 
+/** Routed names remembered (a few MiB at most). */
+const MAX_ROUTED_NAMES = 10_000;
+
 /** A host name with an optional port, as in a docker image reference's domain. */
 const HOST = /^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]+)?$/;
 
@@ -38,6 +41,7 @@ const HOST = /^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]+)?$/;
 export class UpstreamRouter {
   private readonly byHost = new Map<string, UpstreamSettings>();
   private readonly fallback: UpstreamSettings;
+  private readonly routed = new Map<string, Route>();
 
   constructor(readonly upstreams: readonly UpstreamSettings[], defaultUpstream: string) {
     for (const u of upstreams) {
@@ -59,6 +63,19 @@ export class UpstreamRouter {
 
   /** Routes a request for the (still unvalidated) name in the URL path. */
   route(pathName: string, ns: string | undefined): Route {
+    // Every request routes its name; a pull asks for the same few names again and again. Only names that
+    // routed are remembered, in a bounded table (cleared when full), so made-up names cost only the parse.
+    const key = ns ? `${ns}\n${pathName}` : pathName;
+    let found = this.routed.get(key);
+    if (found === undefined) {
+      found = this.routeName(pathName, ns);
+      if (this.routed.size >= MAX_ROUTED_NAMES) this.routed.clear();
+      this.routed.set(key, found);
+    }
+    return found;
+  }
+
+  private routeName(pathName: string, ns: string | undefined): Route {
     if (ns !== undefined && ns !== '') {
       const upstream = this.byName(ns);
       if (!upstream) {

@@ -18,7 +18,7 @@ import { ReadRules } from './rules.js';
  */
 export interface ClientAccess {
   /** Who sent the request. Rejects with 401 UNAUTHORIZED for credentials that do not check out. */
-  identify(request: FastifyRequest): Promise<ClientIdentity>;
+  identify(request: FastifyRequest): ClientIdentity | Promise<ClientIdentity>;
   /** Throws 401 UNAUTHORIZED (anonymous) or 403 DENIED unless `identity` may pull from `repository`. */
   authorize(identity: ClientIdentity, repository: RepositoryRef): void;
   /** For `/v2/` and `_catalog`: throws 401 UNAUTHORIZED when `identity` is anonymous and anonymous clients may pull nothing. */
@@ -29,7 +29,8 @@ export interface ClientAccess {
 
 /** Without `auth`: everyone pulls everything; a verified client certificate still names the client in the log. */
 export const OPEN_ACCESS: ClientAccess = {
-  identify: async (request) => certificateIdentity(request) ?? ANONYMOUS,
+  // At once, not in a promise: this runs on every request (issue 19, the hot path).
+  identify: (request) => certificateIdentity(request) ?? ANONYMOUS,
   authorize: () => undefined,
   authorizeAny: () => undefined,
   mayPull: () => true,
