@@ -20,6 +20,7 @@ import type { StorageDriver } from './storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from './registry/services.js';
 import { Evictor } from './storage/evictor.js';
 import { FilesystemDriver } from './storage/filesystem.js';
+import { S3StorageDriver } from './storage/s3/driver.js';
 import { LocalManifestStore, StorageRevisionStatter } from './storage/manifests.js';
 import { PinSet, type PinRule } from './storage/pins.js';
 import { LocalReferrersStore } from './storage/referrers.js';
@@ -84,11 +85,11 @@ export class Mirror {
     const { config, logger } = options;
     if (!config.redis) return new Mirror(options);
     const { RedisServices } = await import('./proxy/replicas/services.js');
-    const driver = new FilesystemDriver(config.storageRoot);
+    const driver = storageDriverFor(config);
     return new Mirror({ ...options, redis: new RedisServices({ settings: config.redis, driver, logger, clock: options.clock ?? systemClock }) }, driver);
   }
 
-  constructor(private readonly options: MirrorOptions, driver: StorageDriver = new FilesystemDriver(options.config.storageRoot)) {
+  constructor(private readonly options: MirrorOptions, driver: StorageDriver = storageDriverFor(options.config)) {
     const { config, logger } = options;
     const clock = this.clock = options.clock ?? systemClock;
     this.driver = driver;
@@ -257,6 +258,20 @@ export class Mirror {
       throw new ConfigError(`invalid configuration:\n/pins/${index}: ${(err as Error).message} (${pin})`);
     }
   }
+}
+
+/** The configured storage: the S3 bucket of `storage.s3`, or the directory `storage.root`. */
+export function storageDriverFor(config: ResolvedConfig): StorageDriver {
+  const s3 = config.s3;
+  if (!s3) return new FilesystemDriver(config.storageRoot);
+  return new S3StorageDriver({
+    bucket: s3.bucket,
+    prefix: s3.prefix,
+    client: { region: s3.region, endpoint: s3.endpoint, forcePathStyle: s3.forcePathStyle, credentials: s3.credentials },
+    spoolRoot: config.storageRoot,
+    partSizeBytes: s3.partSizeBytes,
+    abandonedUploadAgeMs: s3.abandonedUploadAgeMs,
+  });
 }
 
 /**

@@ -213,7 +213,7 @@ export class ProxyBlobStore implements BlobStore {
 
   /** One upstream GET into an upload; `createUpload` makes one whose name other replicas are told. */
   private async fetch(
-    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(),
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(digest.digest),
   ): Promise<BlobFill> {
     const client = this.options.upstreams(repository.upstream);
     const requestedAt = performance.now();

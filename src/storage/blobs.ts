@@ -90,9 +90,9 @@ export class LocalBlobStore implements BlobStore {
     for (const repository of repositories) await this.link(repository, descriptor);
   }
 
-  /** A new upload for a fill, on the same storage as the blobs. */
-  createUpload(): Promise<Upload> {
-    return this.driver.createUpload();
+  /** A new upload for a fill, on the same storage as the blobs; given the digest, its bytes may go to their place as they come. */
+  createUpload(digest?: Digest): Promise<Upload> {
+    return this.driver.createUpload(digest ? { destination: blobDataPath(digest) } : {});
   }
 
   /** True while a reader has this blob open. */

@@ -48,7 +48,24 @@ export interface StorageDriver {
   /** Marks files as used at `timeMs` (eviction's last-use time); missing files are skipped. */
   touch(paths: Iterable<string>, timeMs: number): Promise<void>;
   /** A new upload with a random name, on the same storage as the final paths. */
-  createUpload(): Promise<Upload>;
+  createUpload(options?: UploadOptions): Promise<Upload>;
+  /**
+   * Removes uploads that died with their process: those untouched for
+   * `olderThanMs` (0: all, when no other process shares the storage).
+   * Drivers whose uploads are not files under `_uploads` (S3's multipart
+   * uploads) implement it; for the others `sweepUploads` in uploads.ts
+   * lists the directory. Resolves to the number removed.
+   */
+  sweepUploads?(olderThanMs: number, now: number): Promise<number>;
+}
+
+export interface UploadOptions {
+  /**
+   * The path the upload will most likely be committed to (a fill knows its
+   * blob's path): an object store can send the bytes there as they come.
+   * Committing elsewhere still works.
+   */
+  readonly destination?: string;
 }
 
 export interface FileInfo {

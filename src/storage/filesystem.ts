@@ -209,7 +209,7 @@ class FilesystemUpload implements Upload {
 }
 
 /** What is left of `buffers` after the first `count` bytes. */
-function skipBytes(buffers: readonly Buffer[], count: number): Buffer[] {
+export function skipBytes(buffers: readonly Buffer[], count: number): Buffer[] {
   let left = count;
   const rest: Buffer[] = [];
   for (const b of buffers) {
