@@ -51,11 +51,16 @@ const DELETE_BATCH = 1000;
 export class S3StorageDriver implements StorageDriver {
   readonly client: S3Client;
   readonly bucket: string;
+  /** S3 requests sent so far, by command (`GetObject`, ...): what each operation costs, for tests and the operator. */
+  readonly requests = new Map<string, number>();
   private readonly prefix: string;
   private readonly spoolDir: string;
 
   constructor(private readonly options: S3StorageDriverOptions) {
-    this.client = createS3Client(options.client, options.onRequest);
+    this.client = createS3Client(options.client, (command) => {
+      this.requests.set(command, (this.requests.get(command) ?? 0) + 1);
+      options.onRequest?.(command);
+    });
     this.bucket = options.bucket;
     this.prefix = options.prefix ? `${options.prefix}/` : '';
     this.spoolDir = join(options.spoolRoot, UPLOADS_DIR);
