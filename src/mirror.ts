@@ -219,11 +219,21 @@ export class Mirror {
   /** Prepares storage; never contacts an upstream and never walks the tree. */
   async start(): Promise<void> {
     await this.driver.init();
-    // Other replicas may be filling into _uploads right now: only what nobody has written for a while is dead.
-    const removed = await sweepUploads(this.driver, this.redis ? uploadSweepAgeMs(this.options.config.upstreams) : 0, this.clock.now());
+    const removed = await this.sweepUploads(false);
     if (removed > 0) this.options.logger.info({ removed }, 'removed temp files of interrupted fills');
     this.usage.start();
     this.evictor.start();
+  }
+
+  /**
+   * Removes uploads of interrupted fills. Other replicas (with Redis), or the
+   * server beside `pullthrough gc`, may be filling right now: then only what
+   * nobody has written for a while is dead (with S3, incomplete multipart
+   * uploads older than `storage.s3.abandonedUploadAge`).
+   */
+  sweepUploads(besideOthers: boolean): Promise<number> {
+    const shared = besideOthers || this.redis !== undefined;
+    return sweepUploads(this.driver, shared ? uploadSweepAgeMs(this.options.config.upstreams) : 0, this.clock.now());
   }
 
   /** The client of a configured upstream (rate-limit readings, tests). */

@@ -75,7 +75,8 @@ export class S3Upload implements Upload {
       pending = skipBytes(pending, bytesWritten);
     }
     this.size = Math.max(this.size, at);
-    if (!this.streaming) return;
+    // A write still under way when the fill failed must not start a multipart upload after the discard aborted it.
+    if (!this.streaming || this.gone) return;
     // Parts are cut from bytes written in order; a write elsewhere (never a fill's) sends it all at the commit instead.
     if (position !== this.contiguous) {
       this.stopStreaming();
