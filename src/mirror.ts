@@ -135,6 +135,7 @@ export class Mirror {
       usage: this.usage,
       onCommitted: (d) => this.evictor.added(d.size),
       onReleased: (digest) => this.evictor.released(digest),
+      ...redirectsOf(this.driver, config),
     });
     this.blobs = new ProxyBlobStore({
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
@@ -268,6 +269,13 @@ export class Mirror {
       throw new ConfigError(`invalid configuration:\n/pins/${index}: ${(err as Error).message} (${pin})`);
     }
   }
+}
+
+/** With `storage.s3.redirect`: cached blob GETs send clients to a presigned URL of the object. */
+function redirectsOf(driver: StorageDriver, config: ResolvedConfig): { redirectUrl?: (path: string) => Promise<string> } {
+  const expiryMs = config.s3?.redirect ? config.s3.redirectExpiryMs : undefined;
+  if (expiryMs === undefined || !(driver instanceof S3StorageDriver)) return {};
+  return { redirectUrl: (path) => driver.presignedUrl(path, expiryMs) };
 }
 
 /** The configured storage: the S3 bucket of `storage.s3`, or the directory `storage.root`. */

@@ -96,6 +96,12 @@ export interface BlobHandle {
   open(range?: ByteRange): Promise<Readable>;
   /** Waits until the size is known (a fill's headers), for Range answers. */
   knownSize(): Promise<number>;
+  /**
+   * Set when the bytes may be fetched from the storage itself: a short-lived
+   * URL a client is redirected to (S3 with `redirect`), so they do not flow
+   * through this process.
+   */
+  readonly redirect?: () => Promise<string>;
 }
 
 /** Blobs of a repository. */

@@ -38,6 +38,8 @@ export interface LocalBlobStoreOptions {
   readonly onCommitted?: (descriptor: Descriptor) => void;
   /** Told when the last reader of a blob let go of it (eviction may have been waiting for that). */
   readonly onReleased?: (digest: Digest) => void;
+  /** A short-lived URL of a stored file that clients may fetch themselves (S3 presigned); absent: bytes flow through here. */
+  readonly redirectUrl?: (path: string) => Promise<string>;
 }
 
 /**
@@ -129,6 +131,7 @@ export class LocalBlobStore implements BlobStore {
       cache: 'hit',
       knownSize: async () => descriptor.size,
       open: (range?: ByteRange) => this.open(descriptor.digest, repository, range),
+      ...(this.options.redirectUrl ? { redirect: () => this.redirect(descriptor.digest) } : {}),
     };
   }
 
@@ -139,6 +142,13 @@ export class LocalBlobStore implements BlobStore {
     if (stream) return this.track(digest, path, stream);
     await this.forget(repository, digest);
     throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+  }
+
+  /** The URL a client fetches the blob from; the redirect counts as a use, as a read would. */
+  private redirect(digest: Digest): Promise<string> {
+    const path = blobDataPath(digest);
+    this.options.usage?.used(path);
+    return this.options.redirectUrl!(path);
   }
 
   /** Records that `repository` may use this blob (which must already be in storage). */
