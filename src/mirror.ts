@@ -33,6 +33,10 @@ import { UpstreamClient } from './upstream/client.js';
 import type { RequestEvents, UpstreamEvents } from './registry/telemetry.js';
 // Types only: ioredis and the replica code load when Redis is configured (Mirror.create), not in every process.
 import type { RedisServices } from './proxy/replicas/services.js';
+import type { FastifyPluginAsync } from 'fastify';
+import type { HeldBlobs } from './registry/heldBlobs.js';
+import { LocalHeldBlobs } from './proxy/peers/held.js';
+import { internalRoutes } from './http/routes/internal.js';
 
 export interface MirrorOptions {
   readonly config: ResolvedConfig;
@@ -72,6 +76,8 @@ export class Mirror {
   readonly requestEvents: RequestEvents;
   /** The operator's endpoints: metrics, probes, status page. */
   readonly admin: Admin;
+  /** What the internal fill endpoint serves: committed blobs and this process's fills in progress. */
+  readonly held: HeldBlobs;
   private readonly clients: Map<string, UpstreamClient>;
   /** Present when `redis` is configured: shared caches, and replicas on this root. */
   private readonly redis: RedisServices | undefined;
@@ -86,7 +92,10 @@ export class Mirror {
     if (!config.redis) return new Mirror(options);
     const { RedisServices } = await import('./proxy/replicas/services.js');
     const driver = storageDriverFor(config);
-    return new Mirror({ ...options, redis: new RedisServices({ settings: config.redis, driver, logger, clock: options.clock ?? systemClock }) }, driver);
+    const redis = new RedisServices({
+      settings: config.redis, driver, logger, clock: options.clock ?? systemClock, ...(config.peers ? { peers: config.peers } : {}),
+    });
+    return new Mirror({ ...options, redis }, driver);
   }
 
   constructor(private readonly options: MirrorOptions, driver: StorageDriver = storageDriverFor(options.config)) {
@@ -184,7 +193,23 @@ export class Mirror {
     this.referrers = new ProxyReferrersService({
       local: this.localReferrers, tags: this.tags, manifests: this.manifests, upstreams, logger, clock,
     });
+    this.held = new LocalHeldBlobs({
+      local: this.localBlobs, fills: this.blobs, onServed: (digest) => void this.redis?.peers?.directory.announce(digest),
+    });
     this.admin = this.buildAdmin();
+  }
+
+  /**
+   * The routes beside the registry API on its listener: the operator's
+   * endpoints (unless `admin.listen` gives them their own), and the internal
+   * fill endpoint with `peers`.
+   */
+  plugins(): FastifyPluginAsync[] {
+    const { config } = this.options;
+    return [
+      ...(config.admin ? [] : [this.admin.routes]),
+      ...(config.peers ? [internalRoutes({ held: this.held, secret: config.peers.secret })] : []),
+    ];
   }
 
   /** What the metrics and the status page read when asked: fills, storage size, rate limits, Redis. */
@@ -224,6 +249,7 @@ export class Mirror {
     if (removed > 0) this.options.logger.info({ removed }, 'removed temp files of interrupted fills');
     this.usage.start();
     this.evictor.start();
+    await this.redis?.start();
   }
 
   /**

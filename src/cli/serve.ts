@@ -34,7 +34,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   await preparingStorage(config.storageRoot, () => mirror.start());
   // The operator's endpoints: on their own listener with `admin.listen`, else beside the registry API.
   const security = await listenerSecurity(config, logger);
-  const app = buildApp({ mirror, logger, plugins: config.admin ? [] : [mirror.admin.routes], tls: security.tls, access: security.access });
+  const app = buildApp({ mirror, logger, plugins: mirror.plugins(), tls: security.tls, access: security.access });
   const { host, port } = config.listen;
   await listening({ key: 'listen', host, port, portFlag: '--port' }, () => app.listen({ host, port }));
   const adminListen = config.admin?.listen;

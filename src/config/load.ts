@@ -6,9 +6,9 @@ import { pointerOf, schemaAt, type SchemaNode } from './keys.js';
 import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride } from './overrides.js';
 import { addSchemaErrors, ConfigProblems } from './problems.js';
 import { resolveAuth, resolveTls } from './access.js';
-import { ConfigSchema, type Config, type RedisConfig, type S3Config, type UpstreamConfig } from './schema.js';
+import { ConfigSchema, type Config, type PeersConfig, type RedisConfig, type S3Config, type UpstreamConfig } from './schema.js';
 import {
-  ConfigError, type RedisSettings, type ResolvedConfig, type S3Settings, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
+  ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type S3Settings, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
 } from './settings.js';
 
 export { ConfigError, type RedisSettings, type ResolvedConfig, type S3Settings, type StorageSettings, type UpstreamSettings } from './settings.js';
@@ -117,6 +117,7 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
     redis: config.redis && resolveRedis(config.redis, problems),
+    peers: config.peers && resolvePeers(config, config.peers, env, problems),
     admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
   };
 }
@@ -198,6 +199,43 @@ function resolveRedis(r: RedisConfig, problems: ConfigProblems): RedisSettings {
   const commandTimeoutMs = durationMs(r.commandTimeout);
   if (commandTimeoutMs < 1) problems.add('/redis/commandTimeout', 'must be more than 0');
   return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs };
+}
+
+function resolvePeers(config: Config, p: PeersConfig, env: NodeJS.ProcessEnv, problems: ConfigProblems): PeersSettings | undefined {
+  // Redis is where peers meet: who holds which blob, who is filling it.
+  if (!config.redis) problems.add('/peers', 'needs redis: peers find one another through it');
+  const secret = resolveSecret('/peers', p.secretFile, p.secretEnv, env, problems);
+  if (secret === undefined) return undefined;
+  if (secret.length < 16) problems.add('/peers', 'the secret must be at least 16 characters');
+  return {
+    advertise: new URL(p.advertise).origin,
+    secret,
+    connectTimeoutMs: positiveDuration(p.timeouts.connect, '/peers/timeouts/connect'),
+    firstByteTimeoutMs: positiveDuration(p.timeouts.firstByte, '/peers/timeouts/firstByte'),
+    idleTimeoutMs: positiveDuration(p.timeouts.idle, '/peers/timeouts/idle'),
+    penaltyMs: durationMs(p.penalty),
+  };
+}
+
+/** A secret from a file (its trailing newline dropped) or an environment variable: exactly one of them. */
+function resolveSecret(
+  where: string, file: string | undefined, variable: string | undefined, env: NodeJS.ProcessEnv, problems: ConfigProblems,
+): string | undefined {
+  if ((file === undefined) === (variable === undefined)) {
+    problems.add(where, 'give exactly one of secretFile, secretEnv');
+    return undefined;
+  }
+  if (file !== undefined) {
+    try {
+      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      problems.add(`${where}/secretFile`, `cannot read ${file} (${fileErrorWords(err)})`);
+      return undefined;
+    }
+  }
+  const value = env[variable!];
+  if (value === undefined) problems.add(`${where}/secretEnv`, `environment variable ${variable} is not set`);
+  return value;
 }
 
 function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: NodeJS.ProcessEnv, problems: ConfigProblems): UpstreamSettings {

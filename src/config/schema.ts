@@ -143,6 +143,33 @@ const S3 = Type.Object({
 }, { additionalProperties: false });
 
 /**
+ * Peers: node-local instances, each with its own storage, that share Redis
+ * and fetch blobs from one another over the internal fill endpoint before
+ * going to the upstream (README "Node-local cache for a cluster").
+ */
+const Peers = Type.Object({
+  /** The URL other instances dial for this one's internal endpoint: `http://<pod-ip>:<port>`. */
+  advertise: Type.String({
+    pattern: '^https?://[^/?#]+/?$',
+    expected: 'a URL of a scheme (http:// or https://) and a host with an optional port, and no path ("http://10.0.0.7:5000")',
+  }),
+  /** A file holding the shared secret of the internal endpoint (one of secretFile, secretEnv). */
+  secretFile: Type.Optional(Type.String({ minLength: 1 })),
+  /** An environment variable holding the shared secret. */
+  secretEnv: Type.Optional(Type.String({ minLength: 1 })),
+  timeouts: Type.Object({
+    /** TCP connect to a peer. */
+    connect: Type.String({ ...Duration, default: '1s' }),
+    /** From request sent to response headers from a peer. */
+    firstByte: Type.String({ ...Duration, default: '2s' }),
+    /** Longest silence between two chunks of a peer's body (a fill in progress waits on its upstream). */
+    idle: Type.String({ ...Duration, default: '10s' }),
+  }, { additionalProperties: false, default: {} }),
+  /** How long a peer that sent wrong bytes is not asked again. */
+  penalty: Type.String({ ...Duration, default: '5m' }),
+}, { additionalProperties: false });
+
+/**
  * HTTPS for a listener (the registry's; the admin listener takes the same
  * block). The files are re-read when they change.
  */
@@ -258,6 +285,8 @@ export const ConfigSchema = Type.Object({
   redis: Type.Optional(Redis),
   /** The operator's endpoints (metrics, probes, status page) on an address of their own; absent: on the registry listener. */
   admin: Type.Optional(Admin),
+  /** Node-local instances that share blobs with one another through Redis; needs `redis`. */
+  peers: Type.Optional(Peers),
 }, { additionalProperties: false });
 
 export type Config = Static<typeof ConfigSchema>;
@@ -265,3 +294,4 @@ export type UpstreamConfig = Static<typeof Upstream>;
 export type RedisConfig = Static<typeof Redis>;
 export type S3Config = Static<typeof S3>;
 export type AuthConfig = Static<typeof Auth>;
+export type PeersConfig = Static<typeof Peers>;

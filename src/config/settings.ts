@@ -114,8 +114,22 @@ export interface ResolvedConfig {
   readonly shutdownGraceMs: number;
   /** Undefined when no `redis` key is configured: memory and storage only, one process per storage root. */
   readonly redis: RedisSettings | undefined;
+  /** Undefined when no `peers` key is configured: no internal endpoint, no peer fetches. */
+  readonly peers: PeersSettings | undefined;
   /** Undefined when no `admin` key is configured: the operator's endpoints are on the registry listener. */
   readonly admin: { readonly listen: { readonly host: string; readonly port: number }; readonly tls: TlsSettings | undefined } | undefined;
+}
+
+/** The `peers` block with the secret read and durations parsed. */
+export interface PeersSettings {
+  /** This instance's internal endpoint as peers dial it (an origin: scheme, host, port). */
+  readonly advertise: string;
+  /** The shared secret every peer sends and checks. */
+  readonly secret: string;
+  readonly connectTimeoutMs: number;
+  readonly firstByteTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly penaltyMs: number;
 }
 
 /** The `redis` block with defaults applied and durations parsed. */

@@ -133,6 +133,11 @@ export class ProxyBlobStore implements BlobStore {
     return this.fills.has(digest);
   }
 
+  /** The source of this process's fill of `digest`, once it started; undefined when there is none (the internal endpoint). */
+  async inProgress(digest: Digest): Promise<FillSource | undefined> {
+    return this.fills.get(digest)?.started.catch(() => undefined);
+  }
+
   /** Number of fills running now. */
   get activeFills(): number {
     return this.fills.size;

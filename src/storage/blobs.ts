@@ -135,8 +135,12 @@ export class LocalBlobStore implements BlobStore {
     };
   }
 
-  /** Streams a committed blob, whole or a range; BLOB_UNKNOWN (and forgotten) when it vanished. */
-  async open(digest: Digest, repository: RepositoryRef, range?: ByteRange): Promise<Readable> {
+  /**
+   * Streams a committed blob, whole or a range; BLOB_UNKNOWN (and forgotten)
+   * when it vanished. Without a repository (a peer asking by digest) only the
+   * global record is forgotten.
+   */
+  async open(digest: Digest, repository: RepositoryRef | undefined, range?: ByteRange): Promise<Readable> {
     const path = blobDataPath(digest);
     const stream = await this.driver.openReader(path, range);
     if (stream) return this.track(digest, path, stream);
@@ -172,8 +176,8 @@ export class LocalBlobStore implements BlobStore {
     return stream;
   }
 
-  private async forget(repository: RepositoryRef, digest: Digest): Promise<void> {
+  private async forget(repository: RepositoryRef | undefined, digest: Digest): Promise<void> {
     await this.descriptors.clear(GLOBAL_SCOPE, digest);
-    await this.descriptors.clear(repositoryScope(repository), digest);
+    if (repository) await this.descriptors.clear(repositoryScope(repository), digest);
   }
 }

@@ -3,7 +3,9 @@ import { CachedBlobStatter } from '../../cache/cachedStatter.js';
 import { RedisConnection } from '../../cache/redis.js';
 import { RedisBlobDescriptorService } from '../../cache/redisDescriptors.js';
 import { RedisTagRecords } from '../../cache/redisTags.js';
-import type { RedisSettings } from '../../config/settings.js';
+import type { PeersSettings, RedisSettings } from '../../config/settings.js';
+import { PeerClient } from '../peers/client.js';
+import { PeerDirectory } from '../peers/directory.js';
 import type { Clock } from '../../registry/clock.js';
 import type { StorageDriver } from '../../storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
@@ -16,10 +18,18 @@ import type { TagRecordService } from '../../registry/services.js';
 
 export interface RedisServicesOptions {
   readonly settings: RedisSettings;
+  /** With `peers`: the directory of peers in Redis, and the client of their internal endpoints. */
+  readonly peers?: PeersSettings;
   /** The storage the replicas share. */
   readonly driver: StorageDriver;
   readonly logger: Logger;
   readonly clock: Clock;
+}
+
+/** The parts of a peer: its entry in Redis, and the client it asks other peers with. */
+export interface PeerServices {
+  readonly directory: PeerDirectory;
+  readonly client: PeerClient;
 }
 
 /**
@@ -34,6 +44,8 @@ export class RedisServices {
   readonly replicas: FillCoordinator;
   /** One upstream GET of a manifest across replicas. */
   readonly manifests: ManifestFetchCoordinator;
+  /** Present with `peers`: who is there and holds what, and how to ask them. */
+  readonly peers: PeerServices | undefined;
   private readonly descriptors: RedisBlobDescriptorService;
 
   constructor(options: RedisServicesOptions) {
@@ -41,8 +53,13 @@ export class RedisServices {
     this.connection = new RedisConnection(settings, logger.child({ component: 'redis' }));
     this.descriptors = new RedisBlobDescriptorService(this.connection);
     this.tags = new RedisTagRecords(this.connection);
+    const leases = new FillLeases({ redis: this.connection, clock });
+    this.peers = options.peers && {
+      directory: new PeerDirectory({ redis: this.connection, self: leases.owner, advertise: options.peers.advertise, clock }),
+      client: new PeerClient(options.peers),
+    };
     this.replicas = new ReplicaCoordinator({
-      leases: new FillLeases({ redis: this.connection, clock }),
+      leases,
       driver,
       logger: logger.child({ component: 'replicas' }),
       clock,
@@ -63,7 +80,14 @@ export class RedisServices {
     this.replicas.beginShutdown();
   }
 
-  close(): Promise<void> {
-    return this.connection.close();
+  /** Registers this process as a peer, when it is one. */
+  async start(): Promise<void> {
+    await this.peers?.directory.start();
+  }
+
+  async close(): Promise<void> {
+    await this.peers?.directory.stop();
+    await this.peers?.client.close();
+    await this.connection.close();
   }
 }

@@ -1,0 +1,57 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
+import { parseDigest } from '../../registry/digest.js';
+import { RegistryError } from '../../registry/errors.js';
+import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_SECRET_HEADER, type HeldBlobs } from '../../registry/heldBlobs.js';
+import { countBytes } from '../context.js';
+
+export interface InternalRoutesOptions {
+  /** What this process holds: committed blobs and its own fills in progress. */
+  readonly held: HeldBlobs;
+  /** The shared secret (`peers.secretFile` / `peers.secretEnv`). */
+  readonly secret: string;
+}
+
+const START_ONLY = /^bytes=(\d+)-$/;
+
+/**
+ * The internal fill endpoint: `GET /_pullthrough/internal/blobs/<digest>`
+ * for other pullthrough processes (peers on other nodes, replicas without a
+ * shared file system). It needs the shared secret, answers by digest only,
+ * and never starts a fill: a blob it neither holds nor is filling is a 404,
+ * whatever the asker wants (so a peer can never make this one dial an
+ * upstream, and nothing but blob bytes ever leaves through it).
+ *
+ * `Range: bytes=<start>-` resumes a transfer that broke off; it is honoured
+ * when the size is known, else the whole blob is sent (200) and the caller
+ * skips what it has.
+ */
+export function internalRoutes(options: InternalRoutesOptions): FastifyPluginAsync {
+  const expected = createHash('sha256').update(options.secret).digest();
+  const authentic = (request: FastifyRequest): boolean => {
+    const given = request.headers[PEER_SECRET_HEADER];
+    if (typeof given !== 'string') return false;
+    // Hashes of equal length, compared in constant time: nothing about the secret leaks through timing.
+    return timingSafeEqual(createHash('sha256').update(given).digest(), expected);
+  };
+  return async (app: FastifyInstance) => {
+    app.get<{ Params: { digest: string } }>(`${INTERNAL_BLOBS_PATH}:digest`, {
+      schema: { params: { type: 'object', properties: { digest: { type: 'string', maxLength: 200 } }, required: ['digest'] } },
+      onRequest: async (request) => {
+        if (!authentic(request)) throw new RegistryError('UNAUTHORIZED', 'the internal endpoint needs the peers secret');
+      },
+    }, async (request, reply) => {
+      const digest = parseDigest(request.params.digest).digest;
+      const held = await options.held.find(digest);
+      if (!held) throw new RegistryError('BLOB_UNKNOWN', 'blob not held here', { digest });
+      const asked = START_ONLY.exec(request.headers.range ?? '');
+      const wanted = asked ? Number(asked[1]) : 0;
+      const start = held.size !== undefined && wanted < held.size ? wanted : 0;
+      const stream = await held.open(start);
+      void reply.type('application/octet-stream').headers({ 'docker-content-digest': digest, [HELD_STATE_HEADER]: held.state });
+      if (held.size !== undefined) void reply.header('content-length', String(held.size - start));
+      if (start > 0) void reply.code(206).header('content-range', `bytes ${start}-${held.size! - 1}/${held.size}`);
+      return reply.send(countBytes(request, stream));
+    });
+  };
+}
