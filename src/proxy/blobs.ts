@@ -9,7 +9,7 @@ import type { LocalBlobStore } from '../storage/blobs.js';
 import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { BlobFill } from './fill.js';
-import type { FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
+import type { BlobBody, FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
@@ -200,6 +200,8 @@ export class ProxyBlobStore implements BlobStore {
         confirm: () => this.confirm(repository, digest),
         record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
         openCommitted: (range) => this.openCommitted(repository, digest, range),
+        fillFrom: (source) => this.fillOf(repository, parsed, inFlight, source, () => this.local.createUpload()),
+        upstreamBody: () => this.upstreamBody(repository, parsed),
       })
       : fetch();
     this.fills.set(digest, inFlight);
@@ -220,21 +222,33 @@ export class ProxyBlobStore implements BlobStore {
   private async fetch(
     repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(digest.digest),
   ): Promise<BlobFill> {
-    const client = this.options.upstreams(repository.upstream);
     const requestedAt = performance.now();
-    const response = await client.getBlob(repository.name, digest.digest);
+    return this.fillOf(repository, digest, inFlight, await this.upstreamBody(repository, digest), createUpload, requestedAt);
+  }
+
+  /** The upstream GET; BLOB_UNKNOWN for a 404. */
+  private async upstreamBody(repository: RepositoryRef, digest: ParsedDigest): Promise<BlobBody> {
+    const response = await this.options.upstreams(repository.upstream).getBlob(repository.name, digest.digest);
     if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
+    return response;
+  }
+
+  /** A fill of `source` into a new upload, committed through the one storage commit with every repository waiting. */
+  private async fillOf(
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, source: BlobBody, createUpload: UploadFactory, requestedAt = performance.now(),
+  ): Promise<BlobFill> {
+    const client = this.options.upstreams(repository.upstream);
     let upload;
     try {
-      upload = await createUpload(response.size);
+      upload = await createUpload(source.size);
     } catch (err) {
-      response.body.destroy();
+      source.body.destroy();
       throw err;
     }
     return new BlobFill({
       digest,
-      expectedSize: response.size,
-      body: response.body,
+      expectedSize: source.size,
+      body: source.body,
       upload,
       commit: async (u, descriptor) => { await this.local.commit(u, descriptor, inFlight.seal()); },
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),

@@ -61,6 +61,7 @@ export class RedisServices {
     this.replicas = new ReplicaCoordinator({
       leases,
       driver,
+      ...(this.peers ? { peers: this.peers } : {}),
       logger: logger.child({ component: 'replicas' }),
       clock,
     });
