@@ -95,7 +95,7 @@ test('8 concurrent cold GETs of a 64 MiB blob across two replicas: exactly 1 ups
     // The upstream holds the bytes after 16 MiB until every client is in: the followers join a fill in progress.
     let release!: () => void;
     fake.addFault({ path, once: true }, { pause: { afterBytes: 16 * MiB, until: new Promise<void>((r) => { release = r; }) } });
-    const gets = [];
+    const gets: Awaited<ReturnType<typeof startGet>>[] = [];
     for (let i = 0; i < 8; i++) gets.push(await startGet(`${replicas[i % 2]!.url}${path}`));
     assert.deepEqual(gets.map((g) => g.status), Array(8).fill(200));
     // Streamed, not waited for: the object is not in S3 yet, so the other replica's clients read the owner's fill over HTTP.
