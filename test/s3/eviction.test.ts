@@ -1,0 +1,76 @@
+/** Eviction with `maxSize` on S3 storage: under the cap after the pulls, least recently written first, in batched deletes. */
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import type { S3StorageDriver } from '../../src/storage/s3/driver.js';
+import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
+import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
+import { s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
+import { pushLayout } from '../fixtures/seed.js';
+import { pullWithSkopeo } from '../fixtures/skopeo.js';
+import { tempDir, toolSkip } from '../fixtures/tools.js';
+
+const skip = toolSkip('docker-registry', 'skopeo');
+const MiB = 2 ** 20;
+
+let upstream: RunningRegistry;
+let store: S3Store;
+let proxy: RunningProxy;
+let bucket: string;
+const images = new Map<string, BuiltImage>();
+
+before(async () => {
+  if (skip) return;
+  store = await s3Store();
+  upstream = await startRegistry();
+  for (const repository of ['evict/one', 'evict/two', 'evict/three', 'evict/four']) {
+    const image = makeImage({ layerSizes: [MiB] });
+    const dir = await tempDir('s3-evict-layout');
+    await writeOciLayout(dir, [{ ref: 'v1', image }]);
+    await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+    images.set(repository, image);
+  }
+  bucket = await store.createBucket();
+  proxy = await startProxy({
+    upstreams: [{ name: 'registry.test', url: upstream.url }],
+    storage: { ...s3StorageConfig(store, bucket), maxSize: Math.floor(2.5 * MiB), evictionGrace: '0s' },
+  });
+});
+
+after(async () => {
+  await proxy?.stop();
+  await upstream?.stop();
+});
+
+async function blobBytes(): Promise<number> {
+  let total = 0;
+  for (const key of (await store.keys(bucket)).filter((k) => k.startsWith('blobs/'))) {
+    total += (await store.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).ContentLength ?? 0;
+  }
+  return total;
+}
+
+test('maxSize on S3: the bucket is under the cap after the pulls; the oldest images went, the latest stayed', { skip }, async () => {
+  for (const repository of images.keys()) {
+    const image = images.get(repository)!;
+    const pulled = await pullWithSkopeo(`${proxy.host}/${repository}:v1`, await tempDir('s3-evict-pull'));
+    assert.equal(pulled.manifestDigest, image.digest);
+    await proxy.mirror.evictor.idle();
+  }
+  proxy.mirror.evictor.trigger();
+  await proxy.mirror.evictor.idle();
+  const total = await blobBytes();
+  assert.ok(total <= 2.5 * MiB, `blob bytes in the bucket ${total} <= cap`);
+  const keys = await store.keys(bucket);
+  const layerKey = (repository: string): string => {
+    const hex = images.get(repository)!.layers[0]!.digest.split(':')[1]!;
+    return `blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+  };
+  assert.ok(keys.includes(layerKey('evict/four')), 'the latest image stays');
+  assert.ok(!keys.includes(layerKey('evict/one')), 'the oldest went');
+  assert.ok(!keys.some((k) => k.startsWith('repositories/registry.test/evict/one/_manifests/tags/')), 'with its tag record');
+  assert.ok(((proxy.mirror.driver as S3StorageDriver).requests.get('DeleteObjects') ?? 0) > 0, 'removed with batched DeleteObjects');
+  const again = await pullWithSkopeo(`${proxy.host}/evict/one:v1`, await tempDir('s3-evict-again'));
+  assert.equal(again.manifestDigest, images.get('evict/one')!.digest, 'an evicted image pulls again');
+});
