@@ -13,6 +13,7 @@ import { ProxyManifestStore } from './proxy/manifests.js';
 import { ProxyReferrersService } from './proxy/referrers.js';
 import { ProxyTagService } from './proxy/tags.js';
 import { systemClock, type Clock } from './registry/clock.js';
+import type { Digest } from './registry/digest.js';
 import { UpstreamRouter } from './routing/router.js';
 import { LocalBlobStore, StorageBlobStatter } from './storage/blobs.js';
 import { listCachedRepositories } from './storage/catalog.js';
@@ -145,6 +146,7 @@ export class Mirror {
       onCommitted: (d) => this.evictor.added(d.size),
       onReleased: (digest) => this.evictor.released(digest),
       ...redirectsOf(this.driver, config),
+      ...(this.redis ? { sharedReaders: this.redis.readers } : {}),
     });
     this.blobs = new ProxyBlobStore({
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
@@ -173,6 +175,7 @@ export class Mirror {
         graceMs: config.storage.evictionGraceMs,
         isPinned: (repository, tags, digest) => pins.matches(repository, tags, digest),
         inUse: (digest) => this.blobs.isFilling(digest) || this.localBlobs.isReading(digest),
+        ...(this.redis ? { inUseElsewhere: (digest: Digest) => this.redis!.readers.inUseElsewhere(digest) } : {}),
         prepare: () => pins.refresh(),
       },
       usage: this.usage,

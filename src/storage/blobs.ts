@@ -28,6 +28,12 @@ export class StorageBlobStatter implements BlobStatter {
   }
 }
 
+/** Blobs being read, as other processes on the same storage can see them (eviction there keeps them). */
+export interface SharedReaders {
+  begin(digest: Digest): void;
+  end(digest: Digest): void;
+}
+
 export interface LocalBlobStoreOptions {
   readonly driver: StorageDriver;
   /** The cached statter: memory (and Redis) in front of `StorageBlobStatter`. */
@@ -38,6 +44,8 @@ export interface LocalBlobStoreOptions {
   readonly onCommitted?: (descriptor: Descriptor) => void;
   /** Told when the last reader of a blob let go of it (eviction may have been waiting for that). */
   readonly onReleased?: (digest: Digest) => void;
+  /** Readers of every replica on this storage (Redis): told of each read here, so that eviction elsewhere keeps the blob. */
+  readonly sharedReaders?: SharedReaders;
   /** A short-lived URL of a stored file that clients may fetch themselves (S3 presigned); absent: bytes flow through here. */
   readonly redirectUrl?: (path: string) => Promise<string>;
 }
@@ -164,7 +172,9 @@ export class LocalBlobStore implements BlobStore {
   private track(digest: Digest, path: string, stream: Readable): Readable {
     this.options.usage?.used(path);
     this.readers.set(digest, (this.readers.get(digest) ?? 0) + 1);
+    this.options.sharedReaders?.begin(digest);
     stream.once('close', () => {
+      this.options.sharedReaders?.end(digest);
       const left = (this.readers.get(digest) ?? 1) - 1;
       if (left > 0) {
         this.readers.set(digest, left);

@@ -9,10 +9,17 @@ import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
 import { pushLayout } from '../fixtures/seed.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
-import { tempDir, toolSkip } from '../fixtures/tools.js';
+import { tempDir, toolSkip, until } from '../fixtures/tools.js';
+import { request } from 'undici';
+import { startFakeUpstream } from '../fixtures/fakeUpstream.js';
+import { findRedis, randomPrefix, redisKeys } from '../fixtures/redis.js';
+import type { Digest } from '../../src/registry/digest.js';
 
 const skip = toolSkip('docker-registry', 'skopeo');
 const MiB = 2 ** 20;
+const redisFound = await findRedis();
+const redisSkip = redisFound.skip;
+const redisUrl = redisFound.url;
 
 let upstream: RunningRegistry;
 let store: S3Store;
@@ -21,8 +28,8 @@ let bucket: string;
 const images = new Map<string, BuiltImage>();
 
 before(async () => {
-  if (skip) return;
   store = await s3Store();
+  if (skip) return;
   upstream = await startRegistry();
   for (const repository of ['evict/one', 'evict/two', 'evict/three', 'evict/four']) {
     const image = makeImage({ layerSizes: [MiB] });
@@ -73,4 +80,46 @@ test('maxSize on S3: the bucket is under the cap after the pulls; the oldest ima
   assert.ok(((proxy.mirror.driver as S3StorageDriver).requests.get('DeleteObjects') ?? 0) > 0, 'removed with batched DeleteObjects');
   const again = await pullWithSkopeo(`${proxy.host}/evict/one:v1`, await tempDir('s3-evict-again'));
   assert.equal(again.manifestDigest, images.get('evict/one')!.digest, 'an evicted image pulls again');
+});
+
+test('two replicas on one bucket and Redis: eviction on one keeps a blob the other is reading, and removes it once released', { skip: redisSkip, timeout: 120_000 }, async () => {
+  const shared = await store.createBucket();
+  const fake = await startFakeUpstream();
+  const redis = { url: redisUrl!, keyPrefix: randomPrefix(), leaseTtl: '2s' };
+  const upstreams = [{ name: 'fake.test', url: fake.url }];
+  const reader = await startProxy({ upstreams, redis, storage: s3StorageConfig(store, shared) });
+  const evicting = await startProxy({ upstreams, redis, storage: { ...s3StorageConfig(store, shared), maxSize: MiB, evictionGrace: '0s' } });
+  try {
+    const read = makeImage({ layerSizes: [24 * MiB] });
+    const other = makeImage({ layerSizes: [2 * MiB] });
+    fake.addImage('inuse/read', 'v1', read);
+    fake.addImage('inuse/other', 'v1', other);
+    for (const [repository, image] of [['inuse/read', read], ['inuse/other', other]] as const) {
+      await (await request(`${reader.url}/v2/${repository}/manifests/v1`, { headers: { accept: image.mediaType } })).body.dump();
+      for (const blob of [image.config, ...image.layers]) await (await request(`${reader.url}/v2/${repository}/blobs/${blob.digest}`)).body.arrayBuffer();
+    }
+    await until('the fills are committed', () => reader.mirror.blobs.activeFills === 0);
+    const layer = read.layers[0]!.digest;
+    const key = (digest: string): string => `blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}/data`;
+    // A client on the reading replica takes one chunk and then holds the stream open.
+    const slow = await request(`${reader.url}/v2/inuse/read/blobs/${layer}`, { highWaterMark: 1024 } as never);
+    const chunks = slow.body[Symbol.asyncIterator]();
+    await chunks.next();
+    await until('the read is marked in Redis', async () => (await redisKeys(redisUrl!, redis.keyPrefix)).has(`inuse:${layer}`));
+    evicting.mirror.evictor.trigger();
+    await evicting.mirror.evictor.idle();
+    const kept = await store.keys(shared);
+    assert.ok(kept.includes(key(layer)), 'the blob being read on the other replica survives');
+    assert.ok(!kept.includes(key(other.layers[0]!.digest)), 'what nobody reads went');
+    await slow.body.destroy();
+    await until('the read is over', () => !reader.mirror.localBlobs.isReading(layer as Digest));
+    await until('the mark is gone', async () => !(await redisKeys(redisUrl!, redis.keyPrefix)).has(`inuse:${layer}`));
+    evicting.mirror.evictor.trigger();
+    await evicting.mirror.evictor.idle();
+    assert.ok(!(await store.keys(shared)).includes(key(layer)), 'released, it goes');
+  } finally {
+    await reader.stop();
+    await evicting.stop();
+    await fake.stop();
+  }
 });

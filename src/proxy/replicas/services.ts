@@ -10,6 +10,7 @@ import type { Clock } from '../../registry/clock.js';
 import type { StorageDriver } from '../../storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
 import { FillLeases } from './lease.js';
+import { RedisReaders } from './readers.js';
 import { ReplicaCoordinator } from './coordinator.js';
 import { MANIFEST_FETCH_KEYS, ReplicaManifestCoordinator } from './manifestLeases.js';
 import type { ManifestFetchCoordinator } from '../manifests.js';
@@ -46,6 +47,8 @@ export class RedisServices {
   readonly manifests: ManifestFetchCoordinator;
   /** Present with `peers`: who is there and holds what, and how to ask them. */
   readonly peers: PeerServices | undefined;
+  /** The blobs each replica is reading, so that eviction on another keeps them. */
+  readonly readers: RedisReaders;
   private readonly descriptors: RedisBlobDescriptorService;
 
   constructor(options: RedisServicesOptions) {
@@ -54,6 +57,7 @@ export class RedisServices {
     this.descriptors = new RedisBlobDescriptorService(this.connection);
     this.tags = new RedisTagRecords(this.connection);
     const leases = new FillLeases({ redis: this.connection, clock });
+    this.readers = new RedisReaders({ redis: this.connection, self: leases.owner, clock, ttlMs: settings.leaseTtlMs });
     this.peers = options.peers && {
       directory: new PeerDirectory({ redis: this.connection, self: leases.owner, advertise: options.peers.advertise, clock }),
       client: new PeerClient(options.peers),
@@ -87,6 +91,7 @@ export class RedisServices {
   }
 
   async close(): Promise<void> {
+    this.readers.stop();
     await this.peers?.directory.stop();
     await this.peers?.client.close();
     await this.connection.close();
