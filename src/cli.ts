@@ -40,6 +40,8 @@ program.command('warm')
   .option('--lock <file>', 'write "<reference> <digest>" for every image; read it back with --from')
   .option('--referrers', 'also fetch the referrers (signatures, SBOMs, attestations) of every warmed manifest, recursively')
   .option('--artifact-type <type>', 'only referrers of this artifactType (implies --referrers); repeatable', collect, [])
+  .option('-e, --env <name[=value]>', 'a variable compose files may use (${NAME}); its value from the environment unless given; repeatable', collect, [])
+  .option('--env-file <file>', 'variables compose files may use, NAME=value a line; repeatable (nothing else of the environment is read)', collect, [])
   .action(async (references: string[], options: WarmCommandOptions) => { process.exitCode = await warm(references, options); });
 
 program.command('export')
@@ -50,6 +52,8 @@ program.command('export')
   .option('--lock <file>', 'export exactly the images of this lock file (written by warm --lock)')
   .option('-f, --from <file>', 'references from a list, compose file or Kubernetes manifests; repeatable', collect, [])
   .option('--referrers', 'also the cached referrers (signatures, SBOMs, attestations) of every exported image, and their blobs')
+  .option('-e, --env <name[=value]>', 'a variable compose files may use; repeatable', collect, [])
+  .option('--env-file <file>', 'variables compose files may use, NAME=value a line; repeatable', collect, [])
   .action(async (references: string[], options: ExportCommandOptions) => { process.exitCode = await exportCommand(references, options); });
 
 program.command('import')

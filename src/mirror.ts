@@ -8,6 +8,7 @@ import { CachedBlobStatter } from './cache/cachedStatter.js';
 import { CachedTagRecords } from './cache/cachedTags.js';
 import { MemoryBlobDescriptorService, MemoryManifestBodies, MemoryTagRecords } from './cache/memory.js';
 import { ConfigError, type ResolvedConfig, type UpstreamSettings } from './config/settings.js';
+import { ReadRules } from './http/auth/rules.js';
 import { ProxyBlobStore } from './proxy/blobs.js';
 import { ProxyManifestStore } from './proxy/manifests.js';
 import { ProxyReferrersService } from './proxy/referrers.js';
@@ -16,7 +17,7 @@ import { systemClock, type Clock } from './registry/clock.js';
 import type { Digest } from './registry/digest.js';
 import { UpstreamRouter } from './routing/router.js';
 import { LocalBlobStore, StorageBlobStatter } from './storage/blobs.js';
-import { listCachedRepositories } from './storage/catalog.js';
+import { CachedCatalog } from './storage/catalog.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from './registry/services.js';
 import { Evictor } from './storage/evictor.js';
@@ -80,6 +81,7 @@ export class Mirror {
   /** What the internal fill endpoint serves: committed blobs and this process's fills in progress. */
   readonly held: HeldBlobs;
   private readonly clients: Map<string, UpstreamClient>;
+  private readonly cachedCatalog: CachedCatalog;
   /** Present when `redis` is configured: shared caches, and replicas on this root. */
   private readonly redis: RedisServices | undefined;
 
@@ -152,6 +154,9 @@ export class Mirror {
       local: this.localBlobs, upstreams, logger, clock, ...(this.redis ? { coordinator: this.redis.replicas } : {}),
       onReleased: (digest) => this.evictor.released(digest),
       fillEvents: (upstream) => this.metrics.upstream(upstream),
+      // Where access rules restrict anything, an upstream's HEAD is no proof that it has a blob cached from
+      // elsewhere: it must serve the same bytes before the blob is linked (README "Security", cross-upstream access).
+      ...(restrictsAccess(config) ? { confirmByContent: () => true } : {}),
     });
     this.localManifests = new LocalManifestStore({
       driver: this.driver,
@@ -199,6 +204,7 @@ export class Mirror {
     this.held = new LocalHeldBlobs({
       local: this.localBlobs, fills: this.blobs, onServed: (digest) => void this.redis?.peers?.directory.announce(digest),
     });
+    this.cachedCatalog = new CachedCatalog({ driver: this.driver, clock, maxAgeMs: CATALOG_MAX_AGE_MS });
     this.admin = this.buildAdmin();
   }
 
@@ -271,8 +277,9 @@ export class Mirror {
     return this.clients.get(name);
   }
 
+  /** The cached repositories, from a walk at most `CATALOG_MAX_AGE_MS` old. */
   catalog(): Promise<string[]> {
-    return listCachedRepositories(this.driver);
+    return this.cachedCatalog.list();
   }
 
   /** Lets running fills finish (aborting them after `graceMs`), then closes upstream pools. */
@@ -310,7 +317,7 @@ function redirectsOf(driver: StorageDriver, config: ResolvedConfig): { redirectU
 /** The configured storage: the S3 bucket of `storage.s3`, or the directory `storage.root`. */
 export function storageDriverFor(config: ResolvedConfig): StorageDriver {
   const s3 = config.s3;
-  if (!s3) return new FilesystemDriver(config.storageRoot);
+  if (!s3) return new FilesystemDriver(config.storageRoot, { umask: config.storage.umask });
   return new S3StorageDriver({
     bucket: s3.bucket,
     prefix: s3.prefix,
@@ -320,6 +327,14 @@ export function storageDriverFor(config: ResolvedConfig): StorageDriver {
     abandonedUploadAgeMs: s3.abandonedUploadAgeMs,
   });
 }
+
+/** True when `auth` rules keep some client from some repository. */
+function restrictsAccess(config: ResolvedConfig): boolean {
+  return config.auth !== undefined && !new ReadRules(config.auth.rules).everyonePullsEverything();
+}
+
+/** How long one walk of `repositories/` answers `_catalog`. */
+const CATALOG_MAX_AGE_MS = 5_000;
 
 /**
  * How old an upload must be before start-up removes it when replicas share

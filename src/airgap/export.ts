@@ -222,7 +222,7 @@ function addEntry(pack: tar.Pack, name: string, body: Buffer): Promise<void> {
 
 /** Streams one blob from storage into the tar, hashing it: the size goes in the header, so it is known first. */
 async function addBlobEntry(storage: BundleStorage, pack: tar.Pack, digest: Digest, size: number): Promise<void> {
-  const source = await storage.driver.openReader(blobDataPath(digest));
+  const source = (await storage.driver.openReader(blobDataPath(digest)))?.stream;
   if (!source) throw new BundleError(`blob ${digest} vanished from the cache during the export`);
   const verifier = new DigestVerifier({ digest, ...splitDigest(digest) });
   let settle!: (err?: Error | null) => void;

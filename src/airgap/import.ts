@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
 import type { Digest } from '../registry/digest.js';
 import { impliedMediaType, parseManifest, registryBlobs, type ParsedManifest } from '../registry/imageManifest.js';
-import { MAX_MANIFEST_BYTES } from '../registry/mediaTypes.js';
+import { MAX_MANIFEST_BYTES, isMediaType } from '../registry/mediaTypes.js';
 import type { Tag } from '../registry/names.js';
 import { manifestSubject, mergeReferrers, referrerDescriptor, type ReferrerDescriptor } from '../registry/referrers.js';
 import { repositoryItemKey, repositoryKey, type RepositoryRef } from '../registry/services.js';
@@ -129,6 +129,8 @@ async function checkManifest(image: CheckedImage, descriptor: Descriptor, staged
   if (file.size > MAX_MANIFEST_BYTES) throw new Error(`manifest ${descriptor.digest} is larger than ${MAX_MANIFEST_BYTES} bytes`);
   const body = await staged.read(descriptor.digest);
   const mediaType = descriptor.mediaType || impliedMediaType(body);
+  // It is stored, and served as a Content-Type: only a media type by the grammar.
+  if (!isMediaType(mediaType)) throw new Error(`manifest ${descriptor.digest}: "${mediaType.slice(0, 100)}" is not a media type`);
   let parsed: ParsedManifest;
   try {
     parsed = parseManifest(body, mediaType);
@@ -242,7 +244,9 @@ async function recordImage(storage: BundleStorage, image: CheckedImage, now: num
   }
   let tagRecorded = false;
   if (tag) {
-    const fetchedAt = image.tagFetchedAt ?? now;
+    // The bundle's writer chose this time: at most the time of the import, so a mirror that is online asks the
+    // upstream again after tagMaxAge, however far in the future the bundle claims the tag was learned.
+    const fetchedAt = Math.min(image.tagFetchedAt ?? now, now);
     const existing = await storage.tags.get(repository, tag);
     // A record learned more recently than the bundle's knows better what the tag is now.
     if (!existing || existing.fetchedAt <= fetchedAt) {

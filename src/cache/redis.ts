@@ -49,6 +49,7 @@ export class RedisConnection {
       protocol: 2,
       connectionName: 'pullthrough',
       disableClientInfo: true,
+      ...(settings.password !== undefined ? { password: settings.password } : {}),
     });
     // Without a listener ioredis prints every reconnection error; we log the outage once instead.
     this.client.on('error', (err: Error) => this.down(err));

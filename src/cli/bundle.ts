@@ -18,7 +18,7 @@ import type { ReferenceEntry } from '../warm/references.js';
 import { listCachedRepositories } from '../storage/catalog.js';
 import { digestRecordDir, manifestRevisionPath, revisionsDir } from '../storage/layout.js';
 import { formatBytes } from './format.js';
-import { UsageError, gatherReferences } from './warm.js';
+import { UsageError, gatherReferences, variablesFrom, type VariableOptions } from './warm.js';
 
 /**
  * `pullthrough export` and `pullthrough import`: storage to bundle and back.
@@ -29,7 +29,7 @@ import { UsageError, gatherReferences } from './warm.js';
  * on the same root may be filling.
  */
 
-export interface ExportCommandOptions {
+export interface ExportCommandOptions extends VariableOptions {
   readonly config?: string;
   readonly out: string;
   readonly lock?: string;
@@ -58,7 +58,7 @@ async function withMirror<T>(config: ResolvedConfig, use: (mirror: Mirror, stora
 /** `pullthrough export --out bundle.tar [REF...] [--lock FILE]`: the named cached images, or all of them. */
 export async function exportCommand(references: string[], options: ExportCommandOptions): Promise<number> {
   const config = loadConfig(options.config);
-  const entries = gatherReferences(references, [...(options.lock ? [options.lock] : []), ...options.from]);
+  const entries = gatherReferences(references, [...(options.lock ? [options.lock] : []), ...options.from], variablesFrom(options));
   return withMirror(config, async (mirror, storage) => {
     const images = entries.length > 0 ? await namedImages(storage, mirror.router, entries) : await allImages(storage);
     if (images.length === 0) throw new UsageError('nothing to export: the cache holds no images');

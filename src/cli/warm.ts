@@ -1,5 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino from 'pino';
 import { loadConfig } from '../config/load.js';
@@ -9,12 +10,19 @@ import type { Digest } from '../registry/digest.js';
 import { Mirror } from '../mirror.js';
 import { addStoredPins } from '../storage/pins.js';
 import { PINS_PATH } from '../storage/layout.js';
-import { formatLock, fromArguments, parseReferenceFile, type ReferenceEntry } from '../warm/references.js';
+import { formatLock, fromArguments, parseEnvFile, parseReferenceFile, type ReferenceEntry, type Variables } from '../warm/references.js';
 import { DEFAULT_RETRY, Warmer, type WarmResult } from '../warm/warm.js';
 import { formatBytes, formatTable } from './format.js';
 import { BarReporter, LineReporter, type ClosableReporter } from './progress.js';
 
-export interface WarmCommandOptions {
+/** The options that give reference files their variables (`--env`, `--env-file`). */
+export interface VariableOptions {
+  /** `NAME` (its value from the environment) or `NAME=value`; repeatable. */
+  readonly env: string[];
+  readonly envFile: string[];
+}
+
+export interface WarmCommandOptions extends VariableOptions {
   readonly config?: string;
   readonly from: string[];
   readonly platform?: string;
@@ -40,18 +48,37 @@ export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** Every reference from the arguments and the `--from` files (lists, locks, compose files, Kubernetes manifests). */
-export function gatherReferences(references: readonly string[], files: readonly string[]): ReferenceEntry[] {
-  const entries = fromArguments(references);
-  for (const file of files) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
-    entries.push(...parseReferenceFile(text, file));
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
+}
+
+/**
+ * The variables compose files may use: those of the `--env-file` files,
+ * then each `--env NAME=value`, or `--env NAME` with its value from the
+ * environment. Nothing else of the environment.
+ */
+export function variablesFrom(options: VariableOptions, env: NodeJS.ProcessEnv = process.env): Variables {
+  const variables: Record<string, string> = {};
+  for (const file of options.envFile) Object.assign(variables, parseEnvFile(readText(file), file));
+  for (const entry of options.env) {
+    const eq = entry.indexOf('=');
+    const name = eq < 0 ? entry : entry.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new UsageError(`--env ${entry}: not a variable name`);
+    const value = eq < 0 ? env[name] : entry.slice(eq + 1);
+    if (value === undefined) throw new UsageError(`--env ${name}: ${name} is not set in the environment`);
+    variables[name] = value;
+  }
+  return variables;
+}
+
+/** Every reference from the arguments and the `--from` files (lists, locks, compose files, Kubernetes manifests). */
+export function gatherReferences(references: readonly string[], files: readonly string[], variables: Variables = {}): ReferenceEntry[] {
+  const entries = fromArguments(references);
+  for (const file of files) entries.push(...parseReferenceFile(readText(file), file, variables));
   return entries;
 }
 
@@ -68,7 +95,7 @@ export function positiveInteger(value: string, name: string, min = 1): number {
  */
 export async function warm(references: string[], options: WarmCommandOptions): Promise<number> {
   const config = loadConfig(options.config);
-  const entries = gatherReferences(references, options.from);
+  const entries = gatherReferences(references, options.from, variablesFrom(options));
   if (entries.length === 0) throw new UsageError('nothing to warm: give references, or --from FILE');
   const platforms = options.platform ? parsePlatforms(options.platform) : undefined;
   const jobs = positiveInteger(options.jobs, '--jobs');
@@ -112,9 +139,15 @@ function isWarmed(r: WarmResult): r is Warmed {
 }
 
 async function writeLock(path: string, results: readonly Warmed[]): Promise<void> {
-  const temp = `${path}.${process.pid}.tmp`;
-  await writeFile(temp, formatLock(results.map((r) => ({ reference: r.reference, digest: r.digest }))));
-  await rename(temp, path);
+  // A name nobody can guess, created afresh ('wx'): a link planted in its place is never followed.
+  const temp = `${path}.${randomUUID()}.tmp`;
+  try {
+    await writeFile(temp, formatLock(results.map((r) => ({ reference: r.reference, digest: r.digest }))), { flag: 'wx', mode: 0o644 });
+    await rename(temp, path);
+  } catch (err) {
+    await rm(temp, { force: true });
+    throw err;
+  }
 }
 
 /** The table at the end, then the failures with their reasons, then the totals. A REFERRERS column when they were warmed. */

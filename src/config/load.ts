@@ -43,6 +43,7 @@ function resolveStorage(storage: Config['storage'], problems: ConfigProblems): S
     evictionIntervalMs: durationMs(storage.evictionInterval),
     evictionGraceMs: durationMs(storage.evictionGrace),
     usageFlushIntervalMs: durationMs(storage.usageFlushInterval),
+    umask: parseInt(storage.umask, 8),
   };
 }
 
@@ -116,7 +117,7 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     upstreams,
     defaultUpstream,
     shutdownGraceMs: durationMs(config.shutdownGrace),
-    redis: config.redis && resolveRedis(config.redis, problems),
+    redis: config.redis && resolveRedis(config.redis, env, problems),
     peers: config.peers && resolvePeers(config, config.peers, env, problems),
     admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
   };
@@ -190,7 +191,7 @@ function readSecret(
   return value;
 }
 
-function resolveRedis(r: RedisConfig, problems: ConfigProblems): RedisSettings {
+function resolveRedis(r: RedisConfig, env: NodeJS.ProcessEnv, problems: ConfigProblems): RedisSettings {
   const leaseTtlMs = durationMs(r.leaseTtl);
   // The lease is renewed every third of its life; below this, renewals would race the expiry.
   if (leaseTtlMs < 300) problems.add('/redis/leaseTtl', 'must be at least 300ms');
@@ -198,7 +199,9 @@ function resolveRedis(r: RedisConfig, problems: ConfigProblems): RedisSettings {
   if (keyTtlMs < 1000) problems.add('/redis/keyTtl', 'must be at least 1s');
   const commandTimeoutMs = durationMs(r.commandTimeout);
   if (commandTimeoutMs < 1) problems.add('/redis/commandTimeout', 'must be more than 0');
-  return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs };
+  const password = r.passwordEnv === undefined ? undefined : env[r.passwordEnv];
+  if (r.passwordEnv !== undefined && !password) problems.add('/redis/passwordEnv', `environment variable ${r.passwordEnv} is not set`);
+  return { url: r.url, keyPrefix: r.keyPrefix, commandTimeoutMs, keyTtlMs, leaseTtlMs, ...(password ? { password } : {}) };
 }
 
 function resolvePeers(config: Config, p: PeersConfig, env: NodeJS.ProcessEnv, problems: ConfigProblems): PeersSettings | undefined {
@@ -250,6 +253,9 @@ function resolveUpstream(u: UpstreamConfig, index: number, config: Config, env: 
     dockerHub: u.dockerHub ?? (u.name === 'docker.io' || url.hostname === 'docker.io' || url.hostname.endsWith('.docker.io')),
     credentials: resolveCredentials(u, index, env, problems),
     trustedRealms: u.trustedRealms ?? [],
+    allowedRedirectHosts: u.allowedRedirectHosts ?? [],
+    allowPrivateRedirects: u.allowPrivateRedirects ?? false,
+    maxBlobBytes: sizeBytes(u.maxBlobSize ?? defaults.maxBlobSize),
     timeouts: {
       connectMs: durationMs(timeouts.connect),
       headersMs: durationMs(timeouts.headers),

@@ -67,6 +67,8 @@ const UpstreamPolicy = {
   /** A record older than tagMaxAge by at most this is served at once while one background HEAD refreshes it. Off by default. */
   staleWhileRevalidate: Type.Optional(Duration),
   health: Type.Optional(Health),
+  /** The largest blob a fill accepts (announced or not); a longer body is cut and nothing is stored. */
+  maxBlobSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })])),
 };
 
 const Upstream = Type.Object({
@@ -87,6 +89,10 @@ const Upstream = Type.Object({
   credentials: Type.Optional(Credentials),
   /** Token realms, besides the upstream's own registrable domain, trusted with credentials. */
   trustedRealms: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  /** Hosts (`minio.corp`, `*.s3.corp`, `10.1.2.3`) that redirects and token realms may point at although they are not public. */
+  allowedRedirectHosts: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+  /** Redirects and token realms may point at any address, private ones included. */
+  allowPrivateRedirects: Type.Optional(Type.Boolean()),
   ...UpstreamPolicy,
 }, { additionalProperties: false });
 
@@ -97,6 +103,8 @@ const Upstream = Type.Object({
 const Redis = Type.Object({
   /** `redis://[user:password@]host:6379[/db]` or `rediss://` for TLS. */
   url: Type.String({ pattern: '^rediss?://', expected: 'a redis:// or rediss:// URL ("redis://redis:6379")' }),
+  /** An environment variable holding Redis' password (AUTH), so that it need not be in the file. */
+  passwordEnv: Type.Optional(Type.String({ minLength: 1 })),
   /** Prepended to every key, so several mirrors (or tests) can share one Redis. */
   keyPrefix: Type.String({ default: 'pullthrough:' }),
   /** Longest wait for any one Redis command before falling through to storage. */
@@ -243,6 +251,8 @@ export const ConfigSchema = Type.Object({
     evictionGrace: Type.String({ ...Duration, default: '10m' }),
     /** How often the last-use times of cached content are written (batched, not per request). */
     usageFlushInterval: Type.String({ ...Duration, default: '30s' }),
+    /** Permission bits withheld from what is written under the root (octal): `027` gives files 0640, directories 0750. */
+    umask: Type.String({ pattern: '^0?[0-7]{3}$', default: '027' }),
   }, { additionalProperties: false }),
   /** Images never evicted: `<upstream>/<repo>`, `<upstream>/<repo>:<tag>` or `<upstream>/<repo>@<digest>`. */
   pins: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
@@ -278,6 +288,7 @@ export const ConfigSchema = Type.Object({
       backoff: Type.String({ ...Duration, default: '5s' }),
       maxBackoff: Type.String({ ...Duration, default: '1m' }),
     }, { additionalProperties: false, default: {} }),
+    maxBlobSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { default: '20GiB' }),
   }, { additionalProperties: false, default: {} }),
   /** How long SIGTERM waits for running responses and fills. */
   shutdownGrace: Type.String({ ...Duration, default: '30s' }),

@@ -27,6 +27,11 @@ export interface UpstreamSettings {
   readonly dockerHub: boolean;
   readonly credentials: UpstreamCredentials | undefined;
   readonly trustedRealms: readonly string[];
+  /** Hosts that redirects and token realms may point at although they are not public (see upstream/egress.ts). */
+  readonly allowedRedirectHosts: readonly string[];
+  readonly allowPrivateRedirects: boolean;
+  /** The largest blob a fill accepts. */
+  readonly maxBlobBytes: number;
   readonly timeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
   readonly tagMaxAgeMs: number;
   readonly detachedFillTimeoutMs: number;
@@ -58,6 +63,8 @@ export interface StorageSettings {
   readonly evictionIntervalMs: number;
   readonly evictionGraceMs: number;
   readonly usageFlushIntervalMs: number;
+  /** Permission bits withheld from files and directories written under the root. */
+  readonly umask: number;
 }
 
 /** `listen.tls`: paths as configured (resolved against the working directory). */
@@ -135,6 +142,8 @@ export interface PeersSettings {
 /** The `redis` block with defaults applied and durations parsed. */
 export interface RedisSettings {
   readonly url: string;
+  /** From `passwordEnv`: sent with AUTH, instead of a password in the URL. */
+  readonly password?: string;
   readonly keyPrefix: string;
   readonly commandTimeoutMs: number;
   readonly keyTtlMs: number;

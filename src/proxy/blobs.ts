@@ -1,15 +1,17 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../registry/clock.js';
-import { OCTET_STREAM } from '../registry/descriptor.js';
+import { OCTET_STREAM, type Descriptor } from '../registry/descriptor.js';
 import { parseDigest, type Digest, type ParsedDigest } from '../registry/digest.js';
 import { RegistryError, UpstreamUnavailable } from '../registry/errors.js';
 import type { Readable } from 'node:stream';
 import { repositoryKey, type BlobHandle, type BlobStore, type ByteRange, type CacheOutcome, type RepositoryRef, type StatResult } from '../registry/services.js';
 import type { LocalBlobStore } from '../storage/blobs.js';
 import { NO_FILL_EVENTS, type FillEvents } from '../registry/telemetry.js';
-import type { UpstreamClient } from '../upstream/client.js';
-import { BlobFill } from './fill.js';
+import { BLOB_CONNECTIONS, type UpstreamClient } from '../upstream/client.js';
+import { BlobFill, blobTooLarge } from './fill.js';
 import type { BlobBody, FillCoordinator, FillSource, UploadFactory } from './fillSource.js';
+import { FillSlots } from './fillSlots.js';
+import { sameBytes } from './sameBytes.js';
 
 export type UpstreamLookup = (upstream: string) => UpstreamClient;
 
@@ -57,6 +59,20 @@ export interface ProxyBlobStoreOptions {
   readonly onReleased?: (digest: Digest) => void;
   /** Where the fills of each upstream report (metrics). */
   readonly fillEvents?: (upstream: string) => FillEvents;
+  /** Fills of one upstream running at once; more wait (`FillSlots`). Default the blob pool's size. */
+  readonly fillsPerUpstream?: number;
+  /**
+   * For repositories this answers true, a blob already in storage (or on
+   * its way in for another repository) is linked only after the
+   * repository's own upstream served the same bytes: a GET compared byte by
+   * byte with the stored blob, stopped at the first difference. Otherwise an
+   * upstream HEAD confirms, as it always has. Off by default: without access
+   * rules every client may pull from every upstream anyway, so a HEAD that
+   * lies gains nothing (README "Security"). Access rules turn it on for the
+   * upstreams they restrict. Such a repository's fills are its own (never
+   * another replica's): its own GET is its confirmation.
+   */
+  readonly confirmByContent?: (repository: RepositoryRef) => boolean;
 }
 
 /** A cold blob on its way, as the status page shows it. */
@@ -82,6 +98,7 @@ export interface FillProgress {
 export class ProxyBlobStore implements BlobStore {
   private readonly fills = new Map<Digest, InFlight>();
   private readonly local: LocalBlobStore;
+  private readonly slots = new Map<string, FillSlots>();
 
   constructor(private readonly options: ProxyBlobStoreOptions) {
     this.local = options.local;
@@ -100,9 +117,10 @@ export class ProxyBlobStore implements BlobStore {
     if (!head) return undefined;
     const global = await this.local.statGlobal(digest);
     if (global) {
-      await this.local.link(repository, global);
       // The bytes were here; the upstream was asked only whether this repository may have them.
-      return global;
+      // Confirmed by content, the link waits for the GET that compares the bytes.
+      if (!this.confirmsByContent(repository)) return this.local.link(repository, global);
+      return this.local.stored(digest);
     }
     if (head.size === undefined) {
       throw new RegistryError('UPSTREAM_INVALID', `upstream ${repository.upstream} answered a blob HEAD without its size`, { digest });
@@ -119,9 +137,8 @@ export class ProxyBlobStore implements BlobStore {
 
     const global = await this.local.statGlobal(digest);
     if (global) {
-      await this.confirm(repository, digest);
-      await this.local.link(repository, global);
-      return this.local.handle(global, repository);
+      await this.confirmStored(repository, global);
+      return this.local.handle(await this.local.link(repository, global), repository);
     }
     // Another request may have started the fill while we looked at storage.
     const raced = this.fills.get(digest);
@@ -161,6 +178,7 @@ export class ProxyBlobStore implements BlobStore {
     let timedOut = false;
     const timer = this.options.clock.setTimeout(() => {
       timedOut = true;
+      for (const slots of this.slots.values()) slots.close();
       for (const f of this.fills.values()) {
         void f.started.then((fill) => fill.abort(new UpstreamUnavailable('pullthrough is shutting down')), () => undefined);
       }
@@ -175,15 +193,54 @@ export class ProxyBlobStore implements BlobStore {
     if (!head) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
 
+  private confirmsByContent(repository: RepositoryRef): boolean {
+    return this.options.confirmByContent?.(repository) === true;
+  }
+
+  /** Confirms that `repository` may use a blob in storage: by HEAD, or by content (see `confirmByContent`). */
+  private async confirmStored(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
+    if (this.confirmsByContent(repository)) await this.confirmBytes(repository, descriptor);
+    else await this.confirm(repository, descriptor.digest);
+  }
+
+  /**
+   * The repository's upstream must serve exactly the stored bytes: its GET
+   * is compared with the blob, stopped at the first difference. Holds a fill
+   * slot while it runs, as a fill does. Throws BLOB_UNKNOWN when the
+   * upstream has no such blob or sends other bytes.
+   */
+  private async confirmBytes(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
+    const { digest } = descriptor;
+    const slot = await this.slotsFor(repository.upstream).acquire();
+    try {
+      const response = await this.options.upstreams(repository.upstream).getBlob(repository.name, digest);
+      if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+      const sizeDiffers = response.size !== undefined && response.size !== descriptor.size;
+      if (sizeDiffers) response.body.destroy();
+      if (sizeDiffers || !(await sameBytes(response.body, await this.local.open(digest, repository)))) {
+        this.options.logger.warn({ digest, upstream: repository.upstream, repository: repository.name },
+          'the upstream confirmed a cached blob but served other bytes for it: not linked');
+        throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+      }
+    } finally {
+      slot.release();
+    }
+  }
+
   private async follow(inFlight: InFlight, repository: RepositoryRef, digest: Digest): Promise<BlobHandle> {
     const key = repositoryKey(repository);
+    if (!inFlight.repositories.has(key) && this.confirmsByContent(repository)) {
+      // The bytes can be compared only once they are in: wait for the fill, then confirm against the stored blob.
+      const descriptor = await (await inFlight.started).done;
+      await this.confirmBytes(repository, descriptor);
+      return this.local.handle(await this.local.link(repository, descriptor), repository);
+    }
     if (!inFlight.repositories.has(key)) {
       await this.confirm(repository, digest);
       if (inFlight.sealed) {
         // The commit has already taken its repositories: this one is linked here, and read from storage.
         const descriptor = await (await inFlight.started).done;
-        await this.local.link(repository, descriptor);
-        return this.local.handle(descriptor, repository);
+        return this.local.handle(await this.local.link(repository, descriptor), repository);
       }
       inFlight.repositories.set(key, repository);
     }
@@ -194,13 +251,13 @@ export class ProxyBlobStore implements BlobStore {
     const parsed = parseDigest(digest);
     const inFlight = new InFlight(repository, this.options.clock.now());
     const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
-    inFlight.started = this.options.coordinator
+    inFlight.started = this.options.coordinator && !this.confirmsByContent(repository)
       ? this.options.coordinator.claim(parsed, {
         fetch,
         confirm: () => this.confirm(repository, digest),
         record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
         openCommitted: (range) => this.openCommitted(repository, digest, range),
-        fillFrom: (source) => this.fillOf(repository, parsed, inFlight, source, () => this.local.createUpload()),
+        fillFrom: (source) => this.fillOf(repository, parsed, inFlight, source, () => this.local.createUpload(), () => undefined),
         upstreamBody: () => this.upstreamBody(repository, parsed),
       })
       : fetch();
@@ -218,12 +275,33 @@ export class ProxyBlobStore implements BlobStore {
     return started.then((fill) => this.fillHandle(fill, fill.outcome ?? 'miss'));
   }
 
-  /** One upstream GET into an upload; `createUpload` makes one whose name other replicas are told. */
+  /** The fill slots of an upstream. */
+  private slotsFor(upstream: string): FillSlots {
+    let slots = this.slots.get(upstream);
+    if (!slots) this.slots.set(upstream, slots = new FillSlots({ limit: this.options.fillsPerUpstream ?? BLOB_CONNECTIONS }));
+    return slots;
+  }
+
+  /**
+   * One upstream GET into an upload, holding one of the upstream's fill
+   * slots until the fill has settled; `createUpload` makes an upload whose
+   * name other replicas are told.
+   */
   private async fetch(
     repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory = () => this.local.createUpload(digest.digest),
   ): Promise<BlobFill> {
-    const requestedAt = performance.now();
-    return this.fillOf(repository, digest, inFlight, await this.upstreamBody(repository, digest), createUpload, requestedAt);
+    const slots = this.slotsFor(repository.upstream);
+    const slot = await slots.acquire();
+    try {
+      const requestedAt = performance.now();
+      const fill = await this.fillOf(repository, digest, inFlight, await this.upstreamBody(repository, digest), createUpload, () => slots.detached(), requestedAt);
+      slot.occupy(fill);
+      fill.done.then(() => slot.release(), () => slot.release());
+      return fill;
+    } catch (err) {
+      slot.release();
+      throw err;
+    }
   }
 
   /** The upstream GET; BLOB_UNKNOWN for a 404. */
@@ -233,13 +311,20 @@ export class ProxyBlobStore implements BlobStore {
     return response;
   }
 
-  /** A fill of `source` into a new upload, committed through the one storage commit with every repository waiting. */
+  /**
+   * A fill of `source` (the upstream's body, or another replica's fill
+   * streamed from its internal endpoint) into a new upload, committed through
+   * the one storage commit with every repository waiting.
+   */
   private async fillOf(
-    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, source: BlobBody, createUpload: UploadFactory, requestedAt = performance.now(),
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, source: BlobBody, createUpload: UploadFactory,
+    onDetached: () => void, requestedAt = performance.now(),
   ): Promise<BlobFill> {
     const client = this.options.upstreams(repository.upstream);
+    const maxSize = client.settings.maxBlobBytes;
     let upload;
     try {
+      if (source.size !== undefined && source.size > maxSize) throw blobTooLarge(maxSize);
       upload = await createUpload(source.size);
     } catch (err) {
       source.body.destroy();
@@ -253,6 +338,8 @@ export class ProxyBlobStore implements BlobStore {
       commit: async (u, descriptor) => { await this.local.commit(u, descriptor, inFlight.seal()); },
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
+      maxSize,
+      onDetached,
       clock: this.options.clock,
       events: this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
       requestedAt,
@@ -266,10 +353,14 @@ export class ProxyBlobStore implements BlobStore {
   private fillHandle(fill: FillSource, cache: CacheOutcome): BlobHandle {
     return {
       digest: fill.digest.digest,
-      size: fill.size,
       cache,
-      knownSize: async () => fill.size ?? (await fill.done).size,
-      open: async (range) => fill.reader(range),
+      open: async (chooseRange) => {
+        if (!chooseRange) return { stream: fill.reader(), size: fill.size, range: undefined };
+        // A range needs the size: the upstream's Content-Length, or the end of a fill that gave none.
+        const size = fill.size ?? (await fill.done).size;
+        const range = chooseRange(size);
+        return { stream: fill.reader(range), size, range };
+      },
     };
   }
 }

@@ -28,6 +28,10 @@ export interface BlobFillOptions {
   readonly openCommitted: (range?: ByteRange) => Promise<Readable>;
   /** How long the fill goes on once no reader is left. */
   readonly detachedTimeoutMs: number;
+  /** The most bytes the fill accepts, announced or not (`maxBlobSize`): past it, the fill fails. */
+  readonly maxSize: number;
+  /** Called when the last reader leaves a running fill (the fill slots may cut it for a waiting one). */
+  readonly onDetached?: () => void;
   readonly clock: Clock;
   /** Told of the first byte, every write and the end (metrics); times count from `requestedAt`. */
   readonly events?: FillEvents;
@@ -36,6 +40,11 @@ export interface BlobFillOptions {
 }
 
 type FillState = 'running' | 'committed' | 'failed';
+
+/** The error of a blob longer than `maxBlobSize`. */
+export function blobTooLarge(maxSize: number): RegistryError {
+  return new RegistryError('UPSTREAM_INVALID', `the blob is larger than this mirror's maxBlobSize (${maxSize} bytes)`);
+}
 
 /**
  * One upstream fetch of one blob into an upload, hashed as it is written,
@@ -64,6 +73,7 @@ export class BlobFill implements GrowingSource {
   private bytesWritten = 0;
   private committedSize: number | undefined;
   private readers = 0;
+  private hadReader = false;
   private uploadOpen = true;
   private detachTimer: Timer | undefined;
   private readonly signal = new ChangeSignal();
@@ -91,6 +101,11 @@ export class BlobFill implements GrowingSource {
 
   get isRunning(): boolean {
     return this.state === 'running';
+  }
+
+  /** Running, and every reader it had has left: it goes on only for the next pull. */
+  get detached(): boolean {
+    return this.state === 'running' && this.hadReader && this.readers === 0;
   }
 
   /** Stops the fill (shutdown, detached timeout); readers see an error. */
@@ -125,6 +140,7 @@ export class BlobFill implements GrowingSource {
   /** @internal Called by a reader's constructor, in the same step as `reader()` saw the upload open. */
   attach(): void {
     this.readers++;
+    this.hadReader = true;
     this.detachTimer?.cancel();
     this.detachTimer = undefined;
   }
@@ -133,8 +149,12 @@ export class BlobFill implements GrowingSource {
   detach(): void {
     this.readers--;
     if (this.readers > 0) return;
-    if (this.state === 'running') this.armDetachTimer();
-    else this.closeUpload();
+    if (this.state === 'running') {
+      this.armDetachTimer();
+      this.options.onDetached?.();
+    } else {
+      this.closeUpload();
+    }
   }
 
   private armDetachTimer(): void {
@@ -152,7 +172,7 @@ export class BlobFill implements GrowingSource {
   }
 
   private async run(): Promise<Descriptor> {
-    const { body, upload, expectedSize } = this.options;
+    const { body, upload, expectedSize, maxSize } = this.options;
     const events = this.options.events ?? NO_FILL_EVENTS;
     const requestedAt = this.options.requestedAt ?? performance.now();
     const seconds = (): number => (performance.now() - requestedAt) / 1000;
@@ -164,6 +184,11 @@ export class BlobFill implements GrowingSource {
         const length = buffers.reduce((n, b) => n + b.length, 0);
         if (expectedSize !== undefined && this.bytesWritten + length > expectedSize) {
           callback(new UpstreamUnavailable('upstream sent more bytes than it announced'));
+          return;
+        }
+        // Without a Content-Length nothing else ends it: an endless body would fill the disk.
+        if (this.bytesWritten + length > maxSize) {
+          callback(blobTooLarge(maxSize));
           return;
         }
         for (const b of buffers) verifier.update(b);

@@ -34,6 +34,11 @@ export interface GrowingSource {
  * Reads a growing source from `start` to `end` (inclusive, or to the end),
  * following it as it grows. Ends only after every promised byte went out;
  * errors when the source fails.
+ *
+ * Nothing it hands out is complete before the blob is verified: the whole
+ * blob's last byte waits for that (the source's `readableLimit`), and so
+ * does the last byte of a range, however early in the blob the range ends.
+ * A range of bytes that turn out wrong is cut, never a complete 206.
  */
 export class GrowingReader extends Readable {
   private position: number;
@@ -76,7 +81,9 @@ export class GrowingReader extends Readable {
           return;
         }
         const generation = this.source.currentGeneration?.();
-        const limit = Math.min(this.source.readableLimit(), end ?? Infinity);
+        // A range's end is held back too, until the source is verified (or failed, which the loop sees).
+        const rangeLimit = end === undefined ? Infinity : this.source.isRunning ? end - 1 : end;
+        const limit = Math.min(this.source.readableLimit(), rangeLimit);
         if (this.position >= limit) {
           await this.source.waitForChange();
           continue;

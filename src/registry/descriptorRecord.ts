@@ -1,5 +1,6 @@
 import type { Descriptor } from './descriptor.js';
 import type { Digest } from './digest.js';
+import { isMediaType } from './mediaTypes.js';
 
 /**
  * The one serialised form of a descriptor whose digest is already in its key
@@ -21,7 +22,7 @@ export function decodeDescriptorRecord(digest: Digest, text: string): Descriptor
   try {
     const parsed = JSON.parse(text) as Partial<EncodedDescriptor>;
     if (typeof parsed.size !== 'number' || !Number.isSafeInteger(parsed.size) || parsed.size < 0
-      || typeof parsed.mediaType !== 'string') return undefined;
+      || typeof parsed.mediaType !== 'string' || !isMediaType(parsed.mediaType)) return undefined;
     return { digest, size: parsed.size, mediaType: parsed.mediaType };
   } catch {
     return undefined;

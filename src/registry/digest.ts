@@ -26,7 +26,7 @@ export function parseDigest(value: string): ParsedDigest {
   if (!match) throw new RegistryError('DIGEST_INVALID', 'invalid digest', { digest: value.slice(0, 200) });
   const algorithm = match[1]!;
   const hex = match[2]!;
-  if (!(algorithm in HEX_LENGTH)) {
+  if (!Object.hasOwn(HEX_LENGTH, algorithm)) {
     throw new RegistryError('UNSUPPORTED', `digest algorithm ${algorithm} is not supported`, { digest: value });
   }
   const alg = algorithm as DigestAlgorithm;

@@ -1,6 +1,7 @@
 import type { Descriptor } from './descriptor.js';
 import { parseDigest, type Digest } from './digest.js';
-import { INDEX_MEDIA_TYPES, MEDIA_TYPES } from './mediaTypes.js';
+import { RegistryError } from './errors.js';
+import { INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MEDIA_TYPES, isMediaType } from './mediaTypes.js';
 
 /**
  * What warm, export and import need to know about a manifest: an index lists
@@ -53,15 +54,40 @@ export function declaredMediaType(body: Buffer): string | undefined {
   return typeof declared === 'string' && declared.length > 0 ? declared : undefined;
 }
 
+/** Content-Types that say nothing about which manifest a body is. */
+const GENERIC_TYPES: ReadonlySet<string> = new Set(['application/json', 'text/plain', 'application/octet-stream']);
+
 /**
  * The media type of a manifest from an upstream: its Content-Type, unless
- * that is generic, then the `mediaType` field the manifest declares.
+ * that is generic, then the `mediaType` field the manifest declares. Throws
+ * UPSTREAM_INVALID when that is not a media type by RFC 6838's grammar: it
+ * would be stored, and then sent as a Content-Type header.
  */
 export function manifestMediaType(contentType: string | undefined, body: Buffer): string {
-  if (contentType && contentType !== 'application/json' && contentType !== 'text/plain' && contentType !== 'application/octet-stream') {
-    return contentType;
+  const type = contentType && !GENERIC_TYPES.has(contentType)
+    ? contentType
+    : declaredMediaType(body) ?? contentType ?? 'application/octet-stream';
+  if (!isMediaType(type)) {
+    throw new RegistryError('UPSTREAM_INVALID', 'upstream sent a manifest whose media type is not a media type', { mediaType: type.slice(0, 200) });
   }
-  return declaredMediaType(body) ?? contentType ?? 'application/octet-stream';
+  return type;
+}
+
+/**
+ * What an upstream answered a tag GET with, if it is a manifest we serve:
+ * a JSON object with `schemaVersion` 2, whose declared `mediaType` and
+ * Content-Type (unless generic) agree, and name one of
+ * `MANIFEST_MEDIA_TYPES`. Undefined for anything else: a tag only ever
+ * records a manifest, never some other document an upstream returned.
+ */
+export function tagManifestMediaType(contentType: string | undefined, body: Buffer): string | undefined {
+  const json = readManifestJson(body);
+  if (!json || json['schemaVersion'] !== 2) return undefined;
+  const declared = typeof json['mediaType'] === 'string' ? json['mediaType'] : undefined;
+  const stated = contentType && !GENERIC_TYPES.has(contentType) ? contentType : undefined;
+  if (declared !== undefined && stated !== undefined && declared !== stated) return undefined;
+  const type = declared ?? stated;
+  return type !== undefined && MANIFEST_MEDIA_TYPES.has(type) ? type : undefined;
 }
 
 /**

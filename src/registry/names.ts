@@ -26,6 +26,10 @@ export function parseRepositoryName(name: string): RepositoryName {
   return name as RepositoryName;
 }
 
+export function isValidTag(tag: string): boolean {
+  return TAG.test(tag);
+}
+
 export function parseTag(tag: string): Tag {
   if (!TAG.test(tag)) throw new RegistryError('TAG_INVALID', 'invalid tag', { tag: tag.slice(0, 200) });
   return tag as Tag;

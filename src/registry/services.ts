@@ -83,19 +83,38 @@ export interface ByteRange {
   readonly end: number;
 }
 
+/** Picks the range to serve from a blob of `size` bytes (undefined: all of it); may throw, e.g. RANGE_INVALID. */
+export type RangeChooser = (size: number) => ByteRange | undefined;
+
+/** A blob's bytes on their way out, with what a response needs to announce them. */
+export interface OpenedBlob {
+  readonly stream: Readable;
+  /**
+   * The blob's whole size: of the open file for a stored blob, of the
+   * verified fill or the upstream's Content-Length for a fill; never taken
+   * from a cached descriptor (Redis is shared, and only a hint). Undefined
+   * only while a fill streams from an upstream that did not state a length.
+   */
+  readonly size: number | undefined;
+  /** The range `stream` reads, when the chooser picked one. */
+  readonly range: ByteRange | undefined;
+}
+
 /**
- * A blob ready to be read. `size` is undefined only while a fill streams from
- * an upstream that did not state a length. A stream from `open` ends only
- * after every byte it promised was delivered; when the bytes turn out wrong
- * (upstream cut off, digest mismatch) it errors instead of ending.
+ * A blob ready to be read; nothing is opened until `open`. A stream from
+ * `open` ends only after every byte it promised was delivered; when the
+ * bytes turn out wrong (upstream cut off, digest mismatch) it errors instead
+ * of ending.
  */
 export interface BlobHandle {
   readonly digest: Digest;
-  readonly size: number | undefined;
   readonly cache: CacheOutcome;
-  open(range?: ByteRange): Promise<Readable>;
-  /** Waits until the size is known (a fill's headers), for Range answers. */
-  knownSize(): Promise<number>;
+  /**
+   * Opens the blob. `range`, when given, is called with the blob's true size
+   * (waiting for it, for a fill that has not stated one) and picks the range
+   * to read; when it throws, nothing stays open.
+   */
+  open(range?: RangeChooser): Promise<OpenedBlob>;
   /**
    * Set when the bytes may be fetched from the storage itself: a short-lived
    * URL a client is redirected to (S3 with `redirect`), so they do not flow

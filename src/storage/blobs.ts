@@ -4,7 +4,8 @@ import type { Digest } from '../registry/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import {
   GLOBAL_SCOPE, repositoryScope,
-  type BlobDescriptorService, type BlobHandle, type BlobStatter, type BlobStore, type ByteRange, type RepositoryRef, type Scope,
+  type BlobDescriptorService, type BlobHandle, type BlobStatter, type BlobStore, type ByteRange, type OpenedBlob, type RangeChooser,
+  type RepositoryRef, type Scope,
 } from '../registry/services.js';
 import type { StorageDriver, Upload } from './driver.js';
 import type { UsageRecorder } from './usage.js';
@@ -100,9 +101,9 @@ export class LocalBlobStore implements BlobStore {
     for (const repository of repositories) await this.link(repository, descriptor);
   }
 
-  /** A new upload for a fill, on the same storage as the blobs; given the digest, its bytes may go to their place as they come. */
-  createUpload(digest?: Digest): Promise<Upload> {
-    return this.driver.createUpload(digest ? { destination: blobDataPath(digest) } : {});
+  /** A new upload for a fill of `digest` (or a staged import), on the same storage as the blobs. */
+  createUpload(forDigest?: Digest): Promise<Upload> {
+    return this.driver.createUpload(forDigest);
   }
 
   /** True while a reader has this blob open. */
@@ -131,14 +132,20 @@ export class LocalBlobStore implements BlobStore {
     return this.handle(descriptor, repository);
   }
 
-  /** A handle on a blob known to exist; opening it re-checks, since eviction may have removed it. */
+  /**
+   * A handle on a blob known to exist; opening it re-checks, since eviction
+   * may have removed it. Sizes come from the opened file: a descriptor that
+   * disagrees (a stale or forged cache entry) is forgotten in every tier.
+   */
   handle(descriptor: Descriptor, repository: RepositoryRef): BlobHandle {
     return {
       digest: descriptor.digest,
-      size: descriptor.size,
       cache: 'hit',
-      knownSize: async () => descriptor.size,
-      open: (range?: ByteRange) => this.open(descriptor.digest, repository, range),
+      open: async (range?: RangeChooser) => {
+        const opened = await this.openSized(descriptor.digest, repository, range);
+        if (opened.size !== descriptor.size) await this.forget(repository, descriptor.digest);
+        return opened;
+      },
       ...(this.options.redirectUrl ? { redirect: () => this.redirect(descriptor.digest) } : {}),
     };
   }
@@ -149,9 +156,13 @@ export class LocalBlobStore implements BlobStore {
    * global record is forgotten.
    */
   async open(digest: Digest, repository: RepositoryRef | undefined, range?: ByteRange): Promise<Readable> {
+    return (await this.openSized(digest, repository, () => range)).stream;
+  }
+
+  private async openSized(digest: Digest, repository: RepositoryRef | undefined, range?: RangeChooser): Promise<OpenedBlob> {
     const path = blobDataPath(digest);
-    const stream = await this.driver.openReader(path, range);
-    if (stream) return this.track(digest, path, stream);
+    const opened = await this.driver.openReader(path, range);
+    if (opened) return { ...opened, stream: this.track(digest, path, opened.stream) };
     await this.forget(repository, digest);
     throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
   }
@@ -163,10 +174,28 @@ export class LocalBlobStore implements BlobStore {
     return this.options.redirectUrl!(path);
   }
 
-  /** Records that `repository` may use this blob (which must already be in storage). */
-  async link(repository: RepositoryRef, descriptor: Descriptor): Promise<void> {
+  /**
+   * Records that `repository` may use this blob, which must be in storage:
+   * BLOB_UNKNOWN (and forgotten) when it is not. Resolves with its
+   * descriptor as storage has it: the size recorded for the repository is
+   * the file's, whatever descriptor the caller had (a cached one may be
+   * stale, and one from Redis may be forged).
+   */
+  async link(repository: RepositoryRef, descriptor: Descriptor): Promise<Descriptor> {
+    const stored = await this.stored(descriptor.digest);
+    if (!stored) {
+      await this.forget(repository, descriptor.digest);
+      throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: descriptor.digest });
+    }
     await this.driver.putContent(layerLinkPath(repository, descriptor.digest), descriptor.digest);
-    await this.descriptors.setDescriptor(repositoryScope(repository), descriptor.digest, descriptor);
+    await this.descriptors.setDescriptor(repositoryScope(repository), descriptor.digest, stored);
+    return stored;
+  }
+
+  /** The blob's descriptor from its data file in storage (no cache tier), or undefined when it is not there. */
+  async stored(digest: Digest): Promise<Descriptor | undefined> {
+    const data = await this.driver.stat(blobDataPath(digest));
+    return data && !data.isDirectory ? { digest, size: data.size, mediaType: OCTET_STREAM } : undefined;
   }
 
   private track(digest: Digest, path: string, stream: Readable): Readable {

@@ -1,6 +1,7 @@
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { isValidRepositoryName, type RepositoryName } from '../registry/names.js';
 import type { RepositoryRef } from '../registry/services.js';
+import type { Clock } from '../registry/clock.js';
 import type { StorageDriver } from './driver.js';
 import { LAYERS_DIR, MANIFESTS_DIR, REPOSITORIES_DIR, digestRecordDir, repositoryPath } from './layout.js';
 
@@ -30,6 +31,36 @@ export async function findRepositories(driver: StorageDriver): Promise<Repositor
 /** The cached repositories as `<upstream>/<name>`, sorted: what `_catalog` lists. */
 export async function listCachedRepositories(driver: StorageDriver): Promise<string[]> {
   return (await findRepositories(driver)).map((r) => `${r.upstream}/${r.name}`).sort();
+}
+
+export interface CachedCatalogOptions {
+  readonly driver: StorageDriver;
+  readonly clock: Clock;
+  /** How long one walk answers every `_catalog` request. */
+  readonly maxAgeMs: number;
+}
+
+/**
+ * `_catalog` without a walk per request: anonymous clients may ask as often
+ * as they like, and each walk reads the whole `repositories/` tree. One walk
+ * answers for `maxAgeMs` (on the clock), and requests that arrive during a
+ * walk share it; a repository cached meanwhile shows up at the next walk.
+ */
+export class CachedCatalog {
+  private cached: { readonly at: number; readonly repositories: Promise<string[]> } | undefined;
+
+  constructor(private readonly options: CachedCatalogOptions) {}
+
+  list(): Promise<string[]> {
+    const now = this.options.clock.now();
+    const cached = this.cached;
+    if (cached && now - cached.at < this.options.maxAgeMs) return cached.repositories;
+    const repositories = listCachedRepositories(this.options.driver);
+    this.cached = { at: now, repositories };
+    // A failed walk is not remembered.
+    repositories.catch(() => { if (this.cached?.repositories === repositories) this.cached = undefined; });
+    return repositories;
+  }
 }
 
 /** The digests named by a directory of `<algorithm>/<hex>` records (layer links, manifest revisions). */

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { Digest } from '../registry/digest.js';
 
 /**
  * The storage driver: a small file system of paths relative to the storage
@@ -33,8 +34,14 @@ export interface StorageDriver {
   getContent(path: string): Promise<Buffer | undefined>;
   putContent(path: string, content: Uint8Array | string): Promise<void>;
   stat(path: string): Promise<FileInfo | undefined>;
-  /** Opens a file for streaming, whole or an inclusive byte range; undefined when it does not exist. */
-  openReader(path: string, range?: { start: number; end: number }): Promise<Readable | undefined>;
+  /**
+   * Opens a file for streaming, whole or an inclusive byte range;
+   * undefined when it does not exist. Its size is the open file's own
+   * (fstat), and `range` picks the range from it: no cached descriptor ever
+   * decides a Content-Length. When `range` throws (a range past the end),
+   * the file is closed and the error passes on.
+   */
+  openReader(path: string, range?: RangeChooser): Promise<OpenedReader | undefined>;
   /**
    * Opens a file for positional reads, also while another writer makes it
    * grow (a replica's fill); undefined when it does not exist. The reader
@@ -47,8 +54,11 @@ export interface StorageDriver {
   delete(path: string): Promise<void>;
   /** Marks files as used at `timeMs` (eviction's last-use time); missing files are skipped. */
   touch(paths: Iterable<string>, timeMs: number): Promise<void>;
-  /** A new upload with a random name, on the same storage as the final paths. */
-  createUpload(options?: UploadOptions): Promise<Upload>;
+  /**
+   * A new upload with a random name, on the same storage as the final paths;
+   * for a fill, the name also carries the digest it is for (`newUploadName`).
+   */
+  createUpload(forDigest?: Digest): Promise<Upload>;
   /**
    * Removes uploads that died with their process: those untouched for
    * `olderThanMs` (0: all, when no other process shares the storage).
@@ -59,13 +69,16 @@ export interface StorageDriver {
   sweepUploads?(olderThanMs: number, now: number): Promise<number>;
 }
 
-export interface UploadOptions {
-  /**
-   * The path the upload will most likely be committed to (a fill knows its
-   * blob's path): an object store can send the bytes there as they come.
-   * Committing elsewhere still works.
-   */
-  readonly destination?: string;
+/** Picks the inclusive byte range to read from a file of `size` bytes; undefined for all of it. */
+export type RangeChooser = (size: number) => { start: number; end: number } | undefined;
+
+/** A file opened by `openReader`. */
+export interface OpenedReader {
+  readonly stream: Readable;
+  /** The whole file's size, from the open file. */
+  readonly size: number;
+  /** The range `stream` reads, when one was picked. */
+  readonly range: { readonly start: number; readonly end: number } | undefined;
 }
 
 export interface FileInfo {

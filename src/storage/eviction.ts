@@ -5,7 +5,7 @@ import { referencedDigests } from '../registry/imageManifest.js';
 import { manifestSubject, referrersTag } from '../registry/referrers.js';
 import type { StorageDriver } from './driver.js';
 import {
-  BLOBS_DIR, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath,
+  BLOBS_DIR, UPLOADS_DIR, uploadsEntryPath, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath,
   referrersRecordPath, revisionsDir, tagPath, tagsPath, walkedBlobDataPath,
 } from './layout.js';
 import { digestsIn, findRepositories } from './catalog.js';
@@ -102,8 +102,10 @@ export interface KeptContent {
 }
 
 export interface EvictionReport {
-  /** Bytes of all blobs before the run. */
+  /** Bytes of all blobs before the run, and of the uploads in `_uploads` (fills in progress count against the budget too). */
   readonly totalBytes: number;
+  /** Of `totalBytes`, the uploads': they cannot be evicted, so images go to make room for them. */
+  readonly uploadBytes: number;
   readonly freedBytes: number;
   /** The size the cap brings use down to (maxBytes × lowWatermark); undefined without a cap. */
   readonly targetBytes: number | undefined;
@@ -140,12 +142,13 @@ interface Doomed {
 export async function collectGarbage(driver: StorageDriver, policy: EvictionPolicy, options: CollectOptions): Promise<EvictionReport> {
   const { now, inUseIsKnown } = options;
   const blobs = await scanBlobs(driver);
+  const uploadBytes = await scanUploads(driver);
   const repositories = await scanRepositories(driver);
   const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository)))).flat();
 
   const refcount = new Map<Digest, number>();
   for (const unit of units) for (const d of unit.blobs) refcount.set(d, (refcount.get(d) ?? 0) + 1);
-  const totalBytes = [...blobs.values()].reduce((n, b) => n + b.size, 0);
+  const totalBytes = [...blobs.values()].reduce((n, b) => n + b.size, 0) + uploadBytes;
   const withinGrace = (t: number): boolean => now - t < policy.graceMs;
   const summarise = (u: Unit): ImageSummary => ({
     id: `${u.repository.upstream}/${u.repository.name}@${u.digest}`,
@@ -220,6 +223,7 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
 
   const report: EvictionReport = {
     totalBytes,
+    uploadBytes,
     freedBytes: [...doomed.values()].reduce((n, d) => n + d.blob.size, 0),
     targetBytes,
     removedImages: [...removed].map(summarise),
@@ -281,6 +285,13 @@ async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, StoredBlob>
     }
   }
   return found;
+}
+
+/** Bytes in `_uploads`: fills running, imports being staged, temp files of writes. */
+async function scanUploads(driver: StorageDriver): Promise<number> {
+  let bytes = 0;
+  for (const entry of await driver.list(UPLOADS_DIR)) bytes += (await driver.stat(uploadsEntryPath(entry)))?.size ?? 0;
+  return bytes;
 }
 
 async function scanRepositories(driver: StorageDriver): Promise<RepositoryScan[]> {

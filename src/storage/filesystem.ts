@@ -1,13 +1,28 @@
 import { constants, createReadStream } from 'node:fs';
-import { access, mkdir, open, readdir, readFile, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { access, lstat, lutimes, mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
-import type { FileInfo, FileReader, StorageDriver, Upload } from './driver.js';
+import type { Digest } from '../registry/digest.js';
+import type { FileInfo, FileReader, OpenedReader, RangeChooser, StorageDriver, Upload } from './driver.js';
 import { UPLOADS_DIR, newUploadName, uploadPath } from './layout.js';
 
+/** Missing, or a symbolic link (O_NOFOLLOW answers ELOOP): nothing under the root is read through a link. */
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' || code === 'ENOTDIR';
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP';
+}
+
+/** Files are opened without following a symbolic link in their last component. */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW;
+/** A new upload: created afresh under its random name, never through a link planted in its place. */
+const CREATE_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+export interface FilesystemDriverOptions {
+  /**
+   * Permission bits withheld from every file and directory written
+   * (`storage.umask`): the default 0o027 gives files 0640 and directories
+   * 0750, so other local users cannot read cached private content.
+   */
+  readonly umask?: number;
 }
 
 /** Streams read in 1 MiB chunks: fewer syscalls and event-loop turns per blob (the bench measured 2.3× the MB/s of 256 KiB for a cached blob). */
@@ -20,11 +35,22 @@ function fileId(info: { dev: number; ino: number }): string {
 /**
  * The filesystem driver. All writes go through a temp file in `_uploads`
  * (same file system as their destination), are fsynced, then renamed.
+ *
+ * Symbolic links under the root are not followed: reads open with
+ * O_NOFOLLOW, `stat` is an lstat, and `list` leaves links out (so no walk
+ * ever enters one). A link planted in the cache (`data -> /etc/shadow`) is
+ * a missing file. Files are written with the configured umask's modes.
  */
 export class FilesystemDriver implements StorageDriver {
   private readonly knownDirs = new Set<string>();
+  private readonly fileMode: number;
+  private readonly dirMode: number;
 
-  constructor(readonly root: string) {}
+  constructor(readonly root: string, options: FilesystemDriverOptions = {}) {
+    const umask = options.umask ?? 0o027;
+    this.fileMode = 0o666 & ~umask;
+    this.dirMode = 0o777 & ~umask;
+  }
 
   async init(): Promise<void> {
     const uploads = join(this.root, UPLOADS_DIR);
@@ -40,17 +66,18 @@ export class FilesystemDriver implements StorageDriver {
   /** mkdir -p, remembered so the hot path does not repeat it; `force` after the directory vanished. */
   private async ensureDir(dir: string, force = false): Promise<void> {
     if (!force && this.knownDirs.has(dir)) return;
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: this.dirMode });
     if (this.knownDirs.size > 10000) this.knownDirs.clear();
     this.knownDirs.add(dir);
   }
 
   async getContent(path: string): Promise<Buffer | undefined> {
+    const handle = await this.openHandle(path);
+    if (!handle) return undefined;
     try {
-      return await readFile(this.full(path));
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw err;
+      return await handle.readFile();
+    } finally {
+      await handle.close();
     }
   }
 
@@ -69,7 +96,8 @@ export class FilesystemDriver implements StorageDriver {
 
   async stat(path: string): Promise<FileInfo | undefined> {
     try {
-      const info = await stat(this.full(path));
+      const info = await lstat(this.full(path));
+      if (info.isSymbolicLink()) return undefined;
       return { size: info.size, modifiedMs: info.mtimeMs, isDirectory: info.isDirectory(), id: fileId(info) };
     } catch (err) {
       if (isMissing(err)) return undefined;
@@ -77,11 +105,21 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async openReader(path: string, range?: { start: number; end: number }): Promise<Readable | undefined> {
+  async openReader(path: string, chooseRange?: RangeChooser): Promise<OpenedReader | undefined> {
     const handle = await this.openHandle(path);
     // Opened before the caller answers, so a file that vanished is a clean miss, not a broken response.
     if (!handle) return undefined;
-    return createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+    let size: number;
+    let range: { start: number; end: number } | undefined;
+    try {
+      size = (await handle.stat()).size;
+      range = chooseRange?.(size);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    const stream = createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: READ_CHUNK });
+    return { stream, size, range };
   }
 
   async openFile(path: string): Promise<FileReader | undefined> {
@@ -98,7 +136,7 @@ export class FilesystemDriver implements StorageDriver {
 
   private async openHandle(path: string): Promise<FileHandle | undefined> {
     try {
-      return await open(this.full(path), constants.O_RDONLY);
+      return await open(this.full(path), READ_FLAGS);
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
@@ -107,7 +145,8 @@ export class FilesystemDriver implements StorageDriver {
 
   async list(path: string): Promise<string[]> {
     try {
-      return await readdir(this.full(path));
+      const entries = await readdir(this.full(path), { withFileTypes: true });
+      return entries.filter((e) => !e.isSymbolicLink()).map((e) => e.name);
     } catch (err) {
       if (isMissing(err)) return [];
       throw err;
@@ -120,14 +159,14 @@ export class FilesystemDriver implements StorageDriver {
 
   async touch(paths: Iterable<string>, timeMs: number): Promise<void> {
     const time = new Date(timeMs);
-    for (const path of paths) await utimes(this.full(path), time, time).catch(() => undefined);
+    for (const path of paths) await lutimes(this.full(path), time, time).catch(() => undefined);
   }
 
-  async createUpload(): Promise<Upload> {
-    const name = newUploadName();
+  async createUpload(forDigest?: Digest): Promise<Upload> {
+    const name = newUploadName(forDigest);
     const tempPath = this.full(uploadPath(name));
     await this.ensureDir(dirname(tempPath));
-    const handle = await open(tempPath, 'w+', 0o644);
+    const handle = await open(tempPath, CREATE_FLAGS, this.fileMode);
     return new FilesystemUpload({
       name,
       handle,
@@ -169,7 +208,7 @@ class FilesystemUpload implements Upload {
   async read(buffer: Buffer, position: number): Promise<number> {
     if (!this.closed) return (await this.options.handle.read(buffer, 0, buffer.length, position)).bytesRead;
     // Closed before its commit: read through a handle of its own.
-    const handle = await open(this.options.tempPath, constants.O_RDONLY);
+    const handle = await open(this.options.tempPath, READ_FLAGS);
     try {
       return (await handle.read(buffer, 0, buffer.length, position)).bytesRead;
     } finally {

@@ -10,7 +10,7 @@ import type { RepositoryRef } from '../registry/services.js';
  *   repositories/<upstream>/<repo>/_manifests/revisions/<alg>/<hex>   link + media type
  *   repositories/<upstream>/<repo>/_manifests/tags/<tag>      tag record (JSON)
  *   repositories/<upstream>/<repo>/_manifests/referrers/<alg>/<hex>   referrers of that subject (JSON)
- *   _uploads/<uuid>                                           in-flight fills and staged imports
+ *   _uploads/[<alg>-<hex>-]<uuid>                             in-flight fills (named for their digest) and staged imports
  *   pins.json                                                 pins written by `warm --pin`
  *
  * Every argument has passed the name, tag or digest grammar, so no path
@@ -97,16 +97,32 @@ export function digestRecordDir(dir: string, algorithm: string): string {
 
 // ---------------------------------------------------------------- uploads
 
-/** Upload names are random UUIDs: unguessable, and a safe path component. */
-const UPLOAD_NAME = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/**
+ * Upload names are random UUIDs: unguessable, and a safe path component. A
+ * fill's upload name starts with the digest it is for
+ * (`sha256-<hex>-<uuid>`), so that a replica told by Redis to follow an
+ * upload can check that it is one made for that digest: Redis is shared, and
+ * a name in it is a hint, never proof of whose file it is.
+ */
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+const UPLOAD_NAME = new RegExp(`^(?:[a-z0-9]{1,16}-[0-9a-f]{32,128}-)?${UUID}$`);
 
-export function newUploadName(): string {
-  return randomUUID();
+/** A fresh upload name; for a fill, give the digest it fetches. */
+export function newUploadName(forDigest?: Digest): string {
+  if (forDigest === undefined) return randomUUID();
+  const { algorithm, hex } = splitDigest(forDigest);
+  return `${algorithm}-${hex}-${randomUUID()}`;
 }
 
 /** True for a name `newUploadName` makes; anything else (from Redis, from a listing) is not an upload of ours. */
 export function isUploadName(name: string): boolean {
   return UPLOAD_NAME.test(name);
+}
+
+/** True when the upload name says it was made for a fill of `digest`. */
+export function isUploadFor(name: string, digest: Digest): boolean {
+  const { algorithm, hex } = splitDigest(digest);
+  return isUploadName(name) && name.startsWith(`${algorithm}-${hex}-`);
 }
 
 export function uploadPath(name: string): string {

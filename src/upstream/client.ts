@@ -6,14 +6,16 @@ import type { Clock } from '../registry/clock.js';
 import type { UpstreamSettings } from '../config/settings.js';
 import { parseDigest, type Digest } from '../registry/digest.js';
 import { RegistryError, UpstreamOffline, UpstreamRateLimited, UpstreamUnavailable } from '../registry/errors.js';
-import { MAX_MANIFEST_BYTES, MEDIA_TYPES } from '../registry/mediaTypes.js';
+import { MAX_MANIFEST_BYTES, MEDIA_TYPES, coversDefaultAccept, isMediaType } from '../registry/mediaTypes.js';
 import { mergeReferrers, readReferrersIndex, type ReferrerDescriptor } from '../registry/referrers.js';
 import { NO_UPSTREAM_EVENTS, type UpstreamEvents, type UpstreamRequestKind } from '../registry/telemetry.js';
 import type { UpstreamAuthorizer } from './auth/authorizer.js';
 import { UpstreamAuthError } from './auth/authError.js';
 import { abortable, Deadline, sleep } from './deadline.js';
 import { answersLikeRegistry, connectionErrorWords, ConnectionFailure, registryProbeVerdict, UpstreamDiagnostics } from './diagnosis.js';
+import { EgressPolicy, EgressRefused } from './egress.js';
 import { UpstreamHealth, type FailureKind } from './health.js';
+import { nextPageLink } from './link.js';
 import { RateLimitTracker } from './rateLimit.js';
 
 type Method = 'GET' | 'HEAD';
@@ -65,6 +67,15 @@ export interface UpstreamClientOptions {
 }
 
 const MAX_REDIRECTS = 5;
+/**
+ * Connections per origin for blob bodies, a pool of their own: however many
+ * fills run (and a client can start many, then leave), manifests, HEADs and
+ * tag lists keep the metadata pool to themselves.
+ */
+export const BLOB_CONNECTIONS = 32;
+const METADATA_CONNECTIONS = 64;
+/** What one tag-list page may be at most, when the caller sets no smaller budget. */
+const MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 /** Connection-level failures after which nothing reached anyone: safe to retry an idempotent request. */
 const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
@@ -92,9 +103,10 @@ function contentLength(headers: Headers): number | undefined {
   return Number(value);
 }
 
+/** The Content-Type without parameters; undefined when absent or not a media type at all. */
 function mediaTypeOf(headers: Headers): string | undefined {
   const value = header(headers, 'content-type')?.split(';')[0]?.trim().toLowerCase();
-  return value || undefined;
+  return value && isMediaType(value) ? value : undefined;
 }
 
 function digestHeader(headers: Headers): Digest | undefined {
@@ -109,8 +121,7 @@ function digestHeader(headers: Headers): Digest | undefined {
 
 /** The path after `/v2/<repository>/` of the next page a `Link: <…>; rel="next"` names, if it stays in the repository. */
 function nextPage(headers: Headers, repository: string): string | undefined {
-  const link = header(headers, 'link');
-  const next = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)?.[1] : undefined;
+  const next = nextPageLink(header(headers, 'link'));
   const prefix = `/v2/${repository}/`;
   return next?.startsWith(prefix) ? next.slice(prefix.length) : undefined;
 }
@@ -128,15 +139,32 @@ function errorCode(err: unknown): string | undefined {
   return e.code ?? e.cause?.code;
 }
 
+/** The egress policy's refusal, however undici wrapped it. */
+function egressRefusal(err: unknown): EgressRefused | undefined {
+  // A ConnectionFailure (the URL it was for) around undici's error around ours: a few causes deep at most.
+  let at: unknown = err;
+  for (let depth = 0; depth < 4 && at !== undefined && at !== null; depth++) {
+    if (at instanceof EgressRefused) return at;
+    at = (at as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
 /**
  * One configured upstream registry. Speaks only to that upstream's origin
- * and to the hosts it redirects us to; `Authorization` goes only to the
- * upstream's own origin. Every failure becomes a typed error:
+ * and, for blobs, to the hosts it redirects us to, within the egress policy
+ * (`egress.ts`: no private addresses unless configured); `Authorization`
+ * goes only to the upstream's own origin, and only its own 401s teach the
+ * authorizer. Manifests, tag lists and everything else come from the
+ * origin itself: their redirects are not followed. Every failure becomes a typed error:
  * `UpstreamUnavailable` (network, timeout, 5xx), `UpstreamRateLimited` (429),
  * `RegistryError` DENIED (401/403 after authenticating). A 404 is `undefined`.
  */
 export class UpstreamClient {
+  /** Manifests, HEADs and tag lists. */
   private readonly dispatcher: Dispatcher;
+  /** Blob bodies, and the redirects they follow. */
+  private readonly blobDispatcher: Dispatcher;
   private readonly origin: string;
   /** Rate-limit readings and the 429 back-off, for this upstream and its one set of credentials. */
   readonly rateLimit: RateLimitTracker;
@@ -162,13 +190,16 @@ export class UpstreamClient {
     this.health = new UpstreamHealth({
       upstream: settings.name, settings: settings.health, clock: options.clock, logger: options.logger, probe: () => this.probe(),
     });
-    this.dispatcher = new Agent({
-      connect: { timeout: settings.timeouts.connectMs },
+    const egress = EgressPolicy.forUpstream(settings);
+    const agent = (connections: number): Agent => new Agent({
+      connect: egress.connector({ timeout: settings.timeouts.connectMs }),
       headersTimeout: settings.timeouts.headersMs,
       bodyTimeout: settings.timeouts.bodyIdleMs,
       keepAliveTimeout: 30_000,
-      connections: 64,
+      connections,
     });
+    this.dispatcher = agent(METADATA_CONNECTIONS);
+    this.blobDispatcher = agent(BLOB_CONNECTIONS);
   }
 
   get name(): string {
@@ -177,12 +208,12 @@ export class UpstreamClient {
 
   async close(): Promise<void> {
     this.health.close();
-    await this.dispatcher.close();
+    await Promise.all([this.dispatcher.close(), this.blobDispatcher.close()]);
   }
 
   /** HEAD a manifest by tag or digest; undefined when the upstream has no such manifest. */
   async headManifest(repository: string, reference: string, accept: readonly string[], options?: RequestOptions): Promise<ManifestHead | undefined> {
-    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest', options);
+    const res = await this.send('HEAD', repository, `manifests/${reference}`, { accept: accept.join(', ') }, manifestKind(accept), options);
     if (res === undefined) return undefined;
     await res.body.dump();
     if (res.statusCode === 405) return { digest: undefined, mediaType: undefined, size: undefined };
@@ -191,7 +222,7 @@ export class UpstreamClient {
 
   /** GET a manifest; the body is read whole, up to the manifest size limit. */
   async getManifest(repository: string, reference: string, accept: readonly string[], options?: RequestOptions): Promise<FetchedManifest | undefined> {
-    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, 'manifest', options);
+    const res = await this.send('GET', repository, `manifests/${reference}`, { accept: accept.join(', ') }, manifestKind(accept), options);
     if (res === undefined) return undefined;
     const body = await readLimited(res.body, MAX_MANIFEST_BYTES, this.name);
     this.events.fetched('manifest', body.length);
@@ -214,20 +245,33 @@ export class UpstreamClient {
     return { size: contentLength(res.headers), body: res.body };
   }
 
-  /** One page of the upstream's tag list, with the path of the next page when there is one. */
-  async listTags(repository: string, pathAndQuery?: string): Promise<{ tags: string[]; next: string | undefined } | undefined> {
+  /**
+   * One page of the upstream's tag list, with the path of the next page when
+   * there is one. A page longer than `maxBytes` is not read on: it answers
+   * `oversized` with no tags, and the caller decides what a capped list is.
+   */
+  async listTags(repository: string, pathAndQuery?: string, maxBytes = MAX_TAG_PAGE_BYTES): Promise<TagPage | undefined> {
     const res = await this.send('GET', repository, pathAndQuery ?? 'tags/list?n=1000', { accept: 'application/json' }, 'tags');
     if (res === undefined) return undefined;
-    const body = await readLimited(res.body, 16 * 1024 * 1024, this.name);
+    const body = await readLimited(res.body, Math.min(maxBytes, MAX_TAG_PAGE_BYTES), this.name).catch((err: unknown) => {
+      if (err instanceof ResponseTooLarge) return undefined;
+      throw err;
+    });
+    if (body === undefined) return { tags: [], next: undefined, bytes: maxBytes, oversized: true };
     this.events.fetched('tags', body.length);
-    let tags: string[] = [];
+    let tags: unknown[] = [];
     try {
       const parsed = JSON.parse(body.toString('utf8')) as { tags?: unknown };
-      if (Array.isArray(parsed.tags)) tags = parsed.tags.filter((t): t is string => typeof t === 'string');
+      if (Array.isArray(parsed.tags)) tags = parsed.tags;
     } catch {
       throw new UpstreamUnavailable(`upstream ${this.name} sent an unreadable tag list`);
     }
-    return { tags, next: nextPage(res.headers, repository) };
+    return {
+      tags: tags.filter((t): t is string => typeof t === 'string'),
+      next: nextPage(res.headers, repository),
+      bytes: body.length,
+      oversized: false,
+    };
   }
 
   /**
@@ -264,11 +308,13 @@ export class UpstreamClient {
    */
   private async send(
     method: Method, repository: string, rest: string, headers: Record<string, string>,
-    kind: UpstreamRequestKind, options: RequestOptions = {},
+    requestKind: RequestKind, options: RequestOptions = {},
   ): Promise<UpstreamResponse | undefined> {
     if (this.settings.offline) throw new UpstreamOffline(this.name);
     const path = `/v2/${repository}/${rest}`;
-    const remembers404 = kind === 'manifest' && this.settings.notFoundTtlMs > 0;
+    const kind = requestKind === 'manifest (narrow Accept)' ? 'manifest' : requestKind;
+    // Only a 404 to the full Accept list means "no such manifest": a narrower one may only mean "not in those types".
+    const remembers404 = requestKind === 'manifest' && this.settings.notFoundTtlMs > 0;
     if (remembers404 && this.notFound.has(path)) return undefined;
     // Known to be down: fail at once (callers serve what is cached); one probe per window looks for recovery.
     this.health.check();
@@ -277,7 +323,7 @@ export class UpstreamClient {
       // Asking again during a back-off would only prolong it: answer at once, callers serve what is cached.
       throw new UpstreamRateLimited(`upstream ${this.name} is rate-limiting pulls; retrying after the back-off`, backoff);
     }
-    const res = await this.observed(method, kind, options, (signal) => this.sendAuthenticated(method, path, repository, headers, signal));
+    const res = await this.observed(method, kind, options, (signal) => this.sendAuthenticated(method, path, repository, headers, kind === 'blob', signal));
     if (kind === 'manifest') {
       this.rateLimit.observe({ limit: header(res.headers, 'ratelimit-limit'), remaining: header(res.headers, 'ratelimit-remaining') });
       if (res.statusCode === 429) this.rateLimit.limited(retryAfterSeconds(res.headers, this.options.clock.now()));
@@ -336,6 +382,9 @@ export class UpstreamClient {
     if (status === 401 || status === 403) {
       return new RegistryError('DENIED', `upstream ${this.name} denied access to ${repository}`, { upstream: this.name, status });
     }
+    if (REDIRECT_STATUSES.has(status)) {
+      return new UpstreamUnavailable(`upstream ${this.name} answered ${status}: only blobs may be redirected`, { upstream: this.name, status });
+    }
     return new UpstreamUnavailable(`upstream ${this.name} answered ${status}`, { upstream: this.name, status });
   }
 
@@ -372,6 +421,12 @@ export class UpstreamClient {
         }
         // The caller went away, or a verdict of ours (token service, redirects): not the upstream's failure.
         if (err instanceof RegistryError || deadline.signal?.aborted) throw err;
+        const refused = egressRefusal(err);
+        if (refused) {
+          // Our refusal, not the upstream being unreachable: its health stays as it is.
+          this.options.logger.warn({ upstream: this.name, host: refused.host, address: refused.address }, 'refused to connect to a non-public address an upstream chose');
+          throw new UpstreamUnavailable(`upstream ${this.name}: ${refused.message}`, { upstream: this.name });
+        }
         const code = errorCode(err);
         if (RETRYABLE_CODES.has(code ?? '') && i < RETRY_DELAYS_MS.length) {
           this.options.logger.debug({ upstream: this.name, method, code, attempt: i + 1 }, 'retrying upstream request');
@@ -480,13 +535,15 @@ export class UpstreamClient {
   }
 
   private async sendAuthenticated(
-    method: Method, path: string, repository: string, headers: Record<string, string>, signal?: AbortSignal,
+    method: Method, path: string, repository: string, headers: Record<string, string>, isBlob: boolean, signal?: AbortSignal,
   ): Promise<UpstreamResponse> {
     const authorizer = this.options.authorizer;
     await this.learnAuthentication(signal);
     const sent = await authorizer.authorize(repository, signal);
-    const res = await this.followRedirects(method, path, headers, sent, signal);
+    const { res, origin } = await this.followRedirects(method, path, headers, sent, isBlob, signal);
     if (res.statusCode !== 401) return res;
+    // A 401 from a redirect target (a CDN, an object store) is not the upstream's to make: it never moves the realm.
+    if (origin !== this.origin) return res;
     const challenges = headerValues(res.headers, 'www-authenticate');
     await res.body.dump().catch(() => undefined);
     const mayRetry = await authorizer.challenged(repository, challenges, sent, signal);
@@ -497,7 +554,7 @@ export class UpstreamClient {
       if (refused) throw refused;
       return { ...res, body: emptyBody() };
     }
-    const retried = await this.followRedirects(method, path, headers, retriedWith, signal);
+    const { res: retried } = await this.followRedirects(method, path, headers, retriedWith, isBlob, signal);
     if (retried.statusCode !== 401) return retried;
     const refusedAgain = this.unauthorized(retriedWith, headerValues(retried.headers, 'www-authenticate'), path);
     if (!refusedAgain) return retried;
@@ -505,25 +562,32 @@ export class UpstreamClient {
     throw refusedAgain;
   }
 
-  /** Follows at most MAX_REDIRECTS redirects; credentials never leave the upstream's origin. */
+  /**
+   * Sends the request; for a blob, follows at most MAX_REDIRECTS redirects
+   * (on the blob pool), anything else is answered by the origin itself.
+   * Credentials never leave the upstream's origin. Resolves with the origin
+   * that gave the final answer.
+   */
   private async followRedirects(
-    method: Method, path: string, headers: Record<string, string>, authorization: string | undefined, signal?: AbortSignal,
-  ): Promise<UpstreamResponse> {
+    method: Method, path: string, headers: Record<string, string>, authorization: string | undefined, isBlob: boolean, signal?: AbortSignal,
+  ): Promise<{ res: UpstreamResponse; origin: string }> {
     let url = new URL(path, this.origin);
+    // Blob bodies get their own pool; a blob HEAD is as light as a manifest HEAD.
+    const dispatcher = isBlob && method === 'GET' ? this.blobDispatcher : this.dispatcher;
     for (let hop = 0; ; hop++) {
       const sameOrigin = url.origin === this.origin;
       const requestHeaders: Record<string, string> = { ...headers, 'user-agent': 'pullthrough' };
       if (authorization && sameOrigin) requestHeaders['authorization'] = authorization;
       let res: UpstreamResponse;
       try {
-        res = await this.dispatcher.request({
+        res = await dispatcher.request({
           origin: url.origin, path: url.pathname + url.search, method, headers: requestHeaders, signal,
         }) as UpstreamResponse;
       } catch (err) {
         throw new ConnectionFailure(url.href, err);
       }
       const location = header(res.headers, 'location');
-      if (!REDIRECT_STATUSES.has(res.statusCode) || !location) return res;
+      if (!isBlob || !REDIRECT_STATUSES.has(res.statusCode) || !location) return { res, origin: url.origin };
       await res.body.dump().catch(() => undefined);
       if (hop >= MAX_REDIRECTS) {
         throw new UpstreamUnavailable(`upstream ${this.name} redirected more than ${MAX_REDIRECTS} times`);
@@ -535,6 +599,27 @@ export class UpstreamClient {
     }
   }
 }
+
+/** What a request is for: it decides redirects, pools, rate-limit accounting and the 404 memory. */
+type RequestKind = 'manifest' | 'manifest (narrow Accept)' | 'blob' | 'tags';
+
+function manifestKind(accept: readonly string[]): RequestKind {
+  return coversDefaultAccept(accept) ? 'manifest' : 'manifest (narrow Accept)';
+}
+
+/** One page of an upstream tag list. */
+export interface TagPage {
+  readonly tags: string[];
+  /** The path of the next page below `/v2/<repository>/`, when the upstream gave one. */
+  readonly next: string | undefined;
+  /** Bytes of the page's body. */
+  readonly bytes: number;
+  /** The page was longer than the caller's budget and was not read. */
+  readonly oversized: boolean;
+}
+
+/** A body longer than the caller's limit. */
+class ResponseTooLarge extends RegistryError {}
 
 /** Stands in for a body already drained, so callers can treat every response alike. */
 function emptyBody(): UpstreamResponse['body'] {
@@ -577,7 +662,7 @@ async function readLimited(body: Readable, limit: number, upstream: string): Pro
       total += chunk.length;
       if (total > limit) {
         body.destroy();
-        throw new RegistryError('UPSTREAM_INVALID', `upstream ${upstream} sent more than ${limit} bytes`);
+        throw new ResponseTooLarge('UPSTREAM_INVALID', `upstream ${upstream} sent more than ${limit} bytes`);
       }
       chunks.push(chunk);
     }

@@ -26,6 +26,15 @@ export class ReferenceSourceError extends Error {
   }
 }
 
+/**
+ * The variables a reference file may use, by name: only those the user gave
+ * (`--env NAME`, `--env NAME=value`, `--env-file FILE`), never the whole
+ * environment. A compose file is someone else's text, and a reference is
+ * sent to an upstream: `image: app:${CORP_REGISTRY_PASSWORD}` must not send
+ * the password as a tag.
+ */
+export type Variables = Readonly<Record<string, string>>;
+
 /** The header line of a lock file written by `warm --lock`. */
 export const LOCK_HEADER = '# pullthrough lock: <reference> <digest>, one image a line';
 
@@ -40,9 +49,9 @@ export function fromArguments(references: readonly string[]): ReferenceEntry[] {
  * list or a lock file (one reference a line, optionally followed by its
  * digest; `#` starts a comment).
  */
-export function parseReferenceFile(text: string, name: string): ReferenceEntry[] {
+export function parseReferenceFile(text: string, name: string, variables: Variables = {}): ReferenceEntry[] {
   const documents = structuredDocuments(text);
-  const found = documents ? fromDocuments(documents, name) : fromLines(text, name);
+  const found = documents ? fromDocuments(documents, name, variables) : fromLines(text, name);
   if (found.length === 0) throw new ReferenceSourceError(`${name}: no image references found`);
   return found;
 }
@@ -83,10 +92,10 @@ function fromLines(text: string, name: string): ReferenceEntry[] {
   return found;
 }
 
-function fromDocuments(documents: readonly Record<string, unknown>[], name: string): ReferenceEntry[] {
+function fromDocuments(documents: readonly Record<string, unknown>[], name: string, variables: Variables): ReferenceEntry[] {
   const found: ReferenceEntry[] = [];
   const add = (reference: string, where: string): void => {
-    found.push({ reference: interpolate(reference, `${name}: ${where}`), lockedDigest: undefined, source: `${name}: ${where}` });
+    found.push({ reference: interpolate(reference, `${name}: ${where}`, variables), lockedDigest: undefined, source: `${name}: ${where}` });
   };
   documents.forEach((doc, i) => {
     const prefix = documents.length > 1 ? `document ${i + 1}: ` : '';
@@ -139,23 +148,44 @@ function walkKubernetes(node: unknown, path: string, add: (reference: string, wh
 
 /**
  * docker-compose variable interpolation in an image: `${VAR}`, `${VAR:-default}`,
- * `${VAR-default}`, `${VAR:?message}`, `$VAR` and `$$`, from the environment.
+ * `${VAR-default}`, `${VAR:?message}`, `$VAR` and `$$`, from `variables`
+ * only (see `Variables`): a variable not given is unset, so its default
+ * applies, and without one the reference is refused.
  */
-export function interpolate(value: string, where: string, env: NodeJS.ProcessEnv = process.env): string {
+export function interpolate(value: string, where: string, variables: Variables): string {
   return value.replace(/\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g,
     (match, dollar: string, braced: string | undefined, op: string | undefined, arg: string | undefined, bare: string | undefined) => {
       if (dollar === '$') return '$';
       const name = braced ?? bare!;
-      const set = env[name];
+      const set = Object.hasOwn(variables, name) ? variables[name] : undefined;
       const empty = set === undefined || (op?.startsWith(':') === true && set === '');
       if (op === ':-' || op === '-') return empty ? arg ?? '' : set!;
       if (op === ':?' || op === '?') {
         if (empty) throw new ReferenceSourceError(`${where}: ${arg || `variable ${name} is not set`}`);
         return set!;
       }
-      if (set === undefined) throw new ReferenceSourceError(`${where}: variable ${name} in "${match}" is not set`);
+      if (set === undefined) {
+        throw new ReferenceSourceError(`${where}: variable ${name} in "${match}" is not given (pass it with --env ${name} or --env-file; the environment is not read)`);
+      }
       return set;
     });
+}
+
+/**
+ * An env file, as docker compose reads one: `NAME=value` a line, `#`
+ * comments and blank lines ignored, an optional `export `, and one pair of
+ * surrounding quotes removed from the value.
+ */
+export function parseEnvFile(text: string, name: string): Record<string, string> {
+  const variables: Record<string, string> = {};
+  text.split(/\r?\n/).forEach((raw, index) => {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) return;
+    const match = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
+    if (!match) throw new ReferenceSourceError(`${name}:${index + 1}: expected NAME=value`);
+    variables[match[1]!] = match[2]!.replace(/^(["'])(.*)\1$/, '$2');
+  });
+  return variables;
 }
 
 /** The text of a lock file: `<reference> <digest>` a line, in the given order. */

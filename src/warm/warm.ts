@@ -316,7 +316,7 @@ export class Warmer {
       this.reporter.progressed?.(reference, blob.size);
       return 0;
     }
-    const stream = await handle.open();
+    const { stream } = await handle.open();
     let read = 0;
     try {
       for await (const chunk of stream) {
@@ -337,7 +337,7 @@ export class Warmer {
     const config = configs[0];
     if (!config || config.size > MAX_CONFIG_READ) return [];
     try {
-      const stream = await (await this.mirror.blobs.get(repository, config.digest)).open();
+      const { stream } = await (await this.mirror.blobs.get(repository, config.digest)).open();
       const chunks: Buffer[] = [];
       for await (const chunk of stream) chunks.push(chunk as Buffer);
       const c = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { os?: unknown; architecture?: unknown; variant?: unknown };

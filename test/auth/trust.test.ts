@@ -6,6 +6,9 @@
  *   `localhost` and `127.0.0.1` are different hosts) gets no credentials and
  *   the pull goes on with an anonymous token; listed in `trustedRealms`, it
  *   does get them.
+ * `localhost` is not a public address, so the egress policy lets the
+ * mirror connect there only when `allowedRedirectHosts` names it (or
+ * `trustedRealms` does): allowing the connection is not trusting the realm.
  */
 import test, { after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,7 +44,7 @@ test('a blob redirect to another host is followed without Authorization; the ups
   const blobPath = `/v2/${repository}/blobs/${layer.digest}`;
   // Another host name for the same loopback address: a different origin and a different host.
   const fault = upstream.fake.addFault({ path: blobPath }, { redirect: `http://localhost:${cdn.port}${blobPath}?X-Amz-Signature=abc` });
-  const p = await proxy({ name: 'redirects.test', url: upstream.fake.url, credentials: MIRROR });
+  const p = await proxy({ name: 'redirects.test', url: upstream.fake.url, credentials: MIRROR, allowedRedirectHosts: ['localhost'] });
 
   const answer = await ask(p, blobPath);
   assert.equal(answer.status, 200, answer.body.toString());
@@ -70,7 +73,7 @@ test('a realm on another host gets no credentials (anonymous tokens, one warning
     return { repository, image };
   });
 
-  const untrusted = await proxy({ name: 'foreign-realm.test', url: upstream.fake.url, credentials: MIRROR });
+  const untrusted = await proxy({ name: 'foreign-realm.test', url: upstream.fake.url, credentials: MIRROR, allowedRedirectHosts: ['localhost'] });
   for (const { repository, image } of images) {
     const answer = await ask(untrusted, `/v2/${repository}/manifests/v1`);
     assert.equal(answer.status, 200, answer.body.toString());

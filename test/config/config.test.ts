@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -114,4 +114,30 @@ test('upstream health, revalidateTimeout and staleWhileRevalidate: defaults, per
     /\/upstreams\/0\/health\/maxBackoff: must not be shorter than backoff/);
   assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { revalidateTimeout: '0s' } }), 'f')), /revalidateTimeout: must be more than 0/);
   assert.match(configErrorMessage(() => resolveConfig(minimal({ upstreamDefaults: { health: { failures: 0 } } }), 'f')), /\/upstreamDefaults\/health\/failures/);
+});
+
+test('security defaults: maxBlobSize 20GiB, umask 027, no private redirects; each can be set', () => {
+  const config = resolveConfig(minimal(), 'test', {});
+  const u = config.upstreams[0]!;
+  assert.equal(u.maxBlobBytes, 20 * 2 ** 30);
+  assert.deepEqual([u.allowedRedirectHosts, u.allowPrivateRedirects], [[], false]);
+  assert.equal(config.storage.umask, 0o027);
+  const set = resolveConfig(minimal({
+    storage: { root: '/tmp/x', umask: '077' },
+    upstreamDefaults: { maxBlobSize: '1GiB' },
+    upstreams: [{ name: 'registry.corp', url: 'https://registry.corp', allowedRedirectHosts: ['minio.corp'], allowPrivateRedirects: true, maxBlobSize: '2GiB' }],
+  }), 'test', {});
+  assert.equal(set.storage.umask, 0o077);
+  assert.equal(set.upstreams[0]!.maxBlobBytes, 2 * 2 ** 30);
+  assert.deepEqual(set.upstreams[0]!.allowedRedirectHosts, ['minio.corp']);
+  assert.equal(set.upstreams[0]!.allowPrivateRedirects, true);
+});
+
+test('the replicas\' deployment configuration needs the Redis password from REDIS_PASSWORD, and the compose file sets one', async () => {
+  const replica = new URL('../../../deploy/replica.config.json', import.meta.url);
+  assert.match(configErrorMessage(() => loadConfig(replica.pathname, {})), /redis\/passwordEnv: environment variable REDIS_PASSWORD is not set/);
+  assert.equal(loadConfig(replica.pathname, { REDIS_PASSWORD: 's3cret' }).redis?.password, 's3cret');
+  const compose = await readFile(new URL('../../../docker-compose.yml', import.meta.url), 'utf8');
+  assert.match(compose, /--requirepass/);
+  assert.match(compose, /REDIS_PASSWORD: \$\{REDIS_PASSWORD:\?/);
 });

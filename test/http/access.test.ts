@@ -69,6 +69,10 @@ test('rules: the first rule naming the client and matching the repository decide
   assert.equal(defaults.mayPull(bob, repo('registry.corp:5000', 'anything/at/all')), true, 'default: authenticated clients read everything');
   assert.equal(defaults.mayPull(anonymous, repo('docker.io', 'library/alpine')), false);
   assert.equal(defaults.anonymousMayPullSomething(), false);
+  assert.equal(rules.everyonePullsEverything(), false);
+  assert.equal(defaults.everyonePullsEverything(), false, 'the default keeps anonymous clients out: a restriction');
+  const open = new ReadRules(resolveConfig({ ...document, auth: { rules: [{ users: ['anonymous', '*'], repositories: ['*/**'] }, ...document.auth.rules] } }, 'test').auth!.rules);
+  assert.equal(open.everyonePullsEverything(), true, 'a first rule that lets everyone read everything restricts nothing (cross-upstream HEADs suffice)');
 });
 
 test('configuration: a rule naming no upstream, a bad glob, clientAuth without a CA and a realm with a quote are start-up errors', () => {

@@ -5,6 +5,7 @@ import { Client } from 'undici';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
+import { DEFAULT_MANIFEST_ACCEPT } from '../../src/registry/mediaTypes.js';
 
 let fake: FakeUpstream;
 let proxy: RunningProxy;
@@ -92,14 +93,32 @@ test('blob Range: 206 with Content-Range, 416 when unsatisfiable', async () => {
   assert.equal(errorCode(past.body), 'RANGE_INVALID');
 });
 
-test('Accept: every type the client accepts goes upstream, and the format is never converted', async () => {
+test('Accept: a tag goes upstream with every type we serve, whatever the client sent; by digest its types are added; never converted', async () => {
   fake.clearRequests();
   const accept = ['application/vnd.oci.image.manifest.v1+json', 'application/vnd.example.thing+json'];
   const res = await proxy.app.inject({ method: 'GET', url: `/v2/${REPO}/manifests/b`, headers: { accept: accept.join(', ') } });
   assert.equal(res.statusCode, 200);
   const head = fake.requests({ method: 'HEAD', path: `/v2/${REPO}/manifests/b` })[0]!;
-  for (const type of accept) assert.ok(String(head.headers['accept']).includes(type), type);
+  assert.equal(head.headers['accept'], DEFAULT_MANIFEST_ACCEPT.join(', '), 'the same Accept for every client: one record, one 404 memory');
   assert.ok(res.rawPayload.equals(image.manifest));
+
+  fake.clearRequests();
+  const child = makeImage({ layerSizes: [10] });
+  fake.addManifest({ repository: REPO, reference: child.digest, mediaType: child.mediaType, body: child.manifest });
+  const byDigest = await proxy.app.inject({ method: 'GET', url: `/v2/${REPO}/manifests/${child.digest}`, headers: { accept: accept.join(', ') } });
+  assert.equal(byDigest.statusCode, 200);
+  const get = fake.requests({ method: 'GET', path: `/v2/${REPO}/manifests/${child.digest}` })[0]!;
+  for (const type of [...accept, ...DEFAULT_MANIFEST_ACCEPT]) assert.ok(String(get.headers['accept']).includes(type), type);
+});
+
+test('Accept: a client that does not accept the tag\'s type gets MANIFEST_UNKNOWN, never another document', async () => {
+  const res = await proxy.app.inject({
+    method: 'GET', url: `/v2/${REPO}/manifests/c`, headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' },
+  });
+  assert.equal(res.statusCode, 404);
+  assert.equal(errorCode(res.body), 'MANIFEST_UNKNOWN');
+  const anything = await proxy.app.inject({ method: 'GET', url: `/v2/${REPO}/manifests/c`, headers: { accept: 'application/json, */*' } });
+  assert.equal(anything.statusCode, 200, '*/* accepts every type');
 });
 
 test('tags/list and _catalog paginate with n, last and a Link header', async () => {

@@ -1,7 +1,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -22,8 +22,9 @@ async function fillOf(bytes: Buffer): Promise<{ fill: BlobFill; driver: Filesyst
     body: Readable.from([bytes.subarray(0, 1000), bytes.subarray(1000)]),
     upload: await driver.createUpload(),
     commit: (u) => u.commit(blobDataPath(digest.digest)),
-    openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), range))!,
+    openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), () => range))!.stream,
     detachedTimeoutMs: 0,
+    maxSize: Number.MAX_SAFE_INTEGER,
     clock: systemClock,
   });
   return { fill, driver };
@@ -50,8 +51,8 @@ test('a fill whose bytes do not match its digest errors its readers, who never g
   const fill = new BlobFill({
     digest: wrong, expectedSize: bytes.length, body: Readable.from([bytes]),
     upload: await driver.createUpload(), commit: (u) => u.commit(blobDataPath(wrong.digest)),
-    openCommitted: async (range) => (await driver.openReader(blobDataPath(wrong.digest), range))!,
-    detachedTimeoutMs: 0, clock: systemClock,
+    openCommitted: async (range) => (await driver.openReader(blobDataPath(wrong.digest), () => range))!.stream,
+    detachedTimeoutMs: 0, maxSize: Number.MAX_SAFE_INTEGER, clock: systemClock,
   });
   let received = 0;
   const reader = fill.reader();
@@ -60,4 +61,53 @@ test('a fill whose bytes do not match its digest errors its readers, who never g
   assert.ok(received < bytes.length, `got ${received} of ${bytes.length}`);
   await assert.rejects(fill.done);
   assert.equal(await driver.stat(blobDataPath(wrong.digest)), undefined);
+});
+
+test('a range inside a fill of wrong bytes never completes, however early it ends; a whole GET never gets the last byte', async () => {
+  const bytes = randomBytes(200_000);
+  const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
+  await driver.init();
+  const wrong = parseDigest(`sha256:${'1'.repeat(64)}`);
+  let letGo!: () => void;
+  const gate = new Promise<void>((resolve) => { letGo = resolve; });
+  const fill = new BlobFill({
+    digest: wrong, expectedSize: bytes.length,
+    body: Readable.from((async function* body() {
+      yield bytes.subarray(0, 100_000);
+      await gate;
+      yield bytes.subarray(100_000);
+    })(), { objectMode: false }),
+    upload: await driver.createUpload(), commit: (u) => u.commit(blobDataPath(wrong.digest)),
+    openCommitted: async (range) => (await driver.openReader(blobDataPath(wrong.digest), () => range))!.stream,
+    detachedTimeoutMs: 0, maxSize: Number.MAX_SAFE_INTEGER, clock: systemClock,
+  });
+  let got = 0;
+  const ranged = fill.reader({ start: 0, end: 9_999 });
+  ranged.on('data', (c: Buffer) => { got += c.length; });
+  const ended = new Promise((resolve, reject) => { ranged.on('end', resolve); ranged.on('error', reject); });
+  for (let i = 0; i < 500 && got < 9_999; i++) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.ok(fill.written >= 100_000);
+  assert.equal(got, 9_999, 'the range\'s bytes are written, its last one waits for the verification');
+  letGo();
+  await assert.rejects(ended);
+  assert.equal(got, 9_999);
+  await assert.rejects(fill.done);
+});
+
+test('maxSize cuts a fill that never ends: it fails, the upload is discarded', async () => {
+  const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
+  await driver.init();
+  const digest = parseDigest(`sha256:${'2'.repeat(64)}`);
+  const upload = await driver.createUpload();
+  const fill = new BlobFill({
+    digest, expectedSize: undefined,
+    body: Readable.from((function* endless() { for (;;) yield Buffer.alloc(64 * 1024); })(), { objectMode: false }),
+    upload, commit: (u) => u.commit(blobDataPath(digest.digest)),
+    openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), () => range))!.stream,
+    detachedTimeoutMs: 0, maxSize: 1024 * 1024, clock: systemClock,
+  });
+  await assert.rejects(fill.done, /maxBlobSize/);
+  assert.ok(fill.written <= 1024 * 1024);
+  assert.deepEqual(await readdir(join(driver.root, '_uploads')), []);
 });

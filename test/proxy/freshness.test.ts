@@ -2,11 +2,11 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
 import { FakeClock } from '../fixtures/clock.js';
-import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
-import { pushLayout } from '../fixtures/seed.js';
-import { tempDir, toolSkip } from '../fixtures/tools.js';
+import { pushImage } from '../fixtures/seed.js';
+import { toolSkip } from '../fixtures/tools.js';
 
 const skip = toolSkip('docker-registry', 'skopeo');
 let upstream: RunningRegistry;
@@ -23,9 +23,7 @@ after(async () => {
 });
 
 async function push(repository: string, image: BuiltImage): Promise<void> {
-  const dir = await tempDir('fresh-layout');
-  await writeOciLayout(dir, [{ ref: 'v1', image }]);
-  await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+  await pushImage(upstream.host, repository, 'v1', image);
 }
 
 async function served(proxy: RunningProxy, repository: string): Promise<string> {
@@ -58,9 +56,7 @@ async function moveTag(repository: string, image: BuiltImage): Promise<void> {
 test('the tag moves upstream: within tagMaxAge the old digest, after it the new one, an unchanged tag costs one HEAD', { skip }, async () => {
   const [first, second] = [makeImage({ layerSizes: [1000] }), makeImage({ layerSizes: [1000] })];
   await push('fresh/slow', second);
-  const dir = await tempDir('fresh-layout');
-  await writeOciLayout(dir, [{ ref: 'v2', image: second }]);
-  await pushLayout(dir, 'v2', `${upstream.host}/fresh/slow:v2`);
+  await pushImage(upstream.host, 'fresh/slow', 'v2', second);
   await push('fresh/slow', first);
   const clock = new FakeClock(Date.now());
   const proxy = await startProxy({ upstreams: [{ name: 'registry.test', url: upstream.url, tagMaxAge: '3s' }], clock });

@@ -407,7 +407,7 @@ async function fillRound(random: () => number, fresh: () => Promise<DriverUnderT
     const ranged = index > 0 && random() < 0.25;
     const start = ranged ? Math.floor(random() * BLOB_SIZE) : 0;
     const end = ranged ? start + Math.floor(random() * (BLOB_SIZE - start)) : BLOB_SIZE - 1;
-    const body = await buffer(await handle.open(ranged ? { start, end } : undefined));
+    const body = await buffer((await handle.open(ranged ? () => ({ start, end }) : undefined)).stream);
     if (!body.equals(bytes.subarray(start, end + 1))) {
       problems.push(`reader ${index} (${repository.name}${ranged ? ` bytes ${start}-${end}` : ''}) got ${body.length} wrong bytes`);
     }

@@ -132,7 +132,7 @@ function blobFixture(): BlobFixture {
 
 /** Reads a handle whole; resolves with the bytes, or rejects if the stream errors. */
 async function readAll(handle: BlobHandle, range?: { start: number; end: number }): Promise<Buffer> {
-  return buffer(await handle.open(range));
+  return buffer((await handle.open(range && (() => range))).stream);
 }
 
 /** Waits until no fill runs: every fill has committed (or failed) and let go. */
@@ -155,7 +155,7 @@ test('a blob linked in the repository is a hit: bytes from storage, no upstream 
 
   const handle = await blobs.get(repo('team/app'), digest);
   assert.equal(handle.cache, 'hit');
-  assert.equal(handle.size, bytes.length);
+  assert.equal((await handle.open()).size, bytes.length);
   assert.ok((await readAll(handle)).equals(bytes));
   assert.ok((await readAll(handle, { start: 100, end: 199 })).equals(bytes.subarray(100, 200)));
   assert.deepEqual(await blobs.stat(repo('team/app'), digest), { digest, size: bytes.length, mediaType: 'application/octet-stream' });
@@ -169,11 +169,11 @@ test('8 concurrent GETs of a cold blob: one upstream GET, followers stream befor
   upstream.hold();
   const handles = await Promise.all(Array.from({ length: 8 }, () => blobs.get(repo('team/app'), digest)));
   assert.deepEqual(handles.map((h) => h.cache).sort(), ['coalesced', 'coalesced', 'coalesced', 'coalesced', 'coalesced', 'coalesced', 'coalesced', 'miss']);
-  assert.ok(handles.every((h) => h.size === bytes.length), 'the upstream size is known from its headers');
 
   const received = handles.map(() => [] as Buffer[]);
   const ended = await Promise.all(handles.map(async (h, i) => {
-    const stream = await h.open();
+    const { stream, size } = await h.open();
+    assert.equal(size, bytes.length, 'the upstream size is known from its headers');
     stream.on('data', (chunk: Buffer) => received[i]!.push(chunk));
     // Wrapped, so that awaiting the opens does not wait for the ends.
     return { done: new Promise<void>((resolve, reject) => { stream.once('end', resolve); stream.once('error', reject); }) };
@@ -264,7 +264,7 @@ test('bytes that do not match the digest: readers error before the last byte, no
   upstream.hold();
   const handles = await Promise.all([blobs.get(repo('team/app'), digest), blobs.get(repo('team/app'), digest)]);
   const readers = await Promise.all(handles.map(async (handle) => {
-    const stream = await handle.open();
+    const { stream } = await handle.open();
     const reader = { got: 0, end: new Promise((resolve, reject) => { stream.once('end', resolve); stream.once('error', reject); }) };
     stream.on('data', (chunk: Buffer) => { reader.got += chunk.length; });
     return reader;
@@ -317,7 +317,7 @@ test('a reader that joins after the commit, while an earlier reader still holds 
   upstream.hold();
   const first = await blobs.get(repo('team/app'), digest);
   // Opened, but not read: this reader holds the upload open past the commit.
-  const holding = await first.open();
+  const { stream: holding } = await first.open();
   const late = await blobs.get(repo('team/app'), digest);
   upstream.release();
   await turns(() => blobs.activeFills === 0);

@@ -1,8 +1,11 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { parseDigest, digestOf } from '../../src/registry/digest.js';
+import { parseDigest, digestOf, type Digest } from '../../src/registry/digest.js';
+import { decodeDescriptorRecord } from '../../src/registry/descriptorRecord.js';
 import { RegistryError } from '../../src/registry/errors.js';
-import { acceptedManifestTypes, DEFAULT_MANIFEST_ACCEPT, MEDIA_TYPES } from '../../src/registry/mediaTypes.js';
+import { manifestMediaType, tagManifestMediaType } from '../../src/registry/imageManifest.js';
+import { acceptedManifestTypes, DEFAULT_MANIFEST_ACCEPT, MEDIA_TYPES, isMediaType } from '../../src/registry/mediaTypes.js';
+import { decodeTagRecord, isFreshTagRecord } from '../../src/registry/tagRecord.js';
 import { isValidRepositoryName, parseTag, MAX_NAME_LENGTH } from '../../src/registry/names.js';
 
 function code(fn: () => unknown): string | undefined {
@@ -57,4 +60,37 @@ test('Accept: several headers and comma lists, parameters dropped, order kept, *
   assert.deepEqual(acceptedManifestTypes(undefined), DEFAULT_MANIFEST_ACCEPT);
   assert.deepEqual(acceptedManifestTypes('*/*'), DEFAULT_MANIFEST_ACCEPT);
   assert.deepEqual(acceptedManifestTypes(MEDIA_TYPES.dockerManifest), [MEDIA_TYPES.dockerManifest]);
+});
+
+test('media types: RFC 6838 grammar; stored records with anything else are unreadable (refetched), never a 500', () => {
+  for (const type of ['application/vnd.oci.image.manifest.v1+json', 'application/json', 'text/plain', 'application/vnd.docker.distribution.manifest.list.v2+json']) {
+    assert.ok(isMediaType(type), type);
+  }
+  for (const type of ['application/json\r\nx-injected: 1', 'application', 'a/b/c', 'app lication/json', '/json', `a/${'b'.repeat(200)}`, '']) {
+    assert.equal(isMediaType(type), false, JSON.stringify(type));
+  }
+  const digest = `sha256:${'a'.repeat(64)}` as Digest;
+  assert.equal(decodeDescriptorRecord(digest, JSON.stringify({ size: 1, mediaType: 'x/y\r\nz: 1' })), undefined);
+  assert.equal(decodeTagRecord(JSON.stringify({ digest, mediaType: 'bad type', size: 1, fetchedAt: '2026-01-01T00:00:00Z' })), undefined);
+  assert.throws(() => manifestMediaType('application/json', Buffer.from('{"mediaType":"a\\r\\nb: c"}')), /not a media type/);
+});
+
+test('a tag GET answers a manifest, or it is refused: JSON, schemaVersion 2, a known type that agrees with Content-Type', () => {
+  const oci = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPES.ociManifest, config: {}, layers: [] }));
+  assert.equal(tagManifestMediaType(MEDIA_TYPES.ociManifest, oci), MEDIA_TYPES.ociManifest);
+  assert.equal(tagManifestMediaType('application/json', oci), MEDIA_TYPES.ociManifest, 'a generic Content-Type defers to the document');
+  const undeclared = Buffer.from(JSON.stringify({ schemaVersion: 2, config: {}, layers: [] }));
+  assert.equal(tagManifestMediaType(MEDIA_TYPES.ociManifest, undeclared), MEDIA_TYPES.ociManifest, 'OCI may leave mediaType out');
+  assert.equal(tagManifestMediaType(MEDIA_TYPES.ociIndex, oci), undefined, 'Content-Type and document disagree');
+  assert.equal(tagManifestMediaType('application/json', undeclared), undefined, 'no type anywhere');
+  assert.equal(tagManifestMediaType('application/json', Buffer.from('{"secret":"AKIA"}')), undefined);
+  assert.equal(tagManifestMediaType(MEDIA_TYPES.ociManifest, Buffer.from('<html>')), undefined);
+  assert.equal(tagManifestMediaType('application/vnd.example+json', Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.example+json"}')), undefined);
+});
+
+test('a tag record learned in the future is never fresh', () => {
+  const record = { descriptor: { digest: `sha256:${'a'.repeat(64)}` as Digest, mediaType: MEDIA_TYPES.ociManifest, size: 1 }, fetchedAt: 10_000 };
+  assert.equal(isFreshTagRecord(record, 10_500, 1000), true);
+  assert.equal(isFreshTagRecord(record, 11_000, 1000), false);
+  assert.equal(isFreshTagRecord(record, 9_000, 1000), false, 'a time ahead of the clock');
 });

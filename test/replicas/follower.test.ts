@@ -5,7 +5,7 @@
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,6 +14,8 @@ import { request } from 'undici';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { findRedis, randomPrefix, startRedisProxy, type RedisProxy } from '../fixtures/redis.js';
 import { tempDir, until } from '../fixtures/tools.js';
+import type { Digest } from '../../src/registry/digest.js';
+import { newUploadName } from '../../src/storage/layout.js';
 
 const redis = await findRedis();
 const skip = redis.skip;
@@ -57,7 +59,8 @@ async function scenario(): Promise<Scenario> {
     root,
     redis: { url: redis.url!, keyPrefix: prefix, leaseTtl: '1s' },
   });
-  const upload = randomUUID();
+  // A fill's upload is named for its digest: followers follow no other.
+  const upload = newUploadName(digest as Digest);
   await mkdir(join(root, '_uploads'), { recursive: true });
   return { proxy, root, prefix, blob, digest, upload, finalPath: join(root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data') };
 }
@@ -123,7 +126,8 @@ test('a follower streams the shared file as it grows and holds the last byte bac
     await ghostOwns(s, 30_000);
     await ghostWrites(s, s.blob.subarray(0, SIZE / 2), 0);
     const download = get(s);
-    await until('the first half', () => download.received() === SIZE / 2);
+    // All but the last byte hashed so far: the size announced in Redis is not trusted to say where the end is.
+    await until('the first half', () => download.received() === SIZE / 2 - 1);
     await ghostWrites(s, s.blob.subarray(SIZE / 2), SIZE / 2);
     await until('all but the last byte', () => download.received() === SIZE - 1);
     await sleep(300);
@@ -165,7 +169,7 @@ test('the owner dies mid-fill: its lease lapses, the follower fetches itself and
     await ghostOwns(s, 30_000);
     await ghostWrites(s, s.blob.subarray(0, SIZE / 2), 0);
     const download = get(s);
-    await until('the first half', () => download.received() === SIZE / 2);
+    await until('the first half', () => download.received() === SIZE / 2 - 1);
     await ghostDies(s);
     const result = await download.result;
     assert.deepEqual(result, { bytes: SIZE, digest: s.digest });
@@ -185,7 +189,7 @@ test('the dead owner had written wrong bytes: after the takeover the prefix chec
     wrong[100] ^= 0xff;
     await ghostWrites(s, wrong, 0);
     const download = get(s);
-    await until('the (wrong) first half', () => download.received() === SIZE / 2);
+    await until('the (wrong) first half', () => download.received() === SIZE / 2 - 1);
     await ghostDies(s);
     const result = await download.result;
     assert.ok(result.error, 'a client that got wrong bytes never gets a complete response');

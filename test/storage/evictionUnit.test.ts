@@ -157,6 +157,22 @@ test('over the high watermark, images go least recently used first until use is 
   for (const image of [c, d, e]) assert.ok(kept(driver, image), `${image.repository.name} is kept`);
 });
 
+test('bytes in _uploads count toward maxSize: a fill in progress makes room by evicting, it is never evicted itself', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const images = await fiveImages(clock, driver);
+  const [a, b] = images as [StoredImage, StoredImage];
+  // The blobs alone are 85% of the cap, under the high watermark; an upload of a third of an image pushes them over.
+  const maxBytes = Math.ceil(totalBytes(images) / 0.85);
+  const upload = await driver.createUpload();
+  await upload.write([Buffer.alloc(Math.ceil(a.bytes / 3))], 0);
+  const report = await collectGarbage(driver, policy({ maxBytes }), { dryRun: false, now: clock.now(), inUseIsKnown: true });
+  assert.equal(report.uploadBytes, Math.ceil(a.bytes / 3));
+  assert.equal(report.totalBytes, totalBytes(images) + report.uploadBytes);
+  assert.deepEqual(report.removedImages.map((i) => i.id), [a.id, b.id], 'the least recently used images made room, down to the low watermark');
+  assert.ok(driver.paths().includes(`_uploads/${upload.name}`), 'the upload stays');
+});
+
 test('under the high watermark nothing goes, however old', async () => {
   const clock = new FakeClock();
   const driver = new MemoryDriver(() => clock.now());

@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
@@ -60,10 +60,40 @@ test('the sweep removes temp files of dead fills, and only those older than aske
 test('readers: whole or a byte range; a missing file is undefined, not an error', async () => {
   const d = await driver();
   await d.putContent('f', '0123456789');
-  assert.equal(await text((await d.openReader('f'))!), '0123456789');
-  assert.equal(await text((await d.openReader('f', { start: 2, end: 4 }))!), '234');
+  assert.equal(await text((await d.openReader('f'))!.stream), '0123456789');
+  const ranged = (await d.openReader('f', (size) => ({ start: 2, end: size - 6 })))!;
+  assert.equal(await text(ranged.stream), '234');
+  assert.equal(ranged.size, 10, 'the size is the open file\'s');
   assert.equal(await d.openReader('missing'), undefined);
   assert.equal(await d.getContent('missing/deeper'), undefined);
   assert.deepEqual(await d.list('missing'), []);
   assert.equal((await stat(join(d.root, 'f'))).size, 10);
+});
+
+test('files are written 0640 and directories 0750 by default; storage.umask changes that', async () => {
+  const d = await driver();
+  await d.putContent('repositories/u/a/_manifests/tags/v1', 'record');
+  assert.equal((await stat(join(d.root, 'repositories/u/a/_manifests/tags/v1'))).mode & 0o777, 0o640);
+  assert.equal((await stat(join(d.root, 'repositories/u/a'))).mode & 0o777, 0o750);
+  assert.equal((await stat(join(d.root, '_uploads'))).mode & 0o777, 0o750);
+  const strict = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fs-')), { umask: 0o077 });
+  await strict.init();
+  await strict.putContent('x/y', 'z');
+  assert.equal((await stat(join(strict.root, 'x/y'))).mode & 0o777, 0o600);
+  assert.equal((await stat(join(strict.root, 'x'))).mode & 0o777, 0o700);
+});
+
+test('symbolic links under the root are not followed: a planted link reads as missing, and listings leave links out', async () => {
+  const d = await driver();
+  const outside = await mkdtemp(join(tmpdir(), 'pt-outside-'));
+  await writeFile(join(outside, 'shadow'), 'root:secret');
+  await mkdir(join(d.root, 'blobs/sha256/ab/abc'), { recursive: true });
+  await symlink(join(outside, 'shadow'), join(d.root, 'blobs/sha256/ab/abc/data'));
+  await symlink(outside, join(d.root, 'blobs/sha256/ab/loop'));
+  assert.equal(await d.stat('blobs/sha256/ab/abc/data'), undefined);
+  assert.equal(await d.openReader('blobs/sha256/ab/abc/data'), undefined);
+  assert.equal(await d.openFile('blobs/sha256/ab/abc/data'), undefined);
+  assert.equal(await d.getContent('blobs/sha256/ab/abc/data'), undefined);
+  assert.deepEqual(await d.list('blobs/sha256/ab'), ['abc'], 'the directory link is not listed, so no walk enters it');
+  assert.deepEqual(await d.list('blobs/sha256/ab/abc'), []);
 });

@@ -404,7 +404,8 @@ test('token service errors are typed, carry no secrets, and are not cached', asy
     const down = await authError(auth.authorize('a/b'));
     assert.equal(down.kind, 'unavailable');
     assert.equal(down.code, 'UNAVAILABLE');
-    assert.match(down.message, /503/);
+    assert.match(down.reason ?? '', /503/);
+    assert.doesNotMatch(down.message, /503/, 'the status is for the log, not the client');
     assertNoSecrets(down);
 
     s.tokens.behaviour = { field: 'none' };
@@ -452,7 +453,8 @@ test('an unreachable or slow token service is "unavailable"', async () => {
     await clock.advance(1);
     const timedOut = await attempt;
     assert.equal(timedOut.kind, 'unavailable');
-    assert.match(timedOut.message, /timed out after 30000 ms/);
+    assert.match(timedOut.reason ?? '', /timed out after 30000 ms/);
+    assert.equal(timedOut.message, 'upstream example: the token service failed', 'the client is told no more than that');
   } finally {
     await s.stop();
   }
@@ -460,8 +462,9 @@ test('an unreachable or slow token service is "unavailable"', async () => {
   await gone.challenged('a/b', [`Bearer realm="http://auth.example.test:${port}/token?account=x",service="s"`], undefined);
   const refused = await authError(gone.authorize('a/b'));
   assert.equal(refused.kind, 'unavailable');
-  assert.match(refused.message, /could not be reached \(ECONNREFUSED\)/);
-  assert.ok(!refused.message.includes('account'), 'the realm query is not quoted');
+  assert.match(refused.reason ?? '', /could not be reached \(ECONNREFUSED\)/);
+  assert.equal(refused.message, 'upstream example: the token service failed', 'no port-scan oracle: refused and answered look alike');
+  assert.ok(!refused.reason?.includes('account'), 'the realm query is not quoted');
   assertNoSecrets(refused);
 });
 
@@ -476,7 +479,7 @@ test('token redirects: credentials follow within the origin, never to another ho
     // The redirect target is the same server, which keeps redirecting: give up after a few hops.
     const loop = await authError(auth.authorize('a/b'));
     assert.equal(loop.kind, 'unavailable');
-    assert.match(loop.message, /too many redirects/);
+    assert.match(loop.reason ?? '', /too many redirects/);
     assert.deepEqual(s.tokens.requests.map((r) => r.authorization), [ALICE_BASIC, ALICE_BASIC, ALICE_BASIC, ALICE_BASIC]);
     assert.equal(s.tokens.requests[1]!.path, '/token2');
 

@@ -6,7 +6,7 @@
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startFakeUpstream, tooManyRequests, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';
@@ -194,4 +194,20 @@ test('a reference that fails makes the exit code 1, shows in the summary, and no
   assert.match(warmed.stdout, /3 images, .*; 2 failed/);
   assert.match(warmed.stderr, /images\.lock not written: 2 references failed/);
   assert.ok(!(await exists(lock)));
+});
+
+test('--lock writes through a temp file of a random name: a link planted at the predictable name is never written through', async () => {
+  const built = makeImage({ layerSizes: [10_000] });
+  fake.addImage('lock/ok', 'v1', built);
+  const { path } = await configFor([{ name: 'fake.test', url: fake.url }]);
+  const lock = join(path, '..', 'images.lock');
+  const victim = join(path, '..', 'victim');
+  await writeFile(victim, 'untouched\n');
+  // The old temp name was `<lock>.tmp`: anyone who could write the directory could point it anywhere.
+  await symlink(victim, `${lock}.tmp`);
+  const warmed = await pullthrough(['warm', '--config', path, '--retries', '0', '--lock', lock, 'fake.test/lock/ok:v1']);
+  assert.equal(warmed.code, 0, warmed.stdout + warmed.stderr);
+  assert.equal(await readFile(victim, 'utf8'), 'untouched\n', 'nothing was written through the planted link');
+  assert.match(await readFile(lock, 'utf8'), new RegExp(`^fake\\.test/lock/ok:v1 ${built.digest}$`, 'm'));
+  assert.deepEqual((await readdir(join(path, '..'))).filter((f) => f.startsWith('images.lock.') && f !== 'images.lock.tmp'), [], 'no temp file left');
 });

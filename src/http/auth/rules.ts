@@ -4,7 +4,7 @@ import type { ClientIdentity } from './identity.js';
 
 interface CompiledRule {
   readonly subjects: readonly RuleSubject[];
-  readonly repositories: readonly { readonly upstream: string | undefined; readonly name: RegExp }[];
+  readonly repositories: readonly { readonly upstream: string | undefined; readonly name: RegExp; readonly everything: boolean }[];
   readonly allows: boolean;
 }
 
@@ -41,7 +41,7 @@ export class ReadRules {
   constructor(rules: readonly AccessRuleSettings[]) {
     this.rules = rules.map((rule) => ({
       subjects: rule.subjects,
-      repositories: rule.repositories.map((p) => ({ upstream: p.upstream, name: globToRegExp(p.repository) })),
+      repositories: rule.repositories.map((p) => ({ upstream: p.upstream, name: globToRegExp(p.repository), everything: p.upstream === undefined && p.repository === '**' })),
       allows: rule.access === 'pull',
     }));
   }
@@ -54,6 +54,18 @@ export class ReadRules {
       }
     }
     return false;
+  }
+
+  /**
+   * True when the rules restrict nothing: the first rule names every client
+   * (anonymous and authenticated) and lets it pull every repository of every
+   * upstream, so no rule after it ever decides.
+   */
+  everyonePullsEverything(): boolean {
+    const first = this.rules[0];
+    if (!first?.allows) return false;
+    const names = (kind: RuleSubject['kind']): boolean => first.subjects.some((s) => s.kind === kind);
+    return names('anonymous') && names('authenticated') && first.repositories.some((p) => p.everything);
   }
 
   /** True when some rule lets anonymous clients pull something: then `/v2/` answers them 200. */

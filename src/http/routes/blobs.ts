@@ -30,15 +30,17 @@ export async function serveBlob(
     return reply.code(307).headers({ location: await blob.redirect(), 'cache-control': 'no-store' }).send();
   }
   const rangeHeader = request.headers.range;
-  const size = rangeHeader === undefined ? blob.size : await blob.knownSize();
-  const range = size === undefined ? { kind: 'whole' as const } : parseRange(rangeHeader, size);
-  if (range.kind === 'unsatisfiable') {
-    throw new RegistryError('RANGE_INVALID', 'requested range not satisfiable', { size }, { 'content-range': `bytes */${size}` });
-  }
-  const stream = await blob.open(range.kind === 'range' ? range.range : undefined);
+  // The size a range is measured against is the blob's own (the open file's, or the fill's), never a cached one.
+  const { stream, size, range } = await blob.open(rangeHeader === undefined ? undefined : (blobSize) => {
+    const wanted = parseRange(rangeHeader, blobSize);
+    if (wanted.kind === 'unsatisfiable') {
+      throw new RegistryError('RANGE_INVALID', 'requested range not satisfiable', { size: blobSize }, { 'content-range': `bytes */${blobSize}` });
+    }
+    return wanted.kind === 'range' ? wanted.range : undefined;
+  });
   void reply.type('application/octet-stream');
-  if (range.kind === 'range') {
-    const { start, end } = range.range;
+  if (range) {
+    const { start, end } = range;
     void reply.code(206).headers({ 'content-range': `bytes ${start}-${end}/${size}`, 'content-length': String(end - start + 1) });
   } else if (size !== undefined) {
     void reply.header('content-length', String(size));

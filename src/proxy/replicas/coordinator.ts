@@ -114,7 +114,7 @@ export class ReplicaCoordinator implements FillCoordinator {
     let fill: BlobFill;
     try {
       fill = await fetch(async (expectedSize) => {
-        const created = await driver.createUpload({ destination: blobDataPath(d) });
+        const created = await driver.createUpload(d);
         upload = created.name;
         if (leased) await leases.publish(d, created.name, expectedSize);
         return created;

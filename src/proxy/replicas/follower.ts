@@ -226,7 +226,8 @@ export class ReplicaFollower implements FillSource, GrowingSource {
   readableLimit(): number {
     if (this.state === 'verified') return this.finalSize!;
     const hashed = this.verifier.bytes;
-    const limit = this.expectedSize !== undefined ? Math.min(hashed, this.expectedSize - 1) : hashed - 1;
+    // Never the last hashed byte, whatever size was announced (it came from Redis, and may be too large).
+    const limit = Math.min(hashed, this.expectedSize ?? Infinity) - 1;
     return Math.max(0, limit);
   }
 
@@ -329,6 +330,10 @@ export class ReplicaFollower implements FillSource, GrowingSource {
     const finalPath = blobDataPath(digest.digest);
     const final = await driver.stat(finalPath);
     if (final) {
+      // The size readers were promised came from Redis: a response must never end short of it.
+      if (this.expectedSize !== undefined && final.size !== this.expectedSize) {
+        throw new UpstreamUnavailable('the committed blob is not the size the fill being followed announced');
+      }
       if (hashed === final.size && this.checks.length === 0) {
         if (!this.verifier.matches()) throw new UpstreamUnavailable('the blob read from another replica does not match its digest');
         const descriptor: Descriptor = { digest: digest.digest, size: final.size, mediaType: OCTET_STREAM };

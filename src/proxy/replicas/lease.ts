@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { RedisConnection } from '../../cache/redis.js';
 import type { Clock, Timer } from '../../registry/clock.js';
-import { ERROR_STATUS, RegistryError, UpstreamUnavailable, type ErrorCode } from '../../registry/errors.js';
-import { isUploadName } from '../../storage/layout.js';
+import type { Digest } from '../../registry/digest.js';
+import { RegistryError, UpstreamUnavailable, type ErrorCode } from '../../registry/errors.js';
+import { isUploadFor } from '../../storage/layout.js';
 
 /**
  * Fill leases in Redis: which replica fetches a cold blob for all of them,
@@ -28,6 +29,12 @@ import { isUploadName } from '../../storage/layout.js';
  * replica that lost its lease (paused past the TTL) can never overwrite what
  * its successor published. Nothing here is needed for correctness: without
  * Redis a blob may be fetched twice, never served wrong.
+ *
+ * What a fill key says is a hint: anyone who can write to Redis can write
+ * it. A follower follows only an upload whose name says it was made for this
+ * very digest (`isUploadFor`), hashes what it reads and announces no size
+ * it has not checked; a failure's code is one a fill can fail with, and its
+ * message is ours, never the text found in Redis.
  */
 
 /** What a fill's key says. */
@@ -185,7 +192,7 @@ export class FillLeases {
     const reply = await this.redis.run((c) => c.mget(this.leaseKey(id), this.fillKey(id)), undefined);
     if (reply === undefined) return undefined;
     const [owner, fill] = reply;
-    return { owner: owner ?? undefined, fill: fill ? parseFillInfo(fill) : undefined };
+    return { owner: owner ?? undefined, fill: fill ? parseFillInfo(fill, id) : undefined };
   }
 
   leaseKey(id: string): string {
@@ -202,19 +209,39 @@ export class FillLeases {
   }
 }
 
-/** Reads a fill key; anything malformed (or an upload name that is not one `newUploadName` makes) is no information. */
-export function parseFillInfo(value: string): FillInfo | undefined {
+/**
+ * The verdicts a fill can end with, and what its followers' clients are
+ * told: the message is ours (Redis text never reaches a client), the code
+ * one of these (anything else reads as UNAVAILABLE).
+ */
+const FILL_VERDICTS: Readonly<Partial<Record<ErrorCode, string>>> = {
+  BLOB_UNKNOWN: 'blob unknown to registry',
+  MANIFEST_UNKNOWN: 'manifest unknown to the upstream',
+  NAME_UNKNOWN: 'repository unknown to the upstream',
+  DENIED: 'the upstream denied access to this blob',
+  TOOMANYREQUESTS: 'the upstream is rate-limiting pulls',
+  UPSTREAM_INVALID: 'the upstream sent content that does not match its digest, or too much of it',
+  UNAVAILABLE: 'the replica fetching this blob failed',
+};
+
+/**
+ * Reads the fill key of lease `id` (a blob's digest); anything malformed, or
+ * an upload that is not one `newUploadName` made for this digest, is no
+ * information. A manifest lease's id is no digest, so no upload matches it.
+ */
+export function parseFillInfo(value: string, id: string): FillInfo | undefined {
   try {
-    const parsed = JSON.parse(value) as { owner?: unknown; upload?: unknown; size?: unknown; failed?: { code?: unknown; message?: unknown } };
+    const parsed = JSON.parse(value) as { owner?: unknown; upload?: unknown; size?: unknown; failed?: { code?: unknown } };
     if (typeof parsed.owner !== 'string') return undefined;
     if (parsed.failed) {
-      const code = typeof parsed.failed.code === 'string' && Object.hasOwn(ERROR_STATUS, parsed.failed.code) ? parsed.failed.code as ErrorCode : 'UNAVAILABLE';
-      const message = typeof parsed.failed.message === 'string' ? parsed.failed.message : 'the replica fetching this blob failed';
+      const named = parsed.failed.code;
+      const code: ErrorCode = typeof named === 'string' && Object.hasOwn(FILL_VERDICTS, named) ? named as ErrorCode : 'UNAVAILABLE';
+      const message = FILL_VERDICTS[code]!;
       const failed = code === 'UNAVAILABLE' ? new UpstreamUnavailable(message) : new RegistryError(code, message);
       return { owner: parsed.owner, failed };
     }
-    // The name becomes a path under the uploads directory: only the shape our upload names have is accepted.
-    if (typeof parsed.upload !== 'string' || !isUploadName(parsed.upload)) return undefined;
+    // The name becomes a path under the uploads directory, and is followed for this digest only.
+    if (typeof parsed.upload !== 'string' || !isUploadFor(parsed.upload, id as Digest)) return undefined;
     const size = typeof parsed.size === 'number' && Number.isSafeInteger(parsed.size) && parsed.size >= 0 ? parsed.size : undefined;
     return { owner: parsed.owner, upload: parsed.upload, size };
   } catch {

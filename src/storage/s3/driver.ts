@@ -7,8 +7,9 @@ import {
   ListObjectsV2Command, PutObjectCommand, type S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import type { FileInfo, FileReader, StorageDriver, Upload, UploadOptions } from '../driver.js';
-import { UPLOADS_DIR, newUploadName } from '../layout.js';
+import type { FileInfo, FileReader, OpenedReader, RangeChooser, StorageDriver, Upload } from '../driver.js';
+import type { Digest } from '../../registry/digest.js';
+import { UPLOADS_DIR, blobDataPath, newUploadName } from '../layout.js';
 import { createS3Client, isNotFound, storageFailure, type S3ClientSettings, type S3RequestListener } from './client.js';
 import { S3Upload } from './upload.js';
 
@@ -122,15 +123,45 @@ export class S3StorageDriver implements StorageDriver {
     }
   }
 
-  async openReader(path: string, range?: { start: number; end: number }): Promise<Readable | undefined> {
+  /**
+   * One GetObject. The range is asked for as the chooser picks it from a
+   * blob of unbounded size; S3's answer tells the true size, and only when
+   * the range for that size differs (a suffix range, a start past the end) is
+   * a second request made.
+   */
+  async openReader(path: string, chooseRange?: RangeChooser): Promise<OpenedReader | undefined> {
+    const guess = chooseRange?.(Number.MAX_SAFE_INTEGER);
+    const first = await this.getObject(path, guess);
+    if (first === 'invalid range' || (first && chooseRange)) {
+      const size = first === 'invalid range' ? (await this.stat(path))?.size : first.size;
+      if (size === undefined) return undefined;
+      let range;
+      try {
+        range = chooseRange!(size);
+      } catch (err) {
+        if (first !== 'invalid range') first.stream.destroy();
+        throw err;
+      }
+      if (first !== 'invalid range' && sameRange(first.range, range)) return { ...first, range };
+      if (first !== 'invalid range') first.stream.destroy();
+      const second = await this.getObject(path, range);
+      return second === 'invalid range' ? undefined : second && { ...second, range };
+    }
+    return first;
+  }
+
+  private async getObject(path: string, range: { start: number; end: number } | undefined): Promise<OpenedReader | 'invalid range' | undefined> {
     const key = this.key(path);
     try {
       const result = await this.client.send(new GetObjectCommand({
         Bucket: this.bucket, Key: key, ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
       }));
-      return result.Body as Readable;
+      const served = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(result.ContentRange ?? '');
+      const size = served ? Number(served[3]) : result.ContentLength ?? 0;
+      return { stream: result.Body as Readable, size, range: served ? { start: Number(served[1]), end: Number(served[2]) } : undefined };
     } catch (err) {
       if (isNotFound(err)) return undefined;
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return 'invalid range';
       throw storageFailure('GetObject', key, err);
     }
   }
@@ -203,8 +234,9 @@ export class S3StorageDriver implements StorageDriver {
     // Objects cannot be touched: last-use times live in Redis or in a usage record (see UsageRecorder).
   }
 
-  async createUpload(options?: UploadOptions): Promise<Upload> {
-    const name = newUploadName();
+  /** Given the digest of a fill, its parts go up under the blob's key while the bytes arrive. */
+  async createUpload(forDigest?: Digest): Promise<Upload> {
+    const name = newUploadName(forDigest);
     const spoolPath = join(this.spoolDir, name);
     let handle;
     try {
@@ -222,7 +254,7 @@ export class S3StorageDriver implements StorageDriver {
       keyOf: (p) => this.key(p),
       spoolPath,
       handle,
-      destination: options?.destination,
+      destination: forDigest ? blobDataPath(forDigest) : undefined,
       partSizeBytes: this.options.partSizeBytes,
     });
   }
@@ -313,4 +345,9 @@ export class S3StorageDriver implements StorageDriver {
       }
     }
   }
+}
+
+/** Two ranges (or two "whole file"s) that read the same bytes. */
+function sameRange(a: { start: number; end: number } | undefined, b: { start: number; end: number } | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.start === b.start && a.end === b.end);
 }

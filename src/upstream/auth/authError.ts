@@ -27,14 +27,27 @@ const CODES: Record<UpstreamAuthErrorKind, ErrorCode> = {
  * Getting upstream authorization failed. The message names the upstream
  * and the token service (origin and path only) and never contains a
  * username, password or token.
+ *
+ * When the token service failed (`unavailable`), the message the client
+ * gets says only that: what went wrong (refused, timed out, which status,
+ * not JSON) is `reason`, for the log. Told to an anonymous client, it would
+ * let anyone who can choose the realm (the upstream) probe what the mirror's
+ * host can reach.
  */
 export class UpstreamAuthError extends RegistryError {
   constructor(
     readonly kind: UpstreamAuthErrorKind,
     message: string,
     detail?: { upstream: string; status?: number },
+    /** What exactly failed, for the log; never in a response. */
+    readonly reason?: string,
   ) {
     super(CODES[kind], message, detail);
     this.name = 'UpstreamAuthError';
+  }
+
+  /** A failed token service: one message for every way of failing, the reason kept for the log. */
+  static unavailable(upstream: string, reason: string): UpstreamAuthError {
+    return new UpstreamAuthError('unavailable', `upstream ${upstream}: the token service failed`, { upstream }, reason);
   }
 }

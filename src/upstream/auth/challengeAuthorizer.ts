@@ -6,6 +6,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { getGlobalDispatcher, type Dispatcher } from 'undici';
 import { systemClock, type Clock } from '../../registry/clock.js';
+import { UpstreamAuthError } from './authError.js';
 import type { UpstreamAuthorizer, UpstreamCredentials } from './authorizer.js';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { isTrustedRealm } from './realmTrust.js';
@@ -111,7 +112,12 @@ export class ChallengeAuthorizer implements UpstreamAuthorizer {
       credentials: known.trusted ? this.options.credentials : undefined,
     }, { dispatcher: this.dispatcher, clock: this.clock, timeoutMs: this.tokenTimeoutMs }).then(
       (fetched) => { events.tokenFetched(true); return fetched; },
-      (err: unknown) => { events.tokenFetched(false); throw err; },
+      (err: unknown) => {
+        events.tokenFetched(false);
+        // The client is told only that the token service failed; how it failed is for the operator.
+        if (err instanceof UpstreamAuthError && err.reason) this.logger.warn({ upstream: this.options.upstreamName, reason: err.reason }, 'token service failed');
+        throw err;
+      },
     ), signal);
     return `Bearer ${token}`;
   }

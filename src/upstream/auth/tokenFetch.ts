@@ -46,7 +46,12 @@ type Response = Dispatcher.ResponseData;
  * then the lifetime counts from now).
  *
  * Throws `UpstreamAuthError` only, whose message never carries credentials
- * or the token.
+ * or the token; a failing token service gets one generic message, and what
+ * failed is the error's `reason` (for the log).
+ *
+ * Where it may connect is the dispatcher's business: the production one
+ * (`authorizerFor`) enforces the upstream's egress policy on the realm and
+ * on every redirect.
  */
 export async function fetchToken(request: TokenRequest, options: TokenFetchOptions): Promise<FetchedToken> {
   const where = describeRealm(request);
@@ -61,7 +66,7 @@ export async function fetchToken(request: TokenRequest, options: TokenFetchOptio
   } catch (err) {
     if (err instanceof UpstreamAuthError) throw err;
     const reason = signal.aborted ? `timed out after ${options.timeoutMs} ms` : `could not be reached (${errorCode(err)})`;
-    throw new UpstreamAuthError('unavailable', `${where} ${reason}`, { upstream: request.upstreamName });
+    throw UpstreamAuthError.unavailable(request.upstreamName, `${where} ${reason}`);
   } finally {
     timer.cancel();
   }
@@ -115,7 +120,7 @@ function statusError(request: TokenRequest, where: string, status: number): Upst
       ? new UpstreamAuthError('unauthorized', `${where} rejected the configured credentials (${status})`, detail)
       : new UpstreamAuthError('denied', `${where} refused an anonymous token (${status}); the upstream may need credentials`, detail);
   }
-  return new UpstreamAuthError('unavailable', `${where} answered ${status}`, detail);
+  return UpstreamAuthError.unavailable(request.upstreamName, `${where} answered ${status}`);
 }
 
 function parseTokenResponse(body: Buffer, now: number, where: string, upstream: string): FetchedToken {
@@ -123,11 +128,11 @@ function parseTokenResponse(body: Buffer, now: number, where: string, upstream: 
   try {
     parsed = JSON.parse(body.toString('utf8'));
   } catch {
-    throw new UpstreamAuthError('unavailable', `${where} sent an answer that is not JSON`, { upstream });
+    throw UpstreamAuthError.unavailable(upstream, `${where} sent an answer that is not JSON`);
   }
   const fields = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>;
   const token = nonEmptyString(fields['token']) ?? nonEmptyString(fields['access_token']);
-  if (token === undefined) throw new UpstreamAuthError('unavailable', `${where} sent no token`, { upstream });
+  if (token === undefined) throw UpstreamAuthError.unavailable(upstream, `${where} sent no token`);
   const expiresIn = fields['expires_in'];
   const lifetimeMs = 1000 * (typeof expiresIn === 'number' && Number.isFinite(expiresIn) && expiresIn > 0 ? expiresIn : DEFAULT_EXPIRES_IN_SECONDS);
   const issuedAt = plausibleIssuedAt(fields['issued_at'], now, lifetimeMs);
