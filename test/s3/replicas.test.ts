@@ -58,7 +58,8 @@ async function startReplica(cluster: PeerCluster, bucket: string): Promise<Repli
     listen: { host: '127.0.0.1', port },
     ...cluster.blocks(port),
   }));
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configPath], { stdio: 'ignore' });
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (process.env.S3_REPLICA_LOG) { const { createWriteStream } = await import('node:fs'); const out = createWriteStream(`${process.env.S3_REPLICA_LOG}.${port}`); child.stdout!.pipe(out); child.stderr!.pipe(out); } else { child.stdout!.resume(); child.stderr!.resume(); }
   trackChildProcess(child);
   await waitForHttp(`http://127.0.0.1:${port}/v2/`);
   return { port, url: `http://127.0.0.1:${port}`, child };
