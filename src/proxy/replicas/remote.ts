@@ -4,6 +4,7 @@ import type { Clock } from '../../registry/clock.js';
 import type { ParsedDigest } from '../../registry/digest.js';
 import type { BlobFill } from '../fill.js';
 import type { BlobBody, ClaimOptions } from '../fillSource.js';
+import type { PeerBlob } from '../peers/client.js';
 import type { PeerServices } from './services.js';
 import type { FillLeases } from './lease.js';
 import { newUploadName } from '../../storage/layout.js';
@@ -19,9 +20,11 @@ import { newUploadName } from '../../storage/layout.js';
  * committed the blob before it let its last byte go, so that commit finds
  * the object in place and only records it (caches, links) here.
  *
- * When the owner breaks off (it died), the lease runs out; this replica
- * takes it over, GETs the blob from the upstream and goes on from the byte
- * its fill has, skipping what came before. Nothing of the two sources is
+ * When the owner's body breaks off, the fill goes on from the byte it has:
+ * from the committed object if the owner got that far, from the owner (or
+ * whoever holds the lease now) with a Range, or, once the lease has lapsed
+ * (the owner died), from the upstream after taking the lease over, skipping
+ * what came before. Nothing of the two sources is
  * trusted: the fill's digest check covers every byte, so a follower can
  * never complete a wrong response.
  */
@@ -62,61 +65,92 @@ interface Takeover {
   fill: BlobFill | undefined;
 }
 
-/** The owner's body; if it breaks off, the upstream's from the same byte on (after taking the lease over). */
-async function* resumingBody(options: RemoteFollowOptions, first: BlobBody, takeover: Takeover): AsyncGenerator<Buffer> {
+/** Where the bytes go on from, after the body being read broke off. */
+interface Resumed {
+  readonly body: Readable;
+  /** Bytes at the start of `body` that readers already have. */
+  readonly skip: number;
+  /** True when this replica took the lease over and `body` is the upstream's: nothing is left to fall back on. */
+  readonly last: boolean;
+}
+
+/**
+ * The owner's body; when it breaks off, the rest from wherever it now is:
+ * the committed object, the owner (or a new one) again from the same byte,
+ * or, once the lease is free, the upstream after taking the lease over.
+ */
+async function* resumingBody(options: RemoteFollowOptions, first: PeerBlob, takeover: Takeover): AsyncGenerator<Buffer> {
   let passed = 0;
-  try {
-    for await (const chunk of first.body) {
-      passed += (chunk as Buffer).length;
-      yield chunk as Buffer;
+  let source: Resumed = { body: first.body, skip: 0, last: false };
+  for (;;) {
+    let skip = source.skip;
+    try {
+      for await (const c of source.body) {
+        let chunk = c as Buffer;
+        if (skip >= chunk.length) {
+          skip -= chunk.length;
+          continue;
+        }
+        if (skip > 0) chunk = chunk.subarray(skip);
+        skip = 0;
+        passed += chunk.length;
+        yield chunk;
+      }
+      return;
+    } catch (err) {
+      if (source.last) throw err;
+      options.logger.warn({ digest: options.digest.digest, passed, err: (err as Error).message }, 'a followed fill broke off; resuming it');
     }
-    return;
-  } catch (err) {
-    options.logger.warn({ digest: options.digest.digest, passed, err: (err as Error).message },
-      'the owner of a fill broke off; taking it over once its lease lapses');
+    source = await resume(options, passed, first.size, takeover);
   }
-  const rest = await takeOver(options, takeover);
-  let skip = passed;
-  for await (const c of rest.body) {
-    const chunk = c as Buffer;
-    if (skip >= chunk.length) {
-      skip -= chunk.length;
+}
+
+/** The rest of the blob from byte `passed`, from the first place that has it. */
+async function resume(options: RemoteFollowOptions, passed: number, size: number | undefined, takeover: Takeover): Promise<Resumed> {
+  const { leases, peers, digest, clock, claim } = options;
+  for (;;) {
+    if (size !== undefined) {
+      const committed = await claim.openCommitted({ start: passed, end: size - 1 }).catch(() => undefined);
+      if (committed) return { body: committed, skip: 0, last: false };
+    }
+    const state = await leases.look(digest.digest);
+    if (state?.owner !== undefined) {
+      const peer = await peers.directory.peer(state.owner);
+      const blob = peer && await peers.client.fetch(peer, digest.digest, passed).catch(() => undefined);
+      if (blob) return { body: blob.body, skip: passed - blob.start, last: false };
+      await clock.sleep(options.pollIntervalMs);
       continue;
     }
-    yield skip > 0 ? chunk.subarray(skip) : chunk;
-    skip = 0;
+    const body = await takeOver(options, takeover);
+    if (body) return { body: body.body, skip: passed, last: true };
   }
 }
 
 /**
- * Waits for the dead owner's lease to lapse, acquires it and GETs the blob
- * upstream, holding the lease until the fill is over. The name it publishes
+ * Acquires the lapsed lease (undefined when another replica was quicker) and
+ * GETs the blob upstream, holding the lease until the fill is over. The name it publishes
  * is a fresh upload name: followers over HTTP need only see that the owner's
  * fill runs, and ask its endpoint, which serves this process's fill by digest.
  */
-async function takeOver(options: RemoteFollowOptions, takeover: Takeover): Promise<BlobBody> {
-  const { leases, digest, clock } = options;
+async function takeOver(options: RemoteFollowOptions, takeover: Takeover): Promise<BlobBody | undefined> {
+  const { leases, digest } = options;
   const d = digest.digest;
-  for (;;) {
-    const acquired = await leases.acquire(d);
-    if (acquired === 'taken') {
-      await clock.sleep(options.pollIntervalMs);
-      continue;
-    }
-    const owned = acquired === 'owned';
-    const renewal = owned ? leases.hold(d, () => options.logger.warn({ digest: d }, 'lost the lease of a fill taken over')) : undefined;
-    try {
-      const body = await options.claim.upstreamBody!();
-      if (owned) await leases.publish(d, newUploadName(), body.size);
-      void takeover.fill?.done.catch(() => undefined).finally(() => {
-        renewal?.cancel();
-        if (owned) void leases.release(d);
-      });
-      return body;
-    } catch (err) {
+  const acquired = await leases.acquire(d);
+  // Another replica was quicker: the next look follows it.
+  if (acquired === 'taken') return undefined;
+  const owned = acquired === 'owned';
+  const renewal = owned ? leases.hold(d, () => options.logger.warn({ digest: d }, 'lost the lease of a fill taken over')) : undefined;
+  try {
+    const body = await options.claim.upstreamBody!();
+    if (owned) await leases.publish(d, newUploadName(), body.size);
+    void takeover.fill?.done.catch(() => undefined).finally(() => {
       renewal?.cancel();
-      if (owned) await leases.fail(d, err);
-      throw err;
-    }
+      if (owned) void leases.release(d);
+    });
+    return body;
+  } catch (err) {
+    renewal?.cancel();
+    if (owned) await leases.fail(d, err);
+    throw err;
   }
 }

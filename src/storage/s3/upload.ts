@@ -6,7 +6,7 @@ import {
   type CompletedPart, type S3Client,
 } from '@aws-sdk/client-s3';
 import type { Upload } from '../driver.js';
-import { skipBytes } from '../filesystem.js';
+import { writeAllAt } from '../filesystem.js';
 import { storageFailure } from './client.js';
 
 export interface S3UploadOptions {
@@ -67,13 +67,7 @@ export class S3Upload implements Upload {
   }
 
   async write(chunks: readonly Buffer[], position: number): Promise<void> {
-    let at = position;
-    let pending = chunks;
-    while (pending.length > 0) {
-      const { bytesWritten } = await this.options.handle.writev(pending as Buffer[], at);
-      at += bytesWritten;
-      pending = skipBytes(pending, bytesWritten);
-    }
+    const at = await writeAllAt(this.options.handle, chunks, position);
     this.size = Math.max(this.size, at);
     // A write still under way when the fill failed must not start a multipart upload after the discard aborted it.
     if (!this.streaming || this.gone) return;
