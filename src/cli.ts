@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { PACKAGE_VERSION } from './config/version.js';
 import { exportCommand, importCommand, type ExportCommandOptions } from './cli/bundle.js';
 import { configCheck, configShow } from './cli/config.js';
+import { containerdConfig, type ContainerdConfigOptions } from './cli/containerdConfig.js';
 import { failureReport } from './cli/errors.js';
 import { gc } from './cli/gc.js';
 import { serve } from './cli/serve.js';
@@ -61,6 +62,15 @@ program.command('import')
   .argument('<bundle>', 'the bundle, e.g. bundle.tar')
   .option('-c, --config <file>', 'configuration file')
   .action(async (bundle: string, options: { config?: string }) => { process.exitCode = await importCommand(bundle, options); });
+
+program.command('containerd-config')
+  .description('write a hosts.toml per configured upstream (and _default) into containerd\'s certs.d: this pullthrough as the mirror, the registry as fallback')
+  .requiredOption('-d, --dir <dir>', 'the certs.d directory (containerd\'s config_path), e.g. /etc/containerd/certs.d')
+  .option('-c, --config <file>', 'configuration file')
+  .option('--mirror <url>', 'the mirror URL containerd dials (default http://127.0.0.1:<listen.port>)')
+  .option('--ca <file>', 'CA file for an HTTPS mirror')
+  .option('--check', 'show a diff of what would change and write nothing; exit 1 when something would')
+  .action(async (options: ContainerdConfigOptions) => { process.exitCode = await containerdConfig(options); });
 
 const configCommand = program.command('config')
   .description('look at the configuration (the file, then PULLTHROUGH_* variables) without starting anything');

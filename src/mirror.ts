@@ -38,6 +38,7 @@ import type { RedisServices } from './proxy/replicas/services.js';
 import type { FastifyPluginAsync } from 'fastify';
 import type { HeldBlobs } from './registry/heldBlobs.js';
 import { LocalHeldBlobs } from './proxy/peers/held.js';
+import { PeerMetrics } from './admin/peerMetrics.js';
 import { internalRoutes } from './http/routes/internal.js';
 
 export interface MirrorOptions {
@@ -51,6 +52,8 @@ export interface MirrorOptions {
   readonly version?: string;
   /** The Redis parts, when `redis` is configured; `Mirror.create` builds them. */
   readonly redis?: RedisServices;
+  /** The peer metrics, with `peers`: made with the Redis parts, registered with the others here. */
+  readonly peerMetrics?: PeerMetrics;
 }
 
 /**
@@ -95,10 +98,12 @@ export class Mirror {
     if (!config.redis) return new Mirror(options);
     const { RedisServices } = await import('./proxy/replicas/services.js');
     const driver = storageDriverFor(config);
+    const peerMetrics = config.peers ? new PeerMetrics() : undefined;
     const redis = new RedisServices({
-      settings: config.redis, driver, logger, clock: options.clock ?? systemClock, ...(config.peers ? { peers: config.peers } : {}),
+      settings: config.redis, driver, logger, clock: options.clock ?? systemClock,
+      ...(config.peers ? { peers: config.peers, peerEvents: peerMetrics } : {}),
     });
-    return new Mirror({ ...options, redis }, driver);
+    return new Mirror({ ...options, redis, ...(peerMetrics ? { peerMetrics } : {}) }, driver);
   }
 
   constructor(private readonly options: MirrorOptions, driver: StorageDriver = storageDriverFor(options.config)) {
@@ -131,6 +136,8 @@ export class Mirror {
     };
     if (config.redis && !options.redis) throw new Error('redis is configured: build the mirror with Mirror.create');
     this.redis = options.redis;
+    const peers = this.redis?.peers;
+    options.peerMetrics?.register(this.metrics.registry);
     // One caching pattern for blobs, manifest revisions and tags: memory → Redis (when configured) → storage.
     const memory = new MemoryBlobDescriptorService(config.cache.memoryEntries);
     const tiered = (storage: BlobStatter): BlobDescriptorService => new CachedBlobStatter(memory, this.redis ? this.redis.behind(storage) : storage);
@@ -138,15 +145,22 @@ export class Mirror {
     this.localTags = new LocalTagStore(this.driver);
     const tagRecords = new CachedTagRecords(
       new MemoryTagRecords(config.cache.memoryEntries),
-      this.redis ? new CachedTagRecords(this.redis.tags, this.localTags) : this.localTags,
+      this.redis?.tags ? new CachedTagRecords(this.redis.tags, this.localTags) : this.localTags,
     );
     this.usage = new UsageRecorder({ driver: this.driver, intervalMs: config.storage.usageFlushIntervalMs, clock });
     this.localBlobs = new LocalBlobStore({
       driver: this.driver,
       descriptors,
       usage: this.usage,
-      onCommitted: (d) => this.evictor.added(d.size),
-      onReleased: (digest) => this.evictor.released(digest),
+      onCommitted: (d) => {
+        this.evictor.added(d.size);
+        void peers?.directory.announce(d.digest, true);
+      },
+      onReleased: (digest) => {
+        this.evictor.released(digest);
+        // A blob read here is in use: its "has" record lives on (refreshed at most once a minute).
+        void peers?.directory.announce(digest);
+      },
       ...redirectsOf(this.driver, config),
       ...(this.redis ? { sharedReaders: this.redis.readers } : {}),
     });
@@ -185,7 +199,10 @@ export class Mirror {
       },
       usage: this.usage,
       hooks: {
-        blobRemoved: (digest, repositories) => this.localBlobs.evicted(digest, repositories),
+        blobRemoved: async (digest, repositories) => {
+          await peers?.directory.withdraw(digest);
+          await this.localBlobs.evicted(digest, repositories);
+        },
         manifestRemoved: (repository, digest) => this.localManifests.evicted(repository, digest),
       },
       logger: logger.child({ component: 'eviction' }),
@@ -194,7 +211,7 @@ export class Mirror {
       events: this.metrics.eviction,
     });
     this.manifests = new ProxyManifestStore({
-      local: this.localManifests, upstreams, ...(this.redis ? { coordinator: this.redis.manifests } : {}),
+      local: this.localManifests, upstreams, ...(this.redis?.manifests ? { coordinator: this.redis.manifests } : {}),
     });
     this.tags = new ProxyTagService({ records: tagRecords, local: this.localTags, manifests: this.manifests, upstreams, logger, clock });
     this.localReferrers = new LocalReferrersStore(this.driver);
@@ -202,7 +219,7 @@ export class Mirror {
       local: this.localReferrers, tags: this.tags, manifests: this.manifests, upstreams, logger, clock,
     });
     this.held = new LocalHeldBlobs({
-      local: this.localBlobs, fills: this.blobs, onServed: (digest) => void this.redis?.peers?.directory.announce(digest),
+      local: this.localBlobs, fills: this.blobs, onServed: (digest) => void peers?.directory.announce(digest),
     });
     this.cachedCatalog = new CachedCatalog({ driver: this.driver, clock, maxAgeMs: CATALOG_MAX_AGE_MS });
     this.admin = this.buildAdmin();
@@ -217,7 +234,7 @@ export class Mirror {
     const { config } = this.options;
     return [
       ...(config.admin ? [] : [this.admin.routes]),
-      ...(config.peers ? [internalRoutes({ held: this.held, secret: config.peers.secret })] : []),
+      ...(config.peers ? [internalRoutes({ held: this.held, secret: config.peers.secret, now: () => this.clock.now(), ...(this.options.peerMetrics ? { events: this.options.peerMetrics } : {}) })] : []),
     ];
   }
 

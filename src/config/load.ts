@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Ajv } from 'ajv';
 import ms from 'ms';
 import { pointerOf, schemaAt, type SchemaNode } from './keys.js';
 import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride } from './overrides.js';
@@ -10,14 +9,14 @@ import { ConfigSchema, type Config, type PeersConfig, type RedisConfig, type S3C
 import {
   ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type S3Settings, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
 } from './settings.js';
+import { configValidator } from './validator.js';
 
 export { ConfigError, type RedisSettings, type ResolvedConfig, type S3Settings, type StorageSettings, type UpstreamSettings } from './settings.js';
 
 /** The embedded default, shipped beside package.json. */
 export const DEFAULT_CONFIG_PATH = new URL('../../../proxy.config.json', import.meta.url);
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
-const validate = ajv.compile<Config>(ConfigSchema);
+const validate = configValidator();
 const SCHEMA = ConfigSchema as SchemaNode;
 
 const SIZE_UNITS: Record<string, number> = {

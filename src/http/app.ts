@@ -46,9 +46,26 @@ export function buildApp({ mirror, logger, plugins = [], access = OPEN_ACCESS, t
     request.identity = await access.identify(request);
   });
   registerRequestReport(app, mirror.requestEvents);
+  closeConnectionsGoingIdle(app);
 
   registerErrorHandling(app);
   void app.register(registryRoutes, { mirror, access });
   for (const plugin of plugins) void app.register(plugin);
   return app;
+}
+
+/**
+ * `forceCloseConnections: 'idle'` closes the connections idle when close()
+ * begins; a keep-alive connection whose response finishes later would hold
+ * close() (and a SIGTERM'd process) until its keep-alive timeout. So once
+ * closing, a connection is closed as soon as its response is done.
+ */
+function closeConnectionsGoingIdle(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onResponse', async () => {
+    if (closing) setImmediate(() => app.server.closeIdleConnections());
+  });
 }

@@ -251,14 +251,19 @@ export class ProxyBlobStore implements BlobStore {
     const parsed = parseDigest(digest);
     const inFlight = new InFlight(repository, this.options.clock.now());
     const fetch = (createUpload?: UploadFactory): Promise<BlobFill> => this.fetch(repository, parsed, inFlight, createUpload);
+    const open = (): Promise<BlobBody> => this.openUpstream(repository, parsed);
+    const fill = (body: BlobBody, createUpload?: UploadFactory, events?: FillEvents): Promise<BlobFill> =>
+      this.fillFrom(repository, parsed, inFlight, body, { createUpload: createUpload ?? (() => this.local.createUpload(parsed.digest)), events });
     inFlight.started = this.options.coordinator && !this.confirmsByContent(repository)
       ? this.options.coordinator.claim(parsed, {
         fetch,
+        open,
+        fill,
         confirm: () => this.confirm(repository, digest),
         record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
         openCommitted: (range) => this.openCommitted(repository, digest, range),
-        fillFrom: (source) => this.fillOf(repository, parsed, inFlight, source, () => this.local.createUpload(), () => undefined),
-        upstreamBody: () => this.upstreamBody(repository, parsed),
+        fillFrom: (source) => this.fillFrom(repository, parsed, inFlight, source, { createUpload: () => this.local.createUpload() }),
+        upstreamBody: () => this.openUpstream(repository, parsed),
       })
       : fetch();
     this.fills.set(digest, inFlight);
@@ -293,8 +298,7 @@ export class ProxyBlobStore implements BlobStore {
     const slots = this.slotsFor(repository.upstream);
     const slot = await slots.acquire();
     try {
-      const requestedAt = performance.now();
-      const fill = await this.fillOf(repository, digest, inFlight, await this.upstreamBody(repository, digest), createUpload, () => slots.detached(), requestedAt);
+      const fill = await this.fetchInto(repository, digest, inFlight, createUpload, () => slots.detached());
       slot.occupy(fill);
       fill.done.then(() => slot.release(), () => slot.release());
       return fill;
@@ -304,45 +308,52 @@ export class ProxyBlobStore implements BlobStore {
     }
   }
 
-  /** The upstream GET; BLOB_UNKNOWN for a 404. */
-  private async upstreamBody(repository: RepositoryRef, digest: ParsedDigest): Promise<BlobBody> {
+  private async fetchInto(
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, createUpload: UploadFactory, onDetached: () => void,
+  ): Promise<BlobFill> {
+    return this.fillFrom(repository, digest, inFlight, await this.openUpstream(repository, digest), { createUpload, onDetached });
+  }
+
+  /** One upstream GET of the blob; BLOB_UNKNOWN when the upstream has none. */
+  private async openUpstream(repository: RepositoryRef, digest: ParsedDigest): Promise<BlobBody & { requestedAt: number }> {
+    const requestedAt = performance.now();
     const response = await this.options.upstreams(repository.upstream).getBlob(repository.name, digest.digest);
     if (!response) throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest });
-    return response;
+    return { ...response, requestedAt };
   }
 
   /**
-   * A fill of `source` (the upstream's body, or another replica's fill
-   * streamed from its internal endpoint) into a new upload, committed through
-   * the one storage commit with every repository waiting.
+   * A fill of `response` (the upstream's body, or a peer's) into an upload
+   * from `createUpload`; `events` count its bytes (the upstream's fill
+   * metrics by default).
    */
-  private async fillOf(
-    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, source: BlobBody, createUpload: UploadFactory,
-    onDetached: () => void, requestedAt = performance.now(),
+  private async fillFrom(
+    repository: RepositoryRef, digest: ParsedDigest, inFlight: InFlight, response: BlobBody & { requestedAt?: number },
+    how: { createUpload: UploadFactory; onDetached?: () => void; events?: FillEvents | undefined },
   ): Promise<BlobFill> {
     const client = this.options.upstreams(repository.upstream);
     const maxSize = client.settings.maxBlobBytes;
     let upload;
     try {
-      if (source.size !== undefined && source.size > maxSize) throw blobTooLarge(maxSize);
-      upload = await createUpload(source.size);
+      if (response.size !== undefined && response.size > maxSize) throw blobTooLarge(maxSize);
+      upload = await how.createUpload(response.size);
     } catch (err) {
-      source.body.destroy();
+      response.body.destroy();
       throw err;
     }
     return new BlobFill({
       digest,
-      expectedSize: source.size,
-      body: source.body,
+      expectedSize: response.size,
+      body: response.body,
       upload,
       commit: async (u, descriptor) => { await this.local.commit(u, descriptor, inFlight.seal()); },
       openCommitted: (range) => this.openCommitted(repository, digest.digest, range),
       detachedTimeoutMs: client.settings.detachedFillTimeoutMs,
       maxSize,
-      onDetached,
+      ...(how.onDetached ? { onDetached: how.onDetached } : {}),
       clock: this.options.clock,
-      events: this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
-      requestedAt,
+      events: how.events ?? this.options.fillEvents?.(repository.upstream) ?? NO_FILL_EVENTS,
+      requestedAt: response.requestedAt ?? performance.now(),
     });
   }
 

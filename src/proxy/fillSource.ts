@@ -3,6 +3,7 @@ import type { Descriptor } from '../registry/descriptor.js';
 import type { ParsedDigest } from '../registry/digest.js';
 import type { ByteRange, CacheOutcome } from '../registry/services.js';
 import type { Upload } from '../storage/driver.js';
+import type { FillEvents } from '../registry/telemetry.js';
 import type { BlobFill } from './fill.js';
 
 /**
@@ -37,9 +38,23 @@ export type UploadFactory = (expectedSize: number | undefined) => Promise<Upload
  */
 export type FetchBlob = (createUpload: UploadFactory) => Promise<BlobFill>;
 
+/** A blob's body on its way from somewhere (the upstream, a peer), with the size its sender stated. */
+export interface BlobBody {
+  readonly size: number | undefined;
+  readonly body: Readable;
+}
+
 export interface ClaimOptions {
   /** Goes upstream: when this process is to fetch. */
   readonly fetch: FetchBlob;
+  /** The upstream GET alone (BLOB_UNKNOWN on a 404): a body for `fill`, when bytes are spliced from several senders. */
+  readonly open: () => Promise<BlobBody>;
+  /**
+   * A fill of this process over any body (a peer's), hashed, verified and
+   * committed like an upstream fill; `events` are where its bytes are
+   * counted (the upstream's fill metrics by default).
+   */
+  readonly fill: (body: BlobBody, createUpload?: UploadFactory, events?: FillEvents) => Promise<BlobFill>;
   /** Checks with an upstream HEAD that the requesting repository has the blob, for bytes fetched for someone else. */
   readonly confirm: () => Promise<void>;
   /**

@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Digest } from './digest.js';
 
@@ -14,8 +15,34 @@ import type { Digest } from './digest.js';
 /** `GET <advertise>/_pullthrough/internal/blobs/<digest>`, with an optional `Range: bytes=<start>-`. */
 export const INTERNAL_BLOBS_PATH = '/_pullthrough/internal/blobs/';
 
-/** The request header that carries the shared secret (`peers.secretFile` / `peers.secretEnv`). */
-export const PEER_SECRET_HEADER = 'pullthrough-peer-secret';
+/**
+ * The request header that proves the caller knows the shared secret
+ * (`peers.secretFile` / `peers.secretEnv`) without sending it:
+ * `<unix seconds>.<hex HMAC-SHA256(secret, "<digest>\n<unix seconds>")>`. A
+ * token is good for one digest and `PEER_TOKEN_WINDOW_MS` either side of its
+ * time, so an address that is not a peer (a Redis record gone wrong) learns
+ * nothing it could use for anything else.
+ */
+export const PEER_AUTH_HEADER = 'pullthrough-peer-auth';
+
+/** How far a token's time may be from the server's clock (clock skew between nodes included). */
+export const PEER_TOKEN_WINDOW_MS = 5 * 60_000;
+
+/** The token for `digest` at `nowMs`. */
+export function peerToken(secret: string, digest: string, nowMs: number): string {
+  const seconds = Math.floor(nowMs / 1000);
+  return `${seconds}.${createHmac('sha256', secret).update(`${digest}\n${seconds}`).digest('hex')}`;
+}
+
+/** True when `token` was made with `secret` for `digest`, within `windowMs` of `nowMs`; compared in constant time. */
+export function verifyPeerToken(secret: string, digest: string, token: string | undefined, nowMs: number, windowMs = PEER_TOKEN_WINDOW_MS): boolean {
+  const match = token === undefined ? null : /^(\d{1,12})\.([0-9a-f]{64})$/.exec(token);
+  if (!match) return false;
+  const seconds = Number(match[1]);
+  if (Math.abs(nowMs - seconds * 1000) > windowMs) return false;
+  const expected = createHmac('sha256', secret).update(`${digest}\n${seconds}`).digest();
+  return timingSafeEqual(Buffer.from(match[2]!, 'hex'), expected);
+}
 
 /** The response header that says which it was: `committed` or `filling`. */
 export const HELD_STATE_HEADER = 'pullthrough-held';

@@ -55,3 +55,38 @@ test('the S3 variants: Kubernetes without a PersistentVolumeClaim, each pod adve
   assert.ok(compose.services['pullthrough']!.healthcheck!.test.join(' ').includes('http://127.0.0.1:5000/readyz'));
   assert.deepEqual(compose.services['pullthrough']!.volumes, ['./s3.config.json:/etc/pullthrough/config.json:ro'], 'no cache volume');
 });
+
+test('deploy/kubernetes/node-local.yaml: a DaemonSet on the host network, an init container writing certs.d, a Redis, a valid configuration', async () => {
+  const { mkdtemp, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { loadConfig } = await import('../../src/config/load.js');
+  const documents = parseAllDocuments(read('deploy/kubernetes/node-local.yaml')).map((d) => d.toJS() as Record<string, unknown>);
+  interface NodeContainer extends Container {
+    readonly command?: string[];
+    readonly env?: { name: string; value?: string }[];
+    readonly volumeMounts?: { name: string; mountPath: string }[];
+  }
+  const daemonSet = documents.find((d) => d['kind'] === 'DaemonSet') as
+    { spec: { template: { spec: { hostNetwork: boolean; initContainers: NodeContainer[]; containers: NodeContainer[]; volumes: { name: string; hostPath?: { path: string } }[] } } } } | undefined;
+  assert.ok(daemonSet, 'the DaemonSet');
+  const pod = daemonSet.spec.template.spec;
+  assert.equal(pod.hostNetwork, true);
+  const init = pod.initContainers.find((c) => c.name === 'containerd-config')!;
+  assert.ok(init.command?.includes('containerd-config'));
+  assert.equal(pod.volumes.find((v) => v.name === 'certs-d')?.hostPath?.path, '/etc/containerd/certs.d');
+  const main = pod.containers.find((c) => c.name === 'pullthrough')!;
+  assert.equal(main.readinessProbe?.httpGet?.path, '/readyz');
+  assert.equal(main.livenessProbe?.httpGet?.path, '/livez');
+  assert.ok(pod.volumes.find((v) => v.name === 'cache')?.hostPath, 'the node\'s own disk');
+  assert.ok(documents.some((d) => d['kind'] === 'Service' && (d['metadata'] as { name: string }).name === 'pullthrough-redis'));
+
+  const configMap = documents.find((d) => d['kind'] === 'ConfigMap') as { data: Record<string, string> };
+  const file = join(await mkdtemp(join(tmpdir(), 'node-local-')), 'config.json');
+  await writeFile(file, configMap.data['config.json']!);
+  const config = loadConfig(file, { PULLTHROUGH_PEERS_ADVERTISE: 'http://10.0.0.7:5000', PEER_SECRET: 'a'.repeat(32) });
+  assert.equal(config.peers?.advertise, 'http://10.0.0.7:5000');
+  assert.ok(config.storage.maxBytes !== undefined, 'a bounded disk');
+  const advertise = main.env?.find((e) => e.name === 'PULLTHROUGH_PEERS_ADVERTISE')?.value;
+  assert.equal(advertise, 'http://$(NODE_IP):5000');
+});

@@ -1,6 +1,6 @@
 /**
  * The internal fill endpoint: what another process gets from it, and what
- * it refuses. It needs the shared secret, serves blobs by digest only (a
+ * it refuses. It needs a token made with the shared secret, serves blobs by digest only (a
  * committed one, or a fill of this process in progress, never its last byte
  * before the fill is verified), and never dials an upstream for the asker.
  */
@@ -8,7 +8,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { request } from 'undici';
-import { PEER_SECRET_HEADER, INTERNAL_BLOBS_PATH } from '../../src/registry/heldBlobs.js';
+import { INTERNAL_BLOBS_PATH, PEER_AUTH_HEADER, peerToken } from '../../src/registry/heldBlobs.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { peerCluster, startPeer, type PeerCluster } from '../fixtures/peers.js';
 import type { RunningProxy } from '../fixtures/proxy.js';
@@ -35,7 +35,12 @@ after(async () => {
   await fake?.stop();
 });
 
-function internal(path: string, headers: Record<string, string> = { [PEER_SECRET_HEADER]: cluster.secret }) {
+/** The auth header for `digest`, made with the cluster's secret (or `secret`) at `atMs`. */
+function auth(digest: string, atMs = Date.now(), secret = cluster.secret): Record<string, string> {
+  return { [PEER_AUTH_HEADER]: peerToken(secret, digest, atMs) };
+}
+
+function internal(path: string, headers: Record<string, string> = auth(path)) {
   return request(`${peer.url}${INTERNAL_BLOBS_PATH}${path}`, { headers });
 }
 
@@ -45,13 +50,22 @@ async function pulled(digest: string): Promise<Buffer> {
   return Buffer.from(await res.body.arrayBuffer());
 }
 
-test('a committed blob is served by digest, whole or from an offset, with the secret only', { skip }, async () => {
+test('a committed blob is served by digest, whole or from an offset, with a fresh token for that digest only (never the bare secret)', { skip }, async () => {
   const blob = randomBytes(300_000);
   const digest = fake.addBlob(blob);
   assert.deepEqual(await pulled(digest), blob);
   fake.clearRequests();
 
-  for (const headers of [{} as Record<string, string>, { [PEER_SECRET_HEADER]: 'not the secret at all' }, { authorization: `Bearer ${cluster.secret}` }]) {
+  const other = fake.addBlob(randomBytes(10));
+  const refused: Record<string, string>[] = [
+    {},
+    auth(digest, Date.now(), 'not the secret at all, not at all'),
+    { [PEER_AUTH_HEADER]: cluster.secret },
+    { authorization: `Bearer ${cluster.secret}` },
+    { [PEER_AUTH_HEADER]: peerToken(cluster.secret, other, Date.now()) },
+    auth(digest, Date.now() - 10 * 60_000),
+  ];
+  for (const headers of refused) {
     const denied = await internal(digest, headers);
     assert.equal(denied.statusCode, 401);
     assert.equal((await denied.body.json() as { errors: { code: string }[] }).errors[0]!.code, 'UNAUTHORIZED');
@@ -63,7 +77,7 @@ test('a committed blob is served by digest, whole or from an offset, with the se
   assert.equal(whole.headers['content-length'], String(blob.length));
   assert.deepEqual(Buffer.from(await whole.body.arrayBuffer()), blob);
 
-  const rest = await internal(digest, { [PEER_SECRET_HEADER]: cluster.secret, range: 'bytes=1000-' });
+  const rest = await internal(digest, { ...auth(digest), range: 'bytes=1000-' });
   assert.equal(rest.statusCode, 206);
   assert.equal(rest.headers['content-range'], `bytes 1000-${blob.length - 1}/${blob.length}`);
   assert.deepEqual(Buffer.from(await rest.body.arrayBuffer()), blob.subarray(1000));
@@ -82,12 +96,12 @@ test('a blob neither held nor filling is a 404, and the upstream is never asked 
 test('only digests: anything else is refused before storage is touched', { skip }, async () => {
   for (const path of ['sha256:abc', '..%2F..%2Fconfig.json', 'repositories%2Ffake.test%2Fteam', '']) {
     const res = await internal(path);
-    assert.ok([400, 404].includes(res.statusCode), `${path}: ${res.statusCode}`);
+    assert.ok([400, 401, 404].includes(res.statusCode), `${path}: ${res.statusCode}`);
     const body = await res.body.text();
     assert.match(body, /"errors"/);
   }
   const records = await internal(`sha256:${'a'.repeat(64)}/../x`);
-  assert.ok([400, 404].includes(records.statusCode));
+  assert.ok([400, 401, 404].includes(records.statusCode));
   await records.body.dump();
 });
 

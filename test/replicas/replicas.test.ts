@@ -2,10 +2,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { Transform } from 'node:stream';
-import { request } from 'undici';
 import { startFakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeIndex } from '../fixtures/images.js';
 import { testConfigDocument } from '../fixtures/proxy.js';
@@ -13,6 +10,8 @@ import { pushBlob } from '../fixtures/push.js';
 import { findRedis, randomPrefix, redisKeys, startRedisProxy } from '../fixtures/redis.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { startServer, type RunningServer } from '../fixtures/server.js';
+import { startThrottle } from '../fixtures/throttle.js';
+import { download } from '../fixtures/download.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
 import { tempDir, toolSkip, until } from '../fixtures/tools.js';
 
@@ -30,38 +29,6 @@ let prefix: string;
 let one: RunningServer;
 let two: RunningServer;
 const big: { repository: string; layer: string; size: number }[] = [];
-
-/**
- * A TCP proxy in front of the upstream that lets response bytes through at
- * `bytesPerSecond`, so that fills last long enough to be joined and killed.
- */
-async function startThrottle(target: string, bytesPerSecond: number): Promise<{ url: string; close(): Promise<void> }> {
-  const [host, port] = target.split(':') as [string, string];
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const origin = connect({ host, port: Number(port) });
-    sockets.add(client).add(origin);
-    const slow = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        setTimeout(() => callback(null, chunk), (chunk.length / bytesPerSecond) * 1000);
-      },
-    });
-    client.pipe(origin);
-    origin.pipe(slow).pipe(client);
-    const end = (): void => { client.destroy(); origin.destroy(); };
-    client.once('error', end).once('close', end);
-    origin.once('error', end).once('close', () => slow.end());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address() as { port: number };
-  return {
-    url: `http://127.0.0.1:${address.port}`,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
 
 function replicaConfig(): Record<string, unknown> {
   const document = testConfigDocument({ upstreams: [{ name: UPSTREAM, url: throttle.url }] }, root);
@@ -88,29 +55,6 @@ after(async () => {
   await upstream?.stop();
 });
 
-interface Download {
-  status: number;
-  bytes: number;
-  digest: string;
-  error?: string;
-}
-
-/** GETs `url`, hashing the body; `progress` sees the byte count as it grows. */
-async function download(url: string, progress?: (bytes: number) => void): Promise<Download> {
-  const res = await request(url);
-  const hash = createHash('sha256');
-  let bytes = 0;
-  try {
-    for await (const chunk of res.body) {
-      hash.update(chunk as Buffer);
-      bytes += (chunk as Buffer).length;
-      progress?.(bytes);
-    }
-  } catch (err) {
-    return { status: res.statusCode, bytes, digest: '', error: (err as Error).message };
-  }
-  return { status: res.statusCode, bytes, digest: `sha256:${hash.digest('hex')}` };
-}
 
 async function upstreamBlobGets(digest: string): Promise<number> {
   return (await upstream.settledRequests()).filter((e) => e.method === 'GET' && e.path.endsWith(`/blobs/${digest}`)).length;

@@ -29,8 +29,13 @@ export function parseHtpasswd(text: string): { users: Map<string, string>; badLi
   return { users, badLines };
 }
 
-/** Verified for nobody: compared against when the user is unknown, so an unknown name costs what a known one does. */
-const DUMMY_HASH = bcrypt.hashSync('pullthrough: no such user', 10);
+/**
+ * Verified for nobody: compared against when the user is unknown, so an
+ * unknown name costs what a known one does (cost 10, as `htpasswd -B`).
+ * A literal, not `hashSync` at load: every process that loads the HTTP app
+ * (each CLI command, `--version` included) would spend a bcrypt hash on it.
+ */
+const DUMMY_HASH = '$2b$10$y6aNH/CXHGqoLio27HKMVep7VkwFWw9rMsz3jEPiymRPK.MAl/MES';
 
 /**
  * Checks user names and passwords against the htpasswd file, re-reading it

@@ -1,8 +1,8 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
-import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_SECRET_HEADER, type HeldBlobs } from '../../registry/heldBlobs.js';
+import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_AUTH_HEADER, verifyPeerToken, type HeldBlobs } from '../../registry/heldBlobs.js';
+import type { PeerEvents } from '../../registry/peerTelemetry.js';
 import { countBytes } from '../context.js';
 
 export interface InternalRoutesOptions {
@@ -10,6 +10,10 @@ export interface InternalRoutesOptions {
   readonly held: HeldBlobs;
   /** The shared secret (`peers.secretFile` / `peers.secretEnv`). */
   readonly secret: string;
+  /** The time tokens are checked against (the mirror's clock). */
+  readonly now: () => number;
+  /** Told of the bytes sent (metrics). */
+  readonly events?: Pick<PeerEvents, 'served'>;
 }
 
 const START_ONLY = /^bytes=(\d+)-$/;
@@ -17,7 +21,8 @@ const START_ONLY = /^bytes=(\d+)-$/;
 /**
  * The internal fill endpoint: `GET /_pullthrough/internal/blobs/<digest>`
  * for other pullthrough processes (peers on other nodes, replicas without a
- * shared file system). It needs the shared secret, answers by digest only,
+ * shared file system). It needs a token for that digest made with the
+ * shared secret (`Pullthrough-Peer-Auth`, registry/heldBlobs.ts), answers by digest only,
  * and never starts a fill: a blob it neither holds nor is filling is a 404,
  * whatever the asker wants (so a peer can never make this one dial an
  * upstream, and nothing but blob bytes ever leaves through it).
@@ -27,18 +32,15 @@ const START_ONLY = /^bytes=(\d+)-$/;
  * skips what it has.
  */
 export function internalRoutes(options: InternalRoutesOptions): FastifyPluginAsync {
-  const expected = createHash('sha256').update(options.secret).digest();
-  const authentic = (request: FastifyRequest): boolean => {
-    const given = request.headers[PEER_SECRET_HEADER];
-    if (typeof given !== 'string') return false;
-    // Hashes of equal length, compared in constant time: nothing about the secret leaks through timing.
-    return timingSafeEqual(createHash('sha256').update(given).digest(), expected);
+  const authentic = (request: FastifyRequest<{ Params: { digest: string } }>): boolean => {
+    const given = request.headers[PEER_AUTH_HEADER];
+    return verifyPeerToken(options.secret, request.params.digest, typeof given === 'string' ? given : undefined, options.now());
   };
   return async (app: FastifyInstance) => {
     app.get<{ Params: { digest: string } }>(`${INTERNAL_BLOBS_PATH}:digest`, {
       schema: { params: { type: 'object', properties: { digest: { type: 'string', maxLength: 200 } }, required: ['digest'] } },
       onRequest: async (request) => {
-        if (!authentic(request)) throw new RegistryError('UNAUTHORIZED', 'the internal endpoint needs the peers secret');
+        if (!authentic(request)) throw new RegistryError('UNAUTHORIZED', 'the internal endpoint needs a token made with the peers secret');
       },
     }, async (request, reply) => {
       const digest = parseDigest(request.params.digest).digest;
@@ -51,6 +53,8 @@ export function internalRoutes(options: InternalRoutesOptions): FastifyPluginAsy
       void reply.type('application/octet-stream').headers({ 'docker-content-digest': digest, [HELD_STATE_HEADER]: held.state });
       if (held.size !== undefined) void reply.header('content-length', String(held.size - start));
       if (start > 0) void reply.code(206).header('content-range', `bytes ${start}-${held.size! - 1}/${held.size}`);
+      const events = options.events;
+      if (events) stream.on('data', (chunk: Buffer) => events.served(chunk.length));
       return reply.send(countBytes(request, stream));
     });
   };

@@ -2,7 +2,8 @@ import type { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import type { PeersSettings } from '../../config/settings.js';
 import type { Digest } from '../../registry/digest.js';
-import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_SECRET_HEADER } from '../../registry/heldBlobs.js';
+import type { Clock } from '../../registry/clock.js';
+import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_AUTH_HEADER, peerToken } from '../../registry/heldBlobs.js';
 import type { RegisteredPeer } from './directory.js';
 
 /** A peer's answer: the blob's bytes from `start`. */
@@ -18,22 +19,31 @@ export interface PeerBlob {
 
 /** A peer that could not be used: refused, timed out, answered an error. The next peer or the upstream is asked. */
 export class PeerUnavailable extends Error {
+  /** `slow`: it timed out (it may still be working); `gone`: refused, reset, or an answer we cannot use. */
+  readonly kind: 'gone' | 'slow';
+
   constructor(readonly peer: RegisteredPeer, reason: string) {
     super(`peer ${peer.origin} unavailable: ${reason}`);
     this.name = 'PeerUnavailable';
+    this.kind = failureKind(reason);
   }
+}
+
+/** undici's timeouts (connect, headers, body) mean slow; anything else means gone. */
+export function failureKind(code: string | undefined): 'gone' | 'slow' {
+  return code !== undefined && /TIMEOUT/i.test(code) ? 'slow' : 'gone';
 }
 
 /**
  * The client of other processes' internal fill endpoints. It dials only a
  * `RegisteredPeer` (an address read from Redis, never from a request), with
- * the shared secret, and bounds every exchange: connect, first byte (the
+ * a token made with the shared secret (never the secret itself), and bounds every exchange: connect, first byte (the
  * response headers) and the silence between two body chunks.
  */
 export class PeerClient {
   private readonly dispatcher: Agent;
 
-  constructor(private readonly settings: PeersSettings) {
+  constructor(private readonly settings: PeersSettings, private readonly clock: Clock) {
     this.dispatcher = new Agent({
       connect: { timeout: settings.connectTimeoutMs },
       headersTimeout: settings.firstByteTimeoutMs,
@@ -53,7 +63,7 @@ export class PeerClient {
       res = await request(`${peer.origin}${INTERNAL_BLOBS_PATH}${digest}`, {
         dispatcher: this.dispatcher,
         method: 'GET',
-        headers: { [PEER_SECRET_HEADER]: this.settings.secret, ...(start > 0 ? { range: `bytes=${start}-` } : {}) },
+        headers: { [PEER_AUTH_HEADER]: peerToken(this.settings.secret, digest, this.clock.now()), ...(start > 0 ? { range: `bytes=${start}-` } : {}) },
         ...(signal ? { signal } : {}),
       });
     } catch (err) {

@@ -6,6 +6,8 @@ import { RedisTagRecords } from '../../cache/redisTags.js';
 import type { PeersSettings, RedisSettings } from '../../config/settings.js';
 import { PeerClient } from '../peers/client.js';
 import { PeerDirectory } from '../peers/directory.js';
+import { PeerCoordinator } from '../peers/coordinator.js';
+import type { PeerEvents } from '../../registry/peerTelemetry.js';
 import type { Clock } from '../../registry/clock.js';
 import type { StorageDriver } from '../../storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
@@ -21,6 +23,8 @@ export interface RedisServicesOptions {
   readonly settings: RedisSettings;
   /** With `peers`: the directory of peers in Redis, and the client of their internal endpoints. */
   readonly peers?: PeersSettings;
+  /** Where the peer parts report (metrics). */
+  readonly peerEvents?: PeerEvents;
   /** The storage the replicas share. */
   readonly driver: StorageDriver;
   readonly logger: Logger;
@@ -31,20 +35,27 @@ export interface RedisServicesOptions {
 export interface PeerServices {
   readonly directory: PeerDirectory;
   readonly client: PeerClient;
+  readonly coordinator: PeerCoordinator;
 }
 
 /**
  * What Redis adds to a mirror, built in one place so the composition root
  * stays a list of parts: the shared descriptor tier, the shared tag records,
  * and the fill and manifest coordinators of replicas. All of them share one connection.
+ *
+ * With `peers`, each instance has storage of its own: what Redis shares is
+ * who holds which blob and who is filling it, never descriptors, tags or
+ * manifests (they would say a blob or manifest is here that is on another
+ * node), so `behind` adds no tier, `tags` and `manifests` are absent, and
+ * the fill coordinator is the peers' one.
  */
 export class RedisServices {
   readonly connection: RedisConnection;
   /** The Redis tag tier, between memory and storage. */
-  readonly tags: TagRecordService;
+  readonly tags: TagRecordService | undefined;
   readonly replicas: FillCoordinator;
-  /** One upstream GET of a manifest across replicas. */
-  readonly manifests: ManifestFetchCoordinator;
+  /** One upstream GET of a manifest across replicas (none for peers: manifests are per node). */
+  readonly manifests: ManifestFetchCoordinator | undefined;
   /** Present with `peers`: who is there and holds what, and how to ask them. */
   readonly peers: PeerServices | undefined;
   /** The blobs each replica is reading, so that eviction on another keeps them. */
@@ -55,29 +66,40 @@ export class RedisServices {
     const { settings, driver, logger, clock } = options;
     this.connection = new RedisConnection(settings, logger.child({ component: 'redis' }));
     this.descriptors = new RedisBlobDescriptorService(this.connection);
-    this.tags = new RedisTagRecords(this.connection);
     const leases = new FillLeases({ redis: this.connection, clock });
     this.readers = new RedisReaders({ redis: this.connection, self: leases.owner, clock, ttlMs: settings.leaseTtlMs });
-    this.peers = options.peers && {
-      directory: new PeerDirectory({ redis: this.connection, self: leases.owner, advertise: options.peers.advertise, clock }),
-      client: new PeerClient(options.peers),
-    };
-    this.replicas = new ReplicaCoordinator({
+    this.peers = options.peers && this.peerServices(options, options.peers, leases);
+    this.tags = this.peers ? undefined : new RedisTagRecords(this.connection);
+    this.replicas = this.peers?.coordinator ?? new ReplicaCoordinator({
       leases,
       driver,
       ...(this.peers ? { peers: this.peers } : {}),
       logger: logger.child({ component: 'replicas' }),
       clock,
     });
-    this.manifests = new ReplicaManifestCoordinator({
+    this.manifests = this.peers ? undefined : new ReplicaManifestCoordinator({
       leases: new FillLeases({ redis: this.connection, clock, keyspace: MANIFEST_FETCH_KEYS }),
       clock,
     });
   }
 
+  private peerServices(options: RedisServicesOptions, settings: PeersSettings, leases: FillLeases): PeerServices {
+    const { driver, logger, clock } = options;
+    const directory = new PeerDirectory({ redis: this.connection, self: leases.owner, advertise: settings.advertise, clock });
+    const client = new PeerClient(settings, clock);
+    const coordinator = new PeerCoordinator({
+      leases, directory, client, clock,
+      createUpload: (digest) => driver.createUpload(digest),
+      penaltyMs: settings.penaltyMs,
+      logger: logger.child({ component: 'peers' }),
+      ...(options.peerEvents ? { events: options.peerEvents } : {}),
+    });
+    return { directory, client, coordinator };
+  }
+
   /** The Redis tier between the in-process cache and `storage`: memory → Redis → storage once `memory` wraps it. */
-  behind(storage: BlobStatter): BlobDescriptorService {
-    return new CachedBlobStatter(this.descriptors, storage);
+  behind(storage: BlobStatter): BlobDescriptorService | BlobStatter {
+    return this.peers ? storage : new CachedBlobStatter(this.descriptors, storage);
   }
 
   /** Before fills are drained: fills cut by shutdown hand over to other replicas instead of failing. */
