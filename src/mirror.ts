@@ -15,6 +15,7 @@ import { ProxyManifestStore } from './proxy/manifests.js';
 import { ProxyReferrersService } from './proxy/referrers.js';
 import { ProxyTagService } from './proxy/tags.js';
 import { systemClock, type Clock } from './registry/clock.js';
+import type { Digest } from './registry/digest.js';
 import { UpstreamRouter } from './routing/router.js';
 import { LocalBlobStore, StorageBlobStatter } from './storage/blobs.js';
 import { CachedCatalog } from './storage/catalog.js';
@@ -22,6 +23,7 @@ import type { StorageDriver } from './storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from './registry/services.js';
 import { Evictor } from './storage/evictor.js';
 import { FilesystemDriver } from './storage/filesystem.js';
+import { S3StorageDriver } from './storage/s3/driver.js';
 import { LocalManifestStore, StorageRevisionStatter } from './storage/manifests.js';
 import { PinSet, type PinRule } from './storage/pins.js';
 import { LocalReferrersStore } from './storage/referrers.js';
@@ -96,7 +98,7 @@ export class Mirror {
     const { config, logger } = options;
     if (!config.redis) return new Mirror(options);
     const { RedisServices } = await import('./proxy/replicas/services.js');
-    const driver = new FilesystemDriver(config.storageRoot, { umask: config.storage.umask });
+    const driver = storageDriverFor(config);
     const peerMetrics = config.peers ? new PeerMetrics() : undefined;
     const redis = new RedisServices({
       settings: config.redis, driver, logger, clock: options.clock ?? systemClock,
@@ -105,10 +107,7 @@ export class Mirror {
     return new Mirror({ ...options, redis, ...(peerMetrics ? { peerMetrics } : {}) }, driver);
   }
 
-  constructor(
-    private readonly options: MirrorOptions,
-    driver: StorageDriver = new FilesystemDriver(options.config.storageRoot, { umask: options.config.storage.umask }),
-  ) {
+  constructor(private readonly options: MirrorOptions, driver: StorageDriver = storageDriverFor(options.config)) {
     const { config, logger } = options;
     const clock = this.clock = options.clock ?? systemClock;
     this.driver = driver;
@@ -169,6 +168,8 @@ export class Mirror {
           void peers?.directory.withdraw(digest);
         } else logger.warn({ digest, reason }, 'a read of a cached blob failed; the blob hashes right and stays');
       },
+      ...redirectsOf(this.driver, config),
+      ...(this.redis ? { sharedReaders: this.redis.readers } : {}),
     });
     const space = new StorageSpace({ clock, logger: logger.child({ component: 'storage' }), onFull: () => this.evictor.trigger() });
     this.blobs = new ProxyBlobStore({
@@ -201,6 +202,7 @@ export class Mirror {
         graceMs: config.storage.evictionGraceMs,
         isPinned: (repository, tags, digest) => pins.matches(repository, tags, digest),
         inUse: (digest) => this.blobs.isFilling(digest) || this.localBlobs.isReading(digest),
+        ...(this.redis ? { inUseElsewhere: (digest: Digest) => this.redis!.readers.inUseElsewhere(digest) } : {}),
         prepare: () => pins.refresh(),
       },
       usage: this.usage,
@@ -277,12 +279,22 @@ export class Mirror {
   /** Prepares storage; never contacts an upstream and never walks the tree. */
   async start(): Promise<void> {
     await this.driver.init();
-    // Other replicas may be filling into _uploads right now: only what nobody has written for a while is dead.
-    const removed = await sweepUploads(this.driver, this.redis ? uploadSweepAgeMs(this.options.config.upstreams) : 0, this.clock.now());
+    const removed = await this.sweepUploads(false);
     if (removed > 0) this.options.logger.info({ removed }, 'removed temp files of interrupted fills');
     this.usage.start();
     this.evictor.start();
     await this.redis?.start();
+  }
+
+  /**
+   * Removes uploads of interrupted fills. Other replicas (with Redis), or the
+   * server beside `pullthrough gc`, may be filling right now: then only what
+   * nobody has written for a while is dead (with S3, incomplete multipart
+   * uploads older than `storage.s3.abandonedUploadAge`).
+   */
+  sweepUploads(besideOthers: boolean): Promise<number> {
+    const shared = besideOthers || this.redis !== undefined;
+    return sweepUploads(this.driver, shared ? uploadSweepAgeMs(this.options.config.upstreams) : 0, this.clock.now());
   }
 
   /** The client of a configured upstream (rate-limit readings, tests). */
@@ -318,6 +330,27 @@ export class Mirror {
       throw new ConfigError(`invalid configuration:\n/pins/${index}: ${(err as Error).message} (${pin})`);
     }
   }
+}
+
+/** With `storage.s3.redirect`: cached blob GETs send clients to a presigned URL of the object. */
+function redirectsOf(driver: StorageDriver, config: ResolvedConfig): { redirectUrl?: (path: string) => Promise<string> } {
+  const expiryMs = config.s3?.redirect ? config.s3.redirectExpiryMs : undefined;
+  if (expiryMs === undefined || !(driver instanceof S3StorageDriver)) return {};
+  return { redirectUrl: (path) => driver.presignedUrl(path, expiryMs) };
+}
+
+/** The configured storage: the S3 bucket of `storage.s3`, or the directory `storage.root`. */
+export function storageDriverFor(config: ResolvedConfig): StorageDriver {
+  const s3 = config.s3;
+  if (!s3) return new FilesystemDriver(config.storageRoot, { umask: config.storage.umask });
+  return new S3StorageDriver({
+    bucket: s3.bucket,
+    prefix: s3.prefix,
+    client: { region: s3.region, endpoint: s3.endpoint, forcePathStyle: s3.forcePathStyle, credentials: s3.credentials },
+    spoolRoot: config.storageRoot,
+    partSizeBytes: s3.partSizeBytes,
+    abandonedUploadAgeMs: s3.abandonedUploadAgeMs,
+  });
 }
 
 /** True when `auth` rules keep some client from some repository. */

@@ -70,7 +70,9 @@ export class ReadinessProbe {
       return { ok: true };
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      return { ok: false, error: `cannot write and read back a file (${e.code ?? e.message})` };
+      // An errno code says it all for a disk; an object store's error says which store and what failed.
+      const why = e.code && /^E[A-Z]+$/.test(e.code) ? e.code : e.message;
+      return { ok: false, error: `cannot write and read back a file (${why})` };
     }
   }
 }

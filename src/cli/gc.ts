@@ -60,5 +60,10 @@ export async function gc(options: { config?: string; dryRun?: boolean }): Promis
   const mirror = await Mirror.create({ config, logger });
   const report = await mirror.evictor.collect(options.dryRun === true);
   process.stdout.write(formatGcReport(report, { graceMs: config.storage.evictionGraceMs, now: mirror.clock.now() }));
+  if (!options.dryRun) {
+    // Beside a running server: only uploads nobody has written for a while (S3: begun abandonedUploadAge ago).
+    const swept = await mirror.sweepUploads(true);
+    if (swept > 0) process.stdout.write(`removed ${plural(swept, 'upload')} of interrupted fills\n`);
+  }
   await mirror.close(0);
 }

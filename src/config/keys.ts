@@ -126,7 +126,7 @@ export const REDACTED = '<redacted>';
 
 /** A key whose value is a secret itself (not the name of a file or variable holding one). */
 export function isSecretKey(key: string): boolean {
-  return /^(password|secret|token)$|(Password|Secret|Token)$/.test(key);
+  return /^(password|secret|token|secretAccessKey)$|(Password|Secret|Token)$/.test(key);
 }
 
 /** `redis://user:<redacted>@host:6379`: the password of any URL with credentials in it. */

@@ -5,13 +5,13 @@ import { pointerOf, schemaAt, type SchemaNode } from './keys.js';
 import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride } from './overrides.js';
 import { addSchemaErrors, ConfigProblems } from './problems.js';
 import { resolveAuth, resolveTls } from './access.js';
-import { ConfigSchema, type Config, type PeersConfig, type RedisConfig, type UpstreamConfig } from './schema.js';
+import { ConfigSchema, type Config, type PeersConfig, type RedisConfig, type S3Config, type UpstreamConfig } from './schema.js';
 import {
-  ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type ServerLimits, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
+  ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type S3Settings, type ServerLimits, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
 } from './settings.js';
 import { configValidator } from './validator.js';
 
-export { ConfigError, type RedisSettings, type ResolvedConfig, type StorageSettings, type UpstreamSettings } from './settings.js';
+export { ConfigError, type RedisSettings, type ResolvedConfig, type S3Settings, type StorageSettings, type UpstreamSettings } from './settings.js';
 
 /** The embedded default, shipped beside package.json. */
 export const DEFAULT_CONFIG_PATH = new URL('../../../proxy.config.json', import.meta.url);
@@ -109,6 +109,7 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     auth: resolveAuth(config.auth, upstreams),
     storageRoot: resolve(config.storage.root),
     storage: resolveStorage(config.storage, problems),
+    s3: resolveS3Storage(config.storage, env, problems),
     pins: config.pins,
     logLevel: config.log.level,
     cache: { ...config.cache },
@@ -120,6 +121,74 @@ function resolveDocument(config: Config, env: NodeJS.ProcessEnv, problems: Confi
     peers: config.peers && resolvePeers(config, config.peers, env, problems),
     admin: config.admin && { listen: { host: config.admin.listen.host, port: config.admin.listen.port }, tls: resolveTls(config.admin.tls) },
   };
+}
+
+/** S3's limits on a multipart part (the last one may be smaller). */
+const MIN_PART_BYTES = 5 * 2 ** 20;
+const MAX_PART_BYTES = 5 * 2 ** 30;
+
+function resolveS3Storage(storage: Config['storage'], env: NodeJS.ProcessEnv, problems: ConfigProblems): S3Settings | undefined {
+  if (storage.driver !== 's3') {
+    if (storage.s3) problems.add('/storage/s3', 'is set, but storage.driver is not "s3"');
+    return undefined;
+  }
+  const s3 = storage.s3;
+  if (!s3) {
+    problems.add('/storage/s3', 'is required with storage.driver "s3" (at least its bucket)');
+    return undefined;
+  }
+  const partSizeBytes = sizeBytes(s3.partSize);
+  if (partSizeBytes < MIN_PART_BYTES || partSizeBytes > MAX_PART_BYTES) problems.add('/storage/s3/partSize', 'must be between 5MiB and 5GiB (S3\'s part size limits)');
+  const redirectExpiryMs = durationMs(s3.redirectExpiry);
+  if (redirectExpiryMs < 1000 || redirectExpiryMs > 7 * 24 * 3600 * 1000) problems.add('/storage/s3/redirectExpiry', 'must be between 1s and 7d (presigned URL limits)');
+  return {
+    bucket: s3.bucket,
+    prefix: s3.prefix,
+    region: s3.region,
+    endpoint: s3.endpoint,
+    forcePathStyle: s3.forcePathStyle,
+    credentials: resolveS3Credentials(s3, env, problems),
+    partSizeBytes,
+    redirect: s3.redirect,
+    redirectExpiryMs,
+    abandonedUploadAgeMs: durationMs(s3.abandonedUploadAge),
+  };
+}
+
+/** An access key with exactly one source of its secret, or none of the four (the SDK's default chain). */
+function resolveS3Credentials(s3: S3Config, env: NodeJS.ProcessEnv, problems: ConfigProblems): S3Settings['credentials'] {
+  const where = '/storage/s3';
+  const sources = [s3.secretAccessKey, s3.secretAccessKeyFile, s3.secretAccessKeyEnv].filter((s) => s !== undefined);
+  if (s3.accessKeyId === undefined) {
+    if (sources.length > 0) problems.add(`${where}/accessKeyId`, 'is required with a secretAccessKey, secretAccessKeyFile or secretAccessKeyEnv');
+    return undefined;
+  }
+  if (sources.length !== 1) {
+    problems.add(where, `give exactly one of secretAccessKey, secretAccessKeyFile, secretAccessKeyEnv with accessKeyId (${sources.length} given)`);
+    return undefined;
+  }
+  const secret = readSecret({ value: s3.secretAccessKey, file: s3.secretAccessKeyFile, env: s3.secretAccessKeyEnv },
+    { file: `${where}/secretAccessKeyFile`, env: `${where}/secretAccessKeyEnv` }, env, problems);
+  return secret === undefined ? undefined : { accessKeyId: s3.accessKeyId, secretAccessKey: secret };
+}
+
+/** A secret given inline, in a file (one trailing newline dropped) or in an environment variable; undefined after a problem. */
+function readSecret(
+  source: { value: string | undefined; file: string | undefined; env: string | undefined },
+  keys: { file: string; env: string }, env: NodeJS.ProcessEnv, problems: ConfigProblems,
+): string | undefined {
+  if (source.value !== undefined) return source.value;
+  if (source.file !== undefined) {
+    try {
+      return readFileSync(source.file, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      problems.add(keys.file, `cannot read ${source.file} (${fileErrorWords(err)})`);
+      return undefined;
+    }
+  }
+  const value = env[source.env!];
+  if (value === undefined) problems.add(keys.env, `environment variable ${source.env} is not set`);
+  return value;
 }
 
 function resolveRedis(r: RedisConfig, env: NodeJS.ProcessEnv, problems: ConfigProblems): RedisSettings {
@@ -253,21 +322,9 @@ function resolveCredentials(u: UpstreamConfig, index: number, env: NodeJS.Proces
     problems.add(where, `give exactly one of password, passwordFile, passwordEnv (${sources.length} given)`);
     return undefined;
   }
-  if (c.password !== undefined) return { username: c.username, password: c.password };
-  if (c.passwordFile !== undefined) {
-    try {
-      return { username: c.username, password: readFileSync(c.passwordFile, 'utf8').replace(/\r?\n$/, '') };
-    } catch (err) {
-      problems.add(`${where}/passwordFile`, `cannot read ${c.passwordFile} (${fileErrorWords(err)})`);
-      return undefined;
-    }
-  }
-  const value = env[c.passwordEnv!];
-  if (value === undefined) {
-    problems.add(`${where}/passwordEnv`, `environment variable ${c.passwordEnv} is not set`);
-    return undefined;
-  }
-  return { username: c.username, password: value };
+  const password = readSecret({ value: c.password, file: c.passwordFile, env: c.passwordEnv },
+    { file: `${where}/passwordFile`, env: `${where}/passwordEnv` }, env, problems);
+  return password === undefined ? undefined : { username: c.username, password };
 }
 
 /** `ENOENT: no such file` and the like, without a stack. */

@@ -21,6 +21,9 @@ export const REDACT_PATHS = [
   'upstreams[*].credentials.password',
   'token',
   '*.token',
+  'secretAccessKey',
+  '*.secretAccessKey',
+  '*.credentials.secretAccessKey',
 ];
 
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {

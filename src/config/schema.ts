@@ -136,6 +136,41 @@ const Redis = Type.Object({
 }, { additionalProperties: false });
 
 /**
+ * `storage.s3`: an S3 bucket (or an S3-compatible store: Ceph RGW, Swift,
+ * MinIO, R2) holding blobs and records, for `storage.driver: "s3"`.
+ */
+const S3 = Type.Object({
+  bucket: Type.String({
+    pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$',
+    expected: 'an S3 bucket name: 3 to 63 lower-case letters, digits, dots and hyphens ("pullthrough-cache")',
+  }),
+  /** Keys start with this (`<prefix>/blobs/...`); empty: at the bucket's top. */
+  prefix: Type.String({
+    pattern: '^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$',
+    expected: 'key path components joined by "/", without leading or trailing "/" ("mirrors/pullthrough")',
+    default: '',
+  }),
+  region: Type.String({ minLength: 1, default: 'us-east-1' }),
+  /** For S3-compatible stores: `https://s3.corp:9000`; absent: AWS's endpoint of the region. */
+  endpoint: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+/?$', expected: 'an http:// or https:// URL of a host and optional port, no path ("https://minio.corp:9000")' })),
+  /** Path-style URLs (`<endpoint>/<bucket>/<key>`): what most S3-compatible stores need. */
+  forcePathStyle: Type.Boolean({ default: false }),
+  /** Absent: the AWS SDK's default chain (environment, shared files, instance or pod role). */
+  accessKeyId: Type.Optional(Type.String({ minLength: 1 })),
+  secretAccessKey: Type.Optional(Type.String({ minLength: 1 })),
+  secretAccessKeyFile: Type.Optional(Type.String({ minLength: 1 })),
+  secretAccessKeyEnv: Type.Optional(Type.String({ minLength: 1 })),
+  /** Multipart part size of fills: at least 5MiB (S3's minimum), at most 5GiB. */
+  partSize: Type.Union([Size, Type.Integer({ minimum: 1 })], { expected: Size.expected as string, default: '8MiB' }),
+  /** Cached blob GETs answer 307 to a presigned URL of the object: the bytes flow from the store. Clients must reach it. */
+  redirect: Type.Boolean({ default: false }),
+  /** How long a redirect's presigned URL is valid. */
+  redirectExpiry: Type.String({ ...Duration, default: '5m' }),
+  /** Incomplete multipart uploads older than this are aborted at start-up and by `pullthrough gc` when replicas share the bucket (alone: all of them). */
+  abandonedUploadAge: Type.String({ ...Duration, default: '1h' }),
+}, { additionalProperties: false });
+
+/**
  * Peers: node-local instances, each with its own storage, that share Redis
  * and fetch blobs from one another over the internal fill endpoint before
  * going to the upstream (README "Node-local cache for a cluster").
@@ -217,9 +252,12 @@ export const ConfigSchema = Type.Object({
   }, { additionalProperties: false }),
   auth: Type.Optional(Auth),
   storage: Type.Object({
-    driver: Type.Literal('filesystem', { default: 'filesystem' }),
-    /** Relative paths are resolved against the working directory. */
+    /** `filesystem`: blobs and records under `root`. `s3`: in the bucket of `storage.s3`, with `root` for local spools only. */
+    driver: Type.Union([Type.Literal('filesystem'), Type.Literal('s3')], { default: 'filesystem' }),
+    /** Relative paths are resolved against the working directory. With `s3`, fills in progress are spooled here. */
     root: Type.String({ minLength: 1 }),
+    /** The bucket and how to reach it, for `driver: "s3"`. */
+    s3: Type.Optional(S3),
     /** Size cap of the cached blobs: `"20GiB"`, `"500MB"`, or bytes. None by default. */
     maxSize: Type.Optional(Type.Union([Size, Type.Integer({ minimum: 1 })], { expected: Size.expected as string })),
     /** Eviction starts above maxSize × highWatermark and stops at maxSize × lowWatermark. */
@@ -309,5 +347,6 @@ export const ConfigSchema = Type.Object({
 export type Config = Static<typeof ConfigSchema>;
 export type UpstreamConfig = Static<typeof Upstream>;
 export type RedisConfig = Static<typeof Redis>;
+export type S3Config = Static<typeof S3>;
 export type AuthConfig = Static<typeof Auth>;
 export type PeersConfig = Static<typeof Peers>;

@@ -130,8 +130,11 @@ export interface ResolvedConfig {
   readonly listen: { readonly host: string; readonly port: number; readonly tls: TlsSettings | undefined };
   /** Undefined when no `auth` key is configured: every client may pull everything. */
   readonly auth: AuthSettings | undefined;
+  /** The filesystem driver's root; with S3, the directory of local fill spools. */
   readonly storageRoot: string;
   readonly storage: StorageSettings;
+  /** Set for `storage.driver: "s3"`: blobs and records live in this bucket. */
+  readonly s3: S3Settings | undefined;
   readonly pins: readonly string[];
   readonly logLevel: string;
   readonly cache: { readonly memoryEntries: number; readonly manifestMemoryBytes: number };
@@ -168,4 +171,20 @@ export interface RedisSettings {
   readonly commandTimeoutMs: number;
   readonly keyTtlMs: number;
   readonly leaseTtlMs: number;
+}
+
+/** `storage.s3` with defaults applied, sizes and durations parsed, the secret resolved. */
+export interface S3Settings {
+  readonly bucket: string;
+  /** Empty, or key path components without leading or trailing `/`. */
+  readonly prefix: string;
+  readonly region: string;
+  readonly endpoint: string | undefined;
+  readonly forcePathStyle: boolean;
+  /** Undefined: the AWS SDK's default credential chain. */
+  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string } | undefined;
+  readonly partSizeBytes: number;
+  readonly redirect: boolean;
+  readonly redirectExpiryMs: number;
+  readonly abandonedUploadAgeMs: number;
 }

@@ -267,6 +267,8 @@ export class ProxyBlobStore implements BlobStore {
         confirm: () => this.confirm(repository, digest),
         record: (descriptor) => this.local.recordCommitted(descriptor, inFlight.seal()),
         openCommitted: (range) => this.openCommitted(repository, digest, range),
+        fillFrom: (source) => this.fillFrom(repository, parsed, inFlight, source, { createUpload: () => this.local.createUpload() }),
+        upstreamBody: () => this.openUpstream(repository, parsed),
       })
       : fetch();
     this.fills.set(digest, inFlight);

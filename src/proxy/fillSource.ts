@@ -70,6 +70,21 @@ export interface ClaimOptions {
    * go of the files it followed.
    */
   readonly openCommitted: (range?: ByteRange) => Promise<Readable>;
+  /**
+   * A fill of this process from bytes that come from elsewhere than this
+   * process's upstream GET (another replica's internal fill endpoint, with
+   * storage that cannot be read while it grows): hashed, verified and
+   * committed like an upstream body. Its upload spools locally.
+   */
+  readonly fillFrom?: (source: BlobBody) => Promise<BlobFill>;
+  /** The upstream GET of the blob, its body only: a follower that takes over from a dead owner reads it. */
+  readonly upstreamBody?: () => Promise<BlobBody>;
+}
+
+/** A blob's bytes as they arrive, and its size when the sender stated it. */
+export interface BlobBody {
+  readonly body: Readable;
+  readonly size: number | undefined;
 }
 
 /**

@@ -115,6 +115,12 @@ export interface BlobHandle {
    * to read; when it throws, nothing stays open.
    */
   open(range?: RangeChooser): Promise<OpenedBlob>;
+  /**
+   * Set when the bytes may be fetched from the storage itself: a short-lived
+   * URL a client is redirected to (S3 with `redirect`), so they do not flow
+   * through this process.
+   */
+  readonly redirect?: () => Promise<string>;
 }
 
 /** Blobs of a repository. */

@@ -29,6 +29,12 @@ export class StorageBlobStatter implements BlobStatter {
   }
 }
 
+/** Blobs being read, as other processes on the same storage can see them (eviction there keeps them). */
+export interface SharedReaders {
+  begin(digest: Digest): void;
+  end(digest: Digest): void;
+}
+
 export interface LocalBlobStoreOptions {
   readonly driver: StorageDriver;
   /** The cached statter: memory (and Redis) in front of `StorageBlobStatter`. */
@@ -41,6 +47,10 @@ export interface LocalBlobStoreOptions {
   readonly onReleased?: (digest: Digest) => void;
   /** Told when a read error made a committed blob be checked, and what the check found (the log). */
   readonly onReverified?: (digest: Digest, outcome: 'intact' | 'removed', reason: string) => void;
+  /** Readers of every replica on this storage (Redis): told of each read here, so that eviction elsewhere keeps the blob. */
+  readonly sharedReaders?: SharedReaders;
+  /** A short-lived URL of a stored file that clients may fetch themselves (S3 presigned); absent: bytes flow through here. */
+  readonly redirectUrl?: (path: string) => Promise<string>;
 }
 
 /**
@@ -144,6 +154,7 @@ export class LocalBlobStore implements BlobStore {
         }
         return opened;
       },
+      ...(this.options.redirectUrl ? { redirect: () => this.redirect(descriptor.digest) } : {}),
     };
   }
 
@@ -162,6 +173,13 @@ export class LocalBlobStore implements BlobStore {
     if (opened) return { ...opened, stream: this.track(digest, repository, path, opened.stream) };
     await this.forget(repository, digest);
     throw new RegistryError('BLOB_UNKNOWN', 'blob unknown to registry', { digest });
+  }
+
+  /** The URL a client fetches the blob from; the redirect counts as a use, as a read would. */
+  private redirect(digest: Digest): Promise<string> {
+    const path = blobDataPath(digest);
+    this.options.usage?.used(path);
+    return this.options.redirectUrl!(path);
   }
 
   /**
@@ -192,7 +210,9 @@ export class LocalBlobStore implements BlobStore {
     this.options.usage?.used(path);
     this.readers.set(digest, (this.readers.get(digest) ?? 0) + 1);
     stream.once('error', (err: NodeJS.ErrnoException) => void this.reverify(digest, repository, err.code ?? err.message));
+    this.options.sharedReaders?.begin(digest);
     stream.once('close', () => {
+      this.options.sharedReaders?.end(digest);
       const left = (this.readers.get(digest) ?? 1) - 1;
       if (left > 0) {
         this.readers.set(digest, left);

@@ -59,6 +59,14 @@ export interface StorageDriver {
    * for a fill, the name also carries the digest it is for (`newUploadName`).
    */
   createUpload(forDigest?: Digest): Promise<Upload>;
+  /**
+   * Removes uploads that died with their process: those untouched for
+   * `olderThanMs` (0: all, when no other process shares the storage).
+   * Drivers whose uploads are not files under `_uploads` (S3's multipart
+   * uploads) implement it; for the others `sweepUploads` in uploads.ts
+   * lists the directory. Resolves to the number removed.
+   */
+  sweepUploads?(olderThanMs: number, now: number): Promise<number>;
 }
 
 /** Picks the inclusive byte range to read from a file of `size` bytes; undefined for all of it. */

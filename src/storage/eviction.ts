@@ -32,6 +32,8 @@ export interface EvictionPolicy {
   readonly isPinned: (repository: RepositoryRef, tags: readonly string[], digest: Digest) => boolean;
   /** Blobs being read or filled in this process. */
   readonly inUse: (digest: Digest) => boolean;
+  /** Blobs being read by another process on the same storage (replicas with Redis); asked just before a removal. */
+  readonly inUseElsewhere?: (digest: Digest) => Promise<boolean>;
   /** Called before each run: loads what `isPinned` reads (the pins file). */
   readonly prepare?: () => Promise<void>;
 }
@@ -241,6 +243,7 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
     // Checked again: a pull may have started on it since the scan.
     const info = await driver.stat(blobDataPath(digest));
     if (policy.inUse(digest) || (info && blobHeld(digest, info, ofRemovedImage))) continue;
+    if (await policy.inUseElsewhere?.(digest)) continue;
     const linked = linksByDigest.get(digest) ?? [];
     for (const repository of linked) await driver.delete(layerLinkPath(repository, digest));
     await driver.delete(blobDir(digest));

@@ -204,13 +204,7 @@ class FilesystemUpload implements Upload {
   }
 
   async write(chunks: readonly Buffer[], position: number): Promise<void> {
-    let pending = chunks;
-    let at = position;
-    while (pending.length > 0) {
-      const { bytesWritten } = await this.options.handle.writev(pending as Buffer[], at);
-      at += bytesWritten;
-      pending = skipBytes(pending, bytesWritten);
-    }
+    await writeAllAt(this.options.handle, chunks, position);
   }
 
   async read(buffer: Buffer, position: number): Promise<number> {
@@ -253,6 +247,18 @@ class FilesystemUpload implements Upload {
     if (!this.gone) await handle.sync().catch(() => undefined);
     await handle.close().catch(() => undefined);
   }
+}
+
+/** Writes every byte of `chunks` at `position` (writev may write less than asked); resolves to the position after them. */
+export async function writeAllAt(handle: FileHandle, chunks: readonly Buffer[], position: number): Promise<number> {
+  let pending = chunks;
+  let at = position;
+  while (pending.length > 0) {
+    const { bytesWritten } = await handle.writev(pending as Buffer[], at);
+    at += bytesWritten;
+    pending = skipBytes(pending, bytesWritten);
+  }
+  return at;
 }
 
 /** What is left of `buffers` after the first `count` bytes. */

@@ -7,6 +7,7 @@ import { UPLOADS_DIR, uploadsEntryPath } from './layout.js';
  * live fill writes more often than its body-idle timeout.
  */
 export async function sweepUploads(driver: StorageDriver, olderThanMs: number, now: number): Promise<number> {
+  if (driver.sweepUploads) return driver.sweepUploads(olderThanMs, now);
   let removed = 0;
   for (const name of await driver.list(UPLOADS_DIR)) {
     const path = uploadsEntryPath(name);

@@ -34,6 +34,28 @@ test('the compose files check pullthrough on /readyz', () => {
   }
 });
 
+test('the S3 variants: Kubernetes without a PersistentVolumeClaim, each pod advertising its IP; compose without a shared volume; valid configurations', async () => {
+  const { resolveConfig } = await import('../../src/config/load.js');
+  const env = { S3_SECRET_ACCESS_KEY: 'x', PULLTHROUGH_PEER_SECRET: 'a-peer-secret-of-32-characters!!' };
+  const documents = parseAllDocuments(read('deploy/kubernetes-s3.yaml')).map((d) => d.toJS() as Record<string, unknown>);
+  assert.ok(!documents.some((d) => d['kind'] === 'PersistentVolumeClaim'), 'no PersistentVolumeClaim');
+  const map = documents.find((d) => d['kind'] === 'ConfigMap') as { data: { 'config.json': string } };
+  const config = resolveConfig(JSON.parse(map.data['config.json']), 'kubernetes-s3.yaml', env);
+  assert.equal(config.s3?.bucket, 'corp-pullthrough-cache');
+  const deployment = documents.find((d) => d['kind'] === 'Deployment' && (d['metadata'] as { name: string }).name === 'pullthrough') as
+    { spec: { template: { spec: { containers: (Container & { env: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[] })[]; volumes: Record<string, unknown>[] } } } };
+  const container = deployment.spec.template.spec.containers[0]!;
+  assert.equal(container.readinessProbe?.httpGet?.path, '/readyz');
+  assert.equal(container.env.find((e) => e.name === 'POD_IP')?.valueFrom?.fieldRef?.fieldPath, 'status.podIP');
+  assert.equal(container.env.find((e) => e.name === 'PULLTHROUGH_PEERS_ADVERTISE')?.value, 'http://$(POD_IP):5000');
+  assert.ok(!deployment.spec.template.spec.volumes.some((v) => 'persistentVolumeClaim' in v));
+  assert.equal(resolveConfig(JSON.parse(read('deploy/s3.config.json')), 's3.config.json', env).s3?.bucket, 'pullthrough');
+  const compose = parseAllDocuments(read('deploy/docker-compose.s3.yml'))[0]!.toJS() as
+    { services: Record<string, { healthcheck?: { test: string[] }; volumes?: string[] }> };
+  assert.ok(compose.services['pullthrough']!.healthcheck!.test.join(' ').includes('http://127.0.0.1:5000/readyz'));
+  assert.deepEqual(compose.services['pullthrough']!.volumes, ['./s3.config.json:/etc/pullthrough/config.json:ro'], 'no cache volume');
+});
+
 test('deploy/kubernetes/node-local.yaml: a DaemonSet on the host network, an init container writing certs.d, a Redis, a valid configuration', async () => {
   const { mkdtemp, writeFile } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');

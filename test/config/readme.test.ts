@@ -32,7 +32,7 @@ test('every configuration example in the README is valid against the schema', ()
     };
     // Secrets the examples name by file are read from the environment here, so the test needs no files.
     const withoutFileSecrets = JSON.parse(JSON.stringify(document).replace(/"passwordFile":"[^"]*"/g, '"passwordEnv":"README_SECRET"')) as unknown;
-    assert.doesNotThrow(() => resolveConfig(withoutFileSecrets, 'README', { README_SECRET: 'x', CORP_REGISTRY_PASSWORD: 'x', REDIS_PASSWORD: 'x' }),
+    assert.doesNotThrow(() => resolveConfig(withoutFileSecrets, 'README', { README_SECRET: 'x', CORP_REGISTRY_PASSWORD: 'x', REDIS_PASSWORD: 'x', S3_SECRET_ACCESS_KEY: 'x' }),
       JSON.stringify(block).slice(0, 200));
   }
 });

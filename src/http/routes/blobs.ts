@@ -25,6 +25,10 @@ export async function serveBlob(
 
   const blob = await mirror.blobs.get(route.repository, digest);
   markCache(request, reply, blob.cache);
+  if (blob.redirect) {
+    // The store serves the bytes (and any Range) itself; the URL expires soon, so nobody may cache this answer.
+    return reply.code(307).headers({ location: await blob.redirect(), 'cache-control': 'no-store' }).send();
+  }
   const rangeHeader = request.headers.range;
   // The size a range is measured against is the blob's own (the open file's, or the fill's), never a cached one.
   const { stream, size, range } = await blob.open(rangeHeader === undefined ? undefined : (blobSize) => {

@@ -8,6 +8,8 @@ import type { BlobFill } from '../fill.js';
 import type { ClaimOptions, FetchBlob, FillCoordinator, FillSource } from '../fillSource.js';
 import { CommittedBlob, ReplicaFollower, type OwnFill, type ReplicaFollowerOptions } from './follower.js';
 import type { AcquireResult, FillLeases } from './lease.js';
+import { followOverHttp } from './remote.js';
+import type { PeerServices } from './services.js';
 
 /**
  * Replicas: several pullthrough processes on one storage root and one Redis
@@ -31,6 +33,8 @@ export interface ReplicaCoordinatorOptions {
   readonly clock: Clock;
   /** How often a follower looks for new bytes while none came. Default 25 ms. */
   readonly pollIntervalMs?: number;
+  /** With `peers`: followers that cannot open the owner's upload (S3) stream it from the owner's internal endpoint. */
+  readonly peers?: PeerServices;
 }
 
 /** The result of trying to own a fill: our own fill, or someone else's work to follow. */
@@ -157,7 +161,8 @@ export class ReplicaCoordinator implements FillCoordinator {
         throw info.failed;
       }
       if (state.owner !== undefined && info && 'upload' in info && info.owner === state.owner) {
-        const follower = await ReplicaFollower.follow(this.followerOptions(digest, options), info);
+        const follower = await ReplicaFollower.follow(this.followerOptions(digest, options), info)
+          ?? await this.followOverHttp(digest, state.owner, options);
         if (follower) return follower;
         // The upload is gone already: committed or failed, which a later round sees.
         await clock.sleep(this.pollIntervalMs);
@@ -173,7 +178,14 @@ export class ReplicaCoordinator implements FillCoordinator {
     }
   }
 
-  /** A blob another replica committed: recorded here before it is handed out. */
+  /** With peers configured: the owner's fill over its internal endpoint (storage that cannot be read while it grows). */
+  private async followOverHttp(digest: ParsedDigest, owner: string, options: ClaimOptions): Promise<BlobFill | undefined> {
+    const { peers, leases, logger, clock } = this.options;
+    if (!peers) return undefined;
+    return followOverHttp({ digest, owner, peers, leases, claim: options, logger, clock, pollIntervalMs: this.pollIntervalMs });
+  }
+
+    /** A blob another replica committed: recorded here before it is handed out. */
   private committed(digest: ParsedDigest, size: number, options: ClaimOptions): Promise<CommittedBlob> {
     return CommittedBlob.recorded({ digest, size, record: options.record, openCommitted: options.openCommitted });
   }

@@ -12,6 +12,7 @@ import type { Clock } from '../../registry/clock.js';
 import type { StorageDriver } from '../../storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from '../../registry/services.js';
 import { FillLeases } from './lease.js';
+import { RedisReaders } from './readers.js';
 import { ReplicaCoordinator } from './coordinator.js';
 import { MANIFEST_FETCH_KEYS, ReplicaManifestCoordinator } from './manifestLeases.js';
 import type { ManifestFetchCoordinator } from '../manifests.js';
@@ -57,6 +58,8 @@ export class RedisServices {
   readonly manifests: ManifestFetchCoordinator | undefined;
   /** Present with `peers`: who is there and holds what, and how to ask them. */
   readonly peers: PeerServices | undefined;
+  /** The blobs each replica is reading, so that eviction on another keeps them. */
+  readonly readers: RedisReaders;
   private readonly descriptors: RedisBlobDescriptorService;
 
   constructor(options: RedisServicesOptions) {
@@ -64,11 +67,13 @@ export class RedisServices {
     this.connection = new RedisConnection(settings, logger.child({ component: 'redis' }));
     this.descriptors = new RedisBlobDescriptorService(this.connection);
     const leases = new FillLeases({ redis: this.connection, clock });
+    this.readers = new RedisReaders({ redis: this.connection, self: leases.owner, clock, ttlMs: settings.leaseTtlMs });
     this.peers = options.peers && this.peerServices(options, options.peers, leases);
     this.tags = this.peers ? undefined : new RedisTagRecords(this.connection);
     this.replicas = this.peers?.coordinator ?? new ReplicaCoordinator({
       leases,
       driver,
+      ...(this.peers ? { peers: this.peers } : {}),
       logger: logger.child({ component: 'replicas' }),
       clock,
     });
@@ -108,6 +113,7 @@ export class RedisServices {
   }
 
   async close(): Promise<void> {
+    this.readers.stop();
     await this.peers?.directory.stop();
     await this.peers?.client.close();
     await this.connection.close();
