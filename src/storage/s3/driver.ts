@@ -270,7 +270,7 @@ export class S3StorageDriver implements StorageDriver {
     for (const name of await readdir(this.spoolDir).catch(() => [] as string[])) {
       const path = join(this.spoolDir, name);
       const info = await stat(path).catch(() => undefined);
-      if (info && now - info.mtimeMs >= olderThanMs) {
+      if (info && (olderThanMs === 0 || now - info.mtimeMs >= olderThanMs)) {
         await unlink(path).catch(() => undefined);
         removed++;
       }
@@ -300,7 +300,8 @@ export class S3StorageDriver implements StorageDriver {
           ...(keyMarker ? { KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker } : {}),
         }));
         for (const u of page.Uploads ?? []) {
-          if (now - (u.Initiated?.getTime() ?? 0) < ageMs) continue;
+          // Age 0 means every one: the store's Initiated time has whole seconds and may lie ahead of `now`.
+          if (ageMs > 0 && now - (u.Initiated?.getTime() ?? 0) < ageMs) continue;
           await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key!, UploadId: u.UploadId! }));
           aborted++;
         }
