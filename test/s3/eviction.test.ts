@@ -85,7 +85,9 @@ test('maxSize on S3: the bucket is under the cap after the pulls; the oldest ima
 test('two replicas on one bucket and Redis: eviction on one keeps a blob the other is reading, and removes it once released', { skip: redisSkip, timeout: 120_000 }, async () => {
   const shared = await store.createBucket();
   const fake = await startFakeUpstream();
-  const redis = { url: redisUrl!, keyPrefix: randomPrefix(), leaseTtl: '2s' };
+  // The in-use mark lives a lease TTL without a refresh: 10 s, so a loaded machine's late refresh cannot drop it (the
+  // release below is the reader's own SREM, not the TTL).
+  const redis = { url: redisUrl!, keyPrefix: randomPrefix(), leaseTtl: '10s' };
   const upstreams = [{ name: 'fake.test', url: fake.url }];
   const reader = await startProxy({ upstreams, redis, storage: s3StorageConfig(store, shared) });
   const evicting = await startProxy({ upstreams, redis, storage: { ...s3StorageConfig(store, shared), maxSize: MiB, evictionGrace: '0s' } });
