@@ -138,6 +138,10 @@ export class Mirror {
     if (config.redis && !options.redis) throw new Error('redis is configured: build the mirror with Mirror.create');
     this.redis = options.redis;
     const peers = this.redis?.peers;
+    // Reads marked in Redis keep a blob from another replica's eviction. That matters only where the
+    // replicas share storage: peers on node-local roots each evict their own copy (and would pay a
+    // Redis round trip per cached read for nothing).
+    const sharedReaders = this.redis && (!peers || config.s3) ? this.redis.readers : undefined;
     options.peerMetrics?.register(this.metrics.registry);
     // One caching pattern for blobs, manifest revisions and tags: memory → Redis (when configured) → storage.
     const memory = new MemoryBlobDescriptorService(config.cache.memoryEntries);
@@ -169,7 +173,7 @@ export class Mirror {
         } else logger.warn({ digest, reason }, 'a read of a cached blob failed; the blob hashes right and stays');
       },
       ...redirectsOf(this.driver, config),
-      ...(this.redis ? { sharedReaders: this.redis.readers } : {}),
+      ...(sharedReaders ? { sharedReaders } : {}),
     });
     const space = new StorageSpace({ clock, logger: logger.child({ component: 'storage' }), onFull: () => this.evictor.trigger() });
     this.blobs = new ProxyBlobStore({
@@ -202,7 +206,7 @@ export class Mirror {
         graceMs: config.storage.evictionGraceMs,
         isPinned: (repository, tags, digest) => pins.matches(repository, tags, digest),
         inUse: (digest) => this.blobs.isFilling(digest) || this.localBlobs.isReading(digest),
-        ...(this.redis ? { inUseElsewhere: (digest: Digest) => this.redis!.readers.inUseElsewhere(digest) } : {}),
+        ...(sharedReaders ? { inUseElsewhere: (digest: Digest) => sharedReaders.inUseElsewhere(digest) } : {}),
         prepare: () => pins.refresh(),
       },
       usage: this.usage,
