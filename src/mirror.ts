@@ -194,6 +194,7 @@ export class Mirror {
       revisions: tiered(new StorageRevisionStatter(this.driver)),
       bodies: new MemoryManifestBodies(config.cache.manifestMemoryBytes),
       usage: this.usage,
+      onStored: (bytes) => this.evictor.added(bytes),
     });
     const pins = new PinSet({
       driver: this.driver,
