@@ -156,7 +156,8 @@ export class Mirror {
     );
     const objectUsage = config.s3 ? usageStoresFor(this.driver, this.redis) : undefined;
     this.usage = new UsageRecorder({
-      driver: this.driver, intervalMs: config.storage.usageFlushIntervalMs, clock, ...(objectUsage ? { times: objectUsage.times } : {}),
+      driver: this.driver, intervalMs: config.storage.usageFlushIntervalMs, clock, logger: logger.child({ component: 'usage' }),
+      ...(objectUsage ? { times: objectUsage.times } : {}),
     });
     this.localBlobs = new LocalBlobStore({
       driver: this.driver,

@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { Clock, Timer } from '../registry/clock.js';
 import type { StorageDriver } from './driver.js';
 
@@ -41,6 +42,8 @@ export interface UsageRecorderOptions {
   readonly clock: Clock;
   /** Where uses go when the driver's files cannot be touched (S3); without it, `driver.touch`. */
   readonly times?: UseTimes;
+  /** Told of a flush that failed on the timer or at `stop` (the store is away): those uses are lost, nothing else. */
+  readonly logger?: Logger;
 }
 
 /**
@@ -65,7 +68,7 @@ export class UsageRecorder {
 
   start(): void {
     if (this.timer || this.options.intervalMs <= 0) return;
-    this.timer = this.options.clock.setInterval(() => void this.flush().catch(() => undefined), this.options.intervalMs);
+    this.timer = this.options.clock.setInterval(() => void this.flush().catch((err: unknown) => this.failed(err)), this.options.intervalMs);
   }
 
   /** Notes a use of a storage path (relative to the root). */
@@ -83,9 +86,14 @@ export class UsageRecorder {
     else await driver.touch(paths, clock.now());
   }
 
+  /** Writes what is pending; never fails (a shutdown while the store is away loses the last uses, no more). */
   async stop(): Promise<void> {
     this.timer?.cancel();
     this.timer = undefined;
-    await this.flush();
+    await this.flush().catch((err: unknown) => this.failed(err));
+  }
+
+  private failed(err: unknown): void {
+    this.options.logger?.warn({ err }, 'could not record last-use times');
   }
 }
