@@ -352,7 +352,9 @@ export class Mirror {
  * driver needs neither: it touches mtimes, and a local walk is cheap.
  */
 function usageStoresFor(driver: StorageDriver, redis: RedisServices | undefined): { times: UseTimes; ledger: SizeLedger } {
-  if (redis) return { times: new RedisUseTimes(redis.connection), ledger: new RedisSizeLedger(redis.connection) };
+  if (redis && driver instanceof S3StorageDriver) {
+    return { times: new RedisUseTimes(redis.connection, driver.description), ledger: new RedisSizeLedger(redis.connection, driver.description) };
+  }
   const record = new BucketUsageRecord(driver);
   return { times: record, ledger: record };
 }

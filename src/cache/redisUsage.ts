@@ -8,18 +8,28 @@ const FIELDS_PER_COMMAND = 1000;
 const ADD_IF_KNOWN = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false";
 
 /**
- * Last-use times of S3 storage in Redis, shared by every replica: one hash
- * `<prefix>usage:times`, storage path → last use (ms). A flush is one
+ * The Redis key of a usage fact of one storage: `<prefix>usage:<storage>:<name>`,
+ * `<storage>` naming the bucket and key prefix (`s3://bucket/prefix/`), so
+ * that instances on storage of their own (peers) never mix their totals.
+ */
+function usageKey(redis: RedisConnection, storage: string, name: string): string {
+  return redis.key(`usage:${storage}:${name}`);
+}
+
+/**
+ * Last-use times of S3 storage in Redis, shared by every replica on it: one
+ * hash `<prefix>usage:<storage>:times`, storage path → last use (ms). A flush is one
  * pipelined HSET (per 1000 paths); an eviction run reads the hash once
  * (HGETALL) and HDELs what it removed. The hash has no TTL: it lives as the
  * cached content does. Redis away: the flush's uses are lost and a run sees
  * none (eviction falls back to the objects' write times), never an error.
  */
 export class RedisUseTimes implements UseTimes {
-  constructor(private readonly redis: RedisConnection) {}
+  private readonly key: string;
 
-  private get key(): string {
-    return this.redis.key('usage:times');
+  /** `storage` names the bucket and prefix (`S3StorageDriver.description`). */
+  constructor(private readonly redis: RedisConnection, storage: string) {
+    this.key = usageKey(redis, storage, 'times');
   }
 
   async record(paths: ReadonlySet<string>, timeMs: number): Promise<void> {
@@ -55,7 +65,7 @@ export class RedisUseTimes implements UseTimes {
 }
 
 /**
- * The size total of S3 storage in Redis: a counter `<prefix>usage:bytes`
+ * The size total of S3 storage in Redis: a counter `<prefix>usage:<storage>:bytes`
  * that every replica's commits INCRBY (so each replica's estimate is the
  * shared total), and that each eviction run sets to what it measured. A
  * counter that does not exist (a new Redis, storage from before the ledger)
@@ -63,10 +73,11 @@ export class RedisUseTimes implements UseTimes {
  * walks as before.
  */
 export class RedisSizeLedger implements SizeLedger {
-  constructor(private readonly redis: RedisConnection) {}
+  private readonly key: string;
 
-  private get key(): string {
-    return this.redis.key('usage:bytes');
+  /** `storage` as for `RedisUseTimes`. */
+  constructor(private readonly redis: RedisConnection, storage: string) {
+    this.key = usageKey(redis, storage, 'bytes');
   }
 
   async read(): Promise<number | undefined> {

@@ -51,6 +51,8 @@ export class Evictor {
   /** The last run could not get under the low watermark (logged when it starts). */
   private stuck = false;
   private readonly policy: EvictionPolicy;
+  /** The start-up's decision (ledger or walk), until it is made. */
+  private beginning: Promise<void> | undefined;
 
   constructor(private readonly options: EvictorOptions) {
     this.policy = options.policy;
@@ -71,7 +73,7 @@ export class Evictor {
 
   start(): void {
     if (this.enabled) this.timer = this.options.clock.setInterval(() => this.trigger(), this.options.intervalMs);
-    setImmediate(() => void this.begin());
+    this.beginning = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.begin());
   }
 
   /** The size from the ledger, else a walk: a run when evicting, a measurement when not. */
@@ -82,7 +84,7 @@ export class Evictor {
       this.estimate ??= recorded;
       this.checkCap();
     } else if (this.enabled) this.trigger();
-    else await this.measure();
+    else void this.measure();
   }
 
   /** A fill committed `bytes`: evict now if that crosses the high watermark. */
@@ -135,8 +137,9 @@ export class Evictor {
     return report;
   }
 
-  /** Resolves when no run is in progress (tests, shutdown). */
+  /** Resolves when no run is in progress, nor the start-up's read of the ledger that may begin one (tests, shutdown). */
   async idle(): Promise<void> {
+    await this.beginning;
     while (this.running) await this.running;
   }
 

@@ -1,4 +1,4 @@
-/** Eviction with `maxSize` on S3 storage: under the cap after the pulls, least recently written first, in batched deletes. */
+/** Eviction with `maxSize` on S3 storage: under the cap after the pulls, least recently used first (usage.test.ts: used, not written), in batched deletes. */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';

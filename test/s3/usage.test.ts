@@ -85,7 +85,7 @@ async function recordedUses(bucket: string, redisPrefix: string | undefined): Pr
     const client = new Redis(redisFound.url!, { lazyConnect: true, maxRetriesPerRequest: 1 });
     try {
       await client.connect();
-      const fields = await client.hgetall(`${redisPrefix}usage:times`);
+      const fields = await client.hgetall(`${redisPrefix}usage:s3://${bucket}/:times`);
       return Object.fromEntries(Object.entries(fields).map(([path, ms]) => [path, Number(ms)]));
     } finally {
       client.disconnect();
