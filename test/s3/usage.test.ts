@@ -18,12 +18,13 @@ import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.j
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { findRedis, randomPrefix } from '../fixtures/redis.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
-import { s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
+import { blobBytes as bucketBlobBytes, s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
 import { pushLayout } from '../fixtures/seed.js';
 import { tempDir, toolSkip, until } from '../fixtures/tools.js';
 
 const skip = toolSkip('docker-registry', 'skopeo');
 const MiB = 2 ** 20;
+const blobBytes = (bucket: string): Promise<number> => bucketBlobBytes(store, bucket);
 const MINUTE = 60_000;
 const UPSTREAM = 'registry.test';
 const redisFound = await findRedis();
@@ -61,14 +62,6 @@ async function pull(proxy: RunningProxy, repository: string): Promise<void> {
     assert.equal(Buffer.from(await response.body.arrayBuffer()).length, blob.size);
   }
   await until('the fills are committed', () => proxy.mirror.blobs.activeFills === 0);
-}
-
-async function blobBytes(bucket: string): Promise<number> {
-  let total = 0;
-  for (const key of (await store.keys(bucket)).filter((k) => k.startsWith('blobs/'))) {
-    total += (await store.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).ContentLength ?? 0;
-  }
-  return total;
 }
 
 function revisionPath(repository: string): string {
