@@ -29,7 +29,9 @@ import { PinSet, type PinRule } from './storage/pins.js';
 import { LocalReferrersStore } from './storage/referrers.js';
 import { LocalTagStore } from './storage/tags.js';
 import { sweepUploads } from './storage/uploads.js';
-import { UsageRecorder } from './storage/usage.js';
+import { UsageRecorder, type SizeLedger, type UseTimes } from './storage/usage.js';
+import { BucketUsageRecord } from './storage/usageRecord.js';
+import { RedisSizeLedger, RedisUseTimes } from './cache/redisUsage.js';
 import type { UpstreamAuthorizer } from './upstream/auth/authorizer.js';
 import { authorizerFor as challengeAuthorizerFor } from './upstream/auth/authorizerFor.js';
 import { UpstreamClient } from './upstream/client.js';
@@ -152,7 +154,11 @@ export class Mirror {
       new MemoryTagRecords(config.cache.memoryEntries),
       this.redis?.tags ? new CachedTagRecords(this.redis.tags, this.localTags) : this.localTags,
     );
-    this.usage = new UsageRecorder({ driver: this.driver, intervalMs: config.storage.usageFlushIntervalMs, clock });
+    const objectUsage = config.s3 ? usageStoresFor(this.driver, this.redis) : undefined;
+    this.usage = new UsageRecorder({
+      driver: this.driver, intervalMs: config.storage.usageFlushIntervalMs, clock, logger: logger.child({ component: 'usage' }),
+      ...(objectUsage ? { times: objectUsage.times } : {}),
+    });
     this.localBlobs = new LocalBlobStore({
       driver: this.driver,
       descriptors,
@@ -189,6 +195,7 @@ export class Mirror {
       revisions: tiered(new StorageRevisionStatter(this.driver)),
       bodies: new MemoryManifestBodies(config.cache.manifestMemoryBytes),
       usage: this.usage,
+      onStored: (bytes) => this.evictor.added(bytes),
     });
     const pins = new PinSet({
       driver: this.driver,
@@ -221,6 +228,7 @@ export class Mirror {
       intervalMs: config.storage.evictionIntervalMs,
       clock,
       events: this.metrics.eviction,
+      ...(objectUsage ? { ledger: objectUsage.ledger } : {}),
     });
     this.manifests = new ProxyManifestStore({
       local: this.localManifests, upstreams, ...(this.redis?.manifests ? { coordinator: this.redis.manifests } : {}),
@@ -334,6 +342,21 @@ export class Mirror {
       throw new ConfigError(`invalid configuration:\n/pins/${index}: ${(err as Error).message} (${pin})`);
     }
   }
+}
+
+/**
+ * Where S3 storage keeps last-use times and the size total, which objects
+ * cannot carry (no mtime to touch) and a start-up should not learn by
+ * listing the bucket: in Redis, shared by the replicas, when it is
+ * configured; else in the usage record object of the bucket. The filesystem
+ * driver needs neither: it touches mtimes, and a local walk is cheap.
+ */
+function usageStoresFor(driver: StorageDriver, redis: RedisServices | undefined): { times: UseTimes; ledger: SizeLedger } {
+  if (redis && driver instanceof S3StorageDriver) {
+    return { times: new RedisUseTimes(redis.connection, driver.description), ledger: new RedisSizeLedger(redis.connection, driver.description) };
+  }
+  const record = new BucketUsageRecord(driver);
+  return { times: record, ledger: record };
 }
 
 /** With `storage.s3.redirect`: cached blob GETs send clients to a presigned URL of the object. */

@@ -181,7 +181,7 @@ export class PullthroughMetrics {
   private storageMetrics(registers: Registry[]): void {
     const { sources } = this.options;
     new Gauge({
-      name: 'pullthrough_storage_used_bytes', help: 'Bytes of all cached blobs (measured in the background after start, then kept up to date).',
+      name: 'pullthrough_storage_used_bytes', help: 'Bytes of all cached blobs (measured in the background after start, or on S3 read from the recorded total, then kept up to date).',
       registers,
       collect() {
         const used = sources.storage().usedBytes;

@@ -23,8 +23,11 @@ import type { Digest } from '../registry/digest.js';
  * - **Rename** (`Upload.commit`): there is none; commit is "complete the
  *   multipart upload" under the final key, which is atomic in the same sense.
  * - **Modification times** (`touch`, `FileInfo.modifiedMs`): objects cannot
- *   be touched. Last-use times then live in Redis or in batched records, and
- *   eviction reads them from there.
+ *   be touched, and their modification time is their write time. Last-use
+ *   times then live beside the storage (`UseTimes` in usage.ts: Redis, or
+ *   one record object written per flush), and eviction takes the later of
+ *   the two. The size total is kept the same way (`SizeLedger`), since a
+ *   walk to learn it would list the whole bucket at every start.
  * - **Listing** (`list`): a prefix listing of keys, paged; directories exist
  *   only as prefixes, so `delete` of a directory removes every key below it.
  */
@@ -52,7 +55,11 @@ export interface StorageDriver {
   list(path: string): Promise<string[]>;
   /** Removes a file or a directory tree; missing is fine. */
   delete(path: string): Promise<void>;
-  /** Marks files as used at `timeMs` (eviction's last-use time); missing files are skipped. */
+  /**
+   * Marks files as used at `timeMs` (eviction's last-use time); missing files
+   * are skipped. A driver that cannot (S3) does nothing, and the mirror gives
+   * the `UsageRecorder` a `UseTimes` instead.
+   */
   touch(paths: Iterable<string>, timeMs: number): Promise<void>;
   /**
    * A new upload with a random name, on the same storage as the final paths;

@@ -4,6 +4,7 @@ import { decodeTagRecord } from '../registry/tagRecord.js';
 import { referencedDigests } from '../registry/imageManifest.js';
 import { manifestSubject, referrersTag } from '../registry/referrers.js';
 import type { StorageDriver } from './driver.js';
+import type { UseTimes } from './usage.js';
 import {
   BLOBS_DIR, UPLOADS_DIR, uploadsEntryPath, blobAlgorithmDir, blobDataPath, blobDir, blobPrefixDir, layerLinkPath, layersDir, manifestRevisionPath,
   referrersRecordPath, revisionsDir, tagPath, tagsPath, walkedBlobDataPath,
@@ -55,7 +56,16 @@ export interface CollectOptions {
    * touched them. In use they were; within a grace they are not.
    */
   readonly heldInUse?: ReadonlySet<Digest>;
+  /**
+   * Last uses that file times do not show (S3): read once per run, a file's
+   * last use is the later of its modification time and its time here; the
+   * entries of what the run removes are dropped.
+   */
+  readonly useTimes?: UseTimes;
 }
+
+/** A file's last use: its modification time, or a later use recorded beside the storage. */
+type LastUse = (path: string, modifiedMs: number) => number;
 
 /** An image as eviction sees it: a top-level manifest, its children, its tags, its blobs. */
 interface Unit {
@@ -141,10 +151,12 @@ interface Doomed {
  */
 export async function collectGarbage(driver: StorageDriver, policy: EvictionPolicy, options: CollectOptions): Promise<EvictionReport> {
   const { now, inUseIsKnown } = options;
-  const blobs = await scanBlobs(driver);
+  const recorded = await options.useTimes?.lastUsed();
+  const lastUse: LastUse = recorded ? (path, modifiedMs) => Math.max(modifiedMs, recorded.get(path) ?? 0) : (_, modifiedMs) => modifiedMs;
+  const blobs = await scanBlobs(driver, lastUse);
   const uploadBytes = await scanUploads(driver);
   const repositories = await scanRepositories(driver);
-  const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository)))).flat();
+  const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository, lastUse)))).flat();
 
   const refcount = new Map<Digest, number>();
   for (const unit of units) for (const d of unit.blobs) refcount.set(d, (refcount.get(d) ?? 0) + 1);
@@ -234,21 +246,28 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
   };
   if (options.dryRun) return report;
 
-  for (const unit of removed) await removeUnit(driver, unit, options.hooks);
+  const forgotten: string[] = [];
+  for (const unit of removed) {
+    await removeUnit(driver, unit, options.hooks);
+    for (const digest of unit.manifests) forgotten.push(manifestRevisionPath(unit.repository, digest));
+  }
   const linksByDigest = new Map<Digest, RepositoryRef[]>();
   for (const r of repositories) {
     for (const d of r.layers) linksByDigest.set(d, [...(linksByDigest.get(d) ?? []), r.repository]);
   }
   for (const [digest, { ofRemovedImage }] of doomed) {
     // Checked again: a pull may have started on it since the scan.
-    const info = await driver.stat(blobDataPath(digest));
-    if (policy.inUse(digest) || (info && blobHeld(digest, info, ofRemovedImage))) continue;
+    const path = blobDataPath(digest);
+    const info = await driver.stat(path);
+    if (policy.inUse(digest) || (info && blobHeld(digest, { size: info.size, modifiedMs: lastUse(path, info.modifiedMs) }, ofRemovedImage))) continue;
     if (await policy.inUseElsewhere?.(digest)) continue;
     const linked = linksByDigest.get(digest) ?? [];
     for (const repository of linked) await driver.delete(layerLinkPath(repository, digest));
     await driver.delete(blobDir(digest));
+    forgotten.push(path);
     await options.hooks?.blobRemoved?.(digest, linked);
   }
+  await options.useTimes?.forget(forgotten);
   return report;
 }
 
@@ -264,11 +283,11 @@ async function removeUnit(driver: StorageDriver, unit: Unit, hooks: EvictionHook
 /** Bytes of every blob in storage: one walk over `blobs/` (the operator's view of the size when nothing is evicted). */
 export async function measureBlobBytes(driver: StorageDriver): Promise<number> {
   let total = 0;
-  for (const blob of (await scanBlobs(driver)).values()) total += blob.size;
+  for (const blob of (await scanBlobs(driver, (_, modifiedMs) => modifiedMs)).values()) total += blob.size;
   return total;
 }
 
-async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, StoredBlob>> {
+async function scanBlobs(driver: StorageDriver, lastUse: LastUse): Promise<Map<Digest, StoredBlob>> {
   const found = new Map<Digest, StoredBlob>();
   for (const algorithm of await driver.list(BLOBS_DIR)) {
     for (const prefix of await driver.list(blobAlgorithmDir(algorithm))) {
@@ -279,8 +298,9 @@ async function scanBlobs(driver: StorageDriver): Promise<Map<Digest, StoredBlob>
         } catch {
           continue;
         }
-        const info = await driver.stat(walkedBlobDataPath(algorithm, prefix, hex));
-        if (info) found.set(digest, { size: info.size, modifiedMs: info.modifiedMs });
+        const path = walkedBlobDataPath(algorithm, prefix, hex);
+        const info = await driver.stat(path);
+        if (info) found.set(digest, { size: info.size, modifiedMs: lastUse(path, info.modifiedMs) });
       }
     }
   }
@@ -306,13 +326,14 @@ async function scanRepositories(driver: StorageDriver): Promise<RepositoryScan[]
  * cached here) and the index under the subject's referrers tag belong to
  * the subject's image: kept by its pins and its use, removed with it.
  */
-async function scanUnits(driver: StorageDriver, repository: RepositoryRef): Promise<Unit[]> {
+async function scanUnits(driver: StorageDriver, repository: RepositoryRef, lastUse: LastUse): Promise<Unit[]> {
   const revisions = new Map<Digest, { lastUsed: number; references: Digest[] }>();
   const subjects = new Map<Digest, Digest>();
   for (const digest of await digestsIn(driver, revisionsDir(repository))) {
-    const info = await driver.stat(manifestRevisionPath(repository, digest));
+    const path = manifestRevisionPath(repository, digest);
+    const info = await driver.stat(path);
     const body = await driver.getContent(blobDataPath(digest));
-    if (info) revisions.set(digest, { lastUsed: info.modifiedMs, references: body ? referencedDigests(body) : [] });
+    if (info) revisions.set(digest, { lastUsed: lastUse(path, info.modifiedMs), references: body ? referencedDigests(body) : [] });
     const subject = body && manifestSubject(body);
     if (subject) subjects.set(digest, subject);
   }

@@ -4,7 +4,7 @@ import type { Digest } from '../registry/digest.js';
 import { NO_EVICTION_EVENTS, type EvictionEvents } from '../registry/telemetry.js';
 import type { StorageDriver } from './driver.js';
 import { collectGarbage, measureBlobBytes, type EvictionHooks, type EvictionPolicy, type EvictionReport, type KeptReason } from './eviction.js';
-import type { UsageRecorder } from './usage.js';
+import type { SizeLedger, UsageRecorder } from './usage.js';
 
 export interface EvictorOptions {
   readonly driver: StorageDriver;
@@ -18,6 +18,11 @@ export interface EvictorOptions {
   readonly clock: Clock;
   /** Told of every run (metrics). */
   readonly events?: EvictionEvents;
+  /**
+   * The persisted size total (S3): start-up takes the size from it instead
+   * of walking the storage; commits add to it and every run sets it.
+   */
+  readonly ledger?: SizeLedger;
 }
 
 /**
@@ -29,6 +34,12 @@ export interface EvictorOptions {
  * after start. Without a size cap or an idle limit nothing is evicted, and
  * one background walk over the blobs after start learns the size for the
  * operator's side.
+ *
+ * With a `ledger` (S3, where a walk is a ListObjectsV2 per 1000 keys and a
+ * HeadObject per blob) start-up reads the size from it and walks nothing:
+ * the first run comes with the interval, or at once when the recorded size
+ * is past the high watermark. Only storage without a ledger yet (from
+ * before it) gets the walk above, which then writes it.
  */
 export class Evictor {
   private estimate: number | undefined;
@@ -40,6 +51,8 @@ export class Evictor {
   /** The last run could not get under the low watermark (logged when it starts). */
   private stuck = false;
   private readonly policy: EvictionPolicy;
+  /** The start-up's decision (ledger or walk), until it is made. */
+  private beginning: Promise<void> | undefined;
 
   constructor(private readonly options: EvictorOptions) {
     this.policy = options.policy;
@@ -59,19 +72,36 @@ export class Evictor {
   }
 
   start(): void {
-    if (!this.enabled) {
-      setImmediate(() => void this.measure());
-      return;
-    }
-    this.timer = this.options.clock.setInterval(() => this.trigger(), this.options.intervalMs);
-    setImmediate(() => this.trigger());
+    if (this.enabled) this.timer = this.options.clock.setInterval(() => this.trigger(), this.options.intervalMs);
+    this.beginning = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.begin());
+  }
+
+  /** The size from the ledger, else a walk: a run when evicting, a measurement when not. */
+  private async begin(): Promise<void> {
+    const recorded = await this.options.ledger?.read().catch(() => undefined);
+    if (recorded !== undefined) {
+      // A commit meanwhile went to the ledger too.
+      this.estimate ??= recorded;
+      this.checkCap();
+    } else if (this.enabled) this.trigger();
+    else void this.measure();
   }
 
   /** A fill committed `bytes`: evict now if that crosses the high watermark. */
   added(bytes: number): void {
-    if (this.estimate === undefined) return;
-    this.estimate += bytes;
-    if (this.policy.maxBytes !== undefined && this.estimate > this.policy.maxBytes * this.policy.highWatermark) this.trigger();
+    if (this.estimate !== undefined) this.estimate += bytes;
+    const { ledger } = this.options;
+    if (ledger) {
+      void ledger.add(bytes).then((total) => {
+        // Redis's total counts every replica's commits, this process's estimate only its own.
+        if (total !== undefined) this.estimate = total;
+      }, (err: unknown) => this.options.logger.warn({ err }, 'could not add to the recorded cache size'));
+    }
+    this.checkCap();
+  }
+
+  private checkCap(): void {
+    if (this.estimate !== undefined && this.policy.maxBytes !== undefined && this.estimate > this.policy.maxBytes * this.policy.highWatermark) this.trigger();
   }
 
   /** A blob is no longer read or filled here: if the last run kept it only for that, run again (it is exempt no longer). */
@@ -102,11 +132,14 @@ export class Evictor {
    */
   async collect(dryRun: boolean): Promise<EvictionReport> {
     await this.idle();
-    return this.collectNow(dryRun, false);
+    const report = await this.collectNow(dryRun, false);
+    if (!dryRun) await this.record(report.totalBytes - report.freedBytes);
+    return report;
   }
 
-  /** Resolves when no run is in progress (tests, shutdown). */
+  /** Resolves when no run is in progress, nor the start-up's read of the ledger that may begin one (tests, shutdown). */
   async idle(): Promise<void> {
+    await this.beginning;
     while (this.running) await this.running;
   }
 
@@ -121,6 +154,7 @@ export class Evictor {
     try {
       const report = await this.collectNow(false, true);
       this.estimate = report.totalBytes - report.freedBytes;
+      await this.record(this.estimate);
       this.heldInUse = new Set(report.heldInUse);
       const wasStuck = this.stuck;
       this.stuck = report.kept.length > 0;
@@ -150,8 +184,18 @@ export class Evictor {
       const measured = await measureBlobBytes(this.options.driver);
       // Commits during the walk were added to nothing: the walk saw most of them already.
       this.estimate = measured;
+      await this.record(measured);
     } catch (err) {
       this.options.logger.warn({ err }, 'could not measure the cache size');
+    }
+  }
+
+  /** Writes a measured size to the ledger; the next start-up reads it instead of walking. */
+  private async record(bytes: number): Promise<void> {
+    try {
+      await this.options.ledger?.set(bytes);
+    } catch (err) {
+      this.options.logger.warn({ err }, 'could not record the cache size');
     }
   }
 
@@ -160,6 +204,9 @@ export class Evictor {
     await usage.flush();
     await this.policy.prepare?.();
     const heldInUse = inUseIsKnown ? this.heldInUse : undefined;
-    return collectGarbage(driver, this.policy, { dryRun, hooks, now: clock.now(), inUseIsKnown, ...(heldInUse ? { heldInUse } : {}) });
+    const useTimes = usage.times;
+    return collectGarbage(driver, this.policy, {
+      dryRun, hooks, now: clock.now(), inUseIsKnown, ...(heldInUse ? { heldInUse } : {}), ...(useTimes ? { useTimes } : {}),
+    });
   }
 }

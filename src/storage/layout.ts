@@ -12,6 +12,7 @@ import type { RepositoryRef } from '../registry/services.js';
  *   repositories/<upstream>/<repo>/_manifests/referrers/<alg>/<hex>   referrers of that subject (JSON)
  *   _uploads/[<alg>-<hex>-]<uuid>                             in-flight fills (named for their digest) and staged imports
  *   pins.json                                                 pins written by `warm --pin`
+ *   _pullthrough/usage.json                                   S3 without Redis: last-use times and the size ledger
  *
  * Every argument has passed the name, tag or digest grammar, so no path
  * here can climb out of the root. Nothing else builds or edits a path.
@@ -20,6 +21,13 @@ export const UPLOADS_DIR = '_uploads';
 export const REPOSITORIES_DIR = 'repositories';
 export const BLOBS_DIR = 'blobs';
 export const PINS_PATH = 'pins.json';
+/**
+ * The usage record (`BucketUsageRecord`): where a driver whose files cannot
+ * be touched (S3) keeps last-use times and the size total when no Redis is
+ * configured. Outside `blobs/`, `repositories/` and `_uploads/`, so no walk
+ * or sweep meets it.
+ */
+export const USAGE_RECORD_PATH = '_pullthrough/usage.json';
 
 /** Directory names inside a repository; anything else below `repositories/` is a name component. */
 export const LAYERS_DIR = '_layers';

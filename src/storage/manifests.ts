@@ -38,6 +38,8 @@ export interface LocalManifestStoreOptions {
   readonly revisions: BlobDescriptorService;
   readonly bodies: ManifestBodyCache;
   readonly usage?: UsageRecorder;
+  /** A manifest body of `bytes` went into `blobs/`: it counts towards the cache size as a committed blob does. */
+  readonly onStored?: (bytes: number) => void;
 }
 
 /**
@@ -78,6 +80,7 @@ export class LocalManifestStore implements ManifestService {
   async put(repository: RepositoryRef, manifest: Manifest): Promise<void> {
     if (!(await this.driver.stat(blobDataPath(manifest.digest)))) {
       await this.driver.putContent(blobDataPath(manifest.digest), manifest.body);
+      this.options.onStored?.(manifest.body.length);
     }
     const revision: Descriptor = { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.body.length };
     await this.driver.putContent(manifestRevisionPath(repository, manifest.digest), encodeDescriptorRecord(revision));

@@ -1,12 +1,11 @@
-/** Eviction with `maxSize` on S3 storage: under the cap after the pulls, least recently written first, in batched deletes. */
+/** Eviction with `maxSize` on S3 storage: under the cap after the pulls, least recently used first (usage.test.ts: used, not written), in batched deletes. */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { S3StorageDriver } from '../../src/storage/s3/driver.js';
 import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
-import { s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
+import { blobBytes as bucketBlobBytes, s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
 import { pushLayout } from '../fixtures/seed.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
 import { tempDir, toolSkip, until } from '../fixtures/tools.js';
@@ -50,12 +49,8 @@ after(async () => {
   await upstream?.stop();
 });
 
-async function blobBytes(): Promise<number> {
-  let total = 0;
-  for (const key of (await store.keys(bucket)).filter((k) => k.startsWith('blobs/'))) {
-    total += (await store.client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))).ContentLength ?? 0;
-  }
-  return total;
+function blobBytes(): Promise<number> {
+  return bucketBlobBytes(store, bucket);
 }
 
 test('maxSize on S3: the bucket is under the cap after the pulls; the oldest images went, the latest stayed', { skip }, async () => {

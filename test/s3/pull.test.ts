@@ -85,6 +85,7 @@ test('the bucket holds the documented layout under the prefix, no uploads, no in
     /^pt\/repositories\/registry\.test\/[a-z0-9/._-]+\/_layers\/sha256\/[0-9a-f]{64}$/,
     /^pt\/repositories\/registry\.test\/[a-z0-9/._-]+\/_manifests\/revisions\/sha256\/[0-9a-f]{64}$/,
     /^pt\/repositories\/registry\.test\/[a-z0-9/._-]+\/_manifests\/tags\/[A-Za-z0-9_.-]+$/,
+    /^pt\/_pullthrough\/usage\.json$/,
   ];
   for (const key of keys) assert.ok(allowed.some((r) => r.test(key)), `unexpected key ${key}`);
   for (const image of images) {

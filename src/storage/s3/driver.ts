@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand, DeleteObjectsCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand,
-  ListObjectsV2Command, PutObjectCommand, type S3Client,
+  ListObjectsV2Command, PutObjectCommand, type ListObjectsV2CommandOutput, type S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { FileInfo, FileReader, OpenedReader, RangeChooser, StorageDriver, Upload } from '../driver.js';
@@ -43,7 +43,12 @@ const DELETE_BATCH = 1000;
  *   DeleteObjects per 1000 keys;
  * - a committed upload: one PutObject up to `partSizeBytes`, else
  *   CreateMultipartUpload, one UploadPart per part, CompleteMultipartUpload;
- * - `touch`: none (objects cannot be touched; see `UsageRecorder`).
+ * - `touch`: none. Objects cannot be touched, and LastModified is the write
+ *   time: the `UsageRecorder` sends uses to a `UseTimes` instead (Redis: one
+ *   pipelined HSET per flush; without Redis the usage record object
+ *   `_pullthrough/usage.json`: one GetObject and one PutObject per flush),
+ *   and eviction reads them back once per run. The size total lives beside
+ *   them (`SizeLedger`), so a start-up lists nothing to learn the size.
  *
  * Uploads spool locally (see `S3Upload`). Another process cannot open an
  * upload of this one (`openFile` of an upload path is undefined): replicas
@@ -54,6 +59,8 @@ export class S3StorageDriver implements StorageDriver {
   readonly bucket: string;
   /** S3 requests sent so far, by command (`GetObject`, ...): what each operation costs, for tests and the operator. */
   readonly requests = new Map<string, number>();
+  /** ListObjectsV2 requests by the storage path listed (`blobs/sha256/`, ...): which walks an operation made (tests, the operator). */
+  readonly listings = new Map<string, number>();
   private readonly prefix: string;
   private readonly spoolDir: string;
 
@@ -203,9 +210,7 @@ export class S3StorageDriver implements StorageDriver {
     let token: string | undefined;
     try {
       do {
-        const page = await this.client.send(new ListObjectsV2Command({
-          Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ...(token ? { ContinuationToken: token } : {}),
-        }));
+        const page = await this.listPage(prefix, '/', token);
         for (const p of page.CommonPrefixes ?? []) names.push(p.Prefix!.slice(prefix.length, -1));
         for (const o of page.Contents ?? []) names.push(o.Key!.slice(prefix.length));
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -231,7 +236,7 @@ export class S3StorageDriver implements StorageDriver {
   }
 
   async touch(): Promise<void> {
-    // Objects cannot be touched: last-use times live in Redis or in a usage record (see UsageRecorder).
+    // Objects cannot be touched: last-use times live in Redis or in the usage record (UseTimes, see UsageRecorder).
   }
 
   /** Given the digest of a fill, its parts go up under the blob's key while the bytes arrive. */
@@ -320,9 +325,7 @@ export class S3StorageDriver implements StorageDriver {
     let token: string | undefined;
     try {
       do {
-        const page = await this.client.send(new ListObjectsV2Command({
-          Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}),
-        }));
+        const page = await this.listPage(prefix, undefined, token);
         for (const o of page.Contents ?? []) if (!keep || keep(o.LastModified?.getTime() ?? 0)) keys.push(o.Key!);
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
@@ -330,6 +333,14 @@ export class S3StorageDriver implements StorageDriver {
       throw storageFailure('ListObjectsV2', prefix, err);
     }
     return keys;
+  }
+
+  private listPage(prefix: string, delimiter: string | undefined, token: string | undefined): Promise<ListObjectsV2CommandOutput> {
+    const path = prefix.slice(this.prefix.length);
+    this.listings.set(path, (this.listings.get(path) ?? 0) + 1);
+    return this.client.send(new ListObjectsV2Command({
+      Bucket: this.bucket, Prefix: prefix, ...(delimiter ? { Delimiter: delimiter } : {}), ...(token ? { ContinuationToken: token } : {}),
+    }));
   }
 
   private async deleteKeys(keys: readonly string[]): Promise<void> {

@@ -1,0 +1,129 @@
+import type { StorageDriver } from './driver.js';
+import { USAGE_RECORD_PATH } from './layout.js';
+import type { SizeLedger, UseTimes } from './usage.js';
+
+/** The record object's content: `{"bytes": <total or null>, "used": {"<path>": <ms>, ...}}`. */
+interface UsageDocument {
+  bytes: number | null;
+  used: Record<string, number>;
+}
+
+/**
+ * Last-use times and the size total in one small object of the storage
+ * (`USAGE_RECORD_PATH`), for S3 without Redis. Nothing is written per
+ * request: uses, forgotten paths and added bytes collect in memory, and each
+ * flush (`record`, from the `UsageRecorder`'s timer and at shutdown) reads
+ * the object, merges them in and writes it back: one GetObject and one
+ * PutObject, and none when nothing changed. Reading before writing keeps what
+ * another process on the storage (`pullthrough gc`) wrote meanwhile; writes of
+ * this process are one at a time. A failed flush keeps its changes for the
+ * next one. About 100 bytes per cached blob and manifest.
+ */
+export class BucketUsageRecord implements UseTimes, SizeLedger {
+  private used = new Map<string, number>();
+  private forgotten = new Set<string>();
+  private addedBytes = 0;
+  /** The exact total of the last `set`, not yet written. */
+  private measured: number | undefined;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly driver: StorageDriver) {}
+
+  async record(paths: ReadonlySet<string>, timeMs: number): Promise<void> {
+    for (const path of paths) {
+      this.used.set(path, Math.max(this.used.get(path) ?? 0, timeMs));
+      this.forgotten.delete(path);
+    }
+    await this.write();
+  }
+
+  async lastUsed(): Promise<ReadonlyMap<string, number>> {
+    const times = new Map(Object.entries((await this.load()).used));
+    for (const [path, time] of this.used) times.set(path, Math.max(times.get(path) ?? 0, time));
+    for (const path of this.forgotten) times.delete(path);
+    return times;
+  }
+
+  async forget(paths: readonly string[]): Promise<void> {
+    for (const path of paths) {
+      this.forgotten.add(path);
+      this.used.delete(path);
+    }
+  }
+
+  async read(): Promise<number | undefined> {
+    try {
+      const bytes = this.measured ?? (await this.load()).bytes;
+      return bytes === null ? undefined : bytes + this.addedBytes;
+    } catch {
+      // Unreadable (the store is away): the caller measures instead.
+      return undefined;
+    }
+  }
+
+  async add(bytes: number): Promise<undefined> {
+    this.addedBytes += bytes;
+    return undefined;
+  }
+
+  async set(bytes: number): Promise<void> {
+    this.measured = bytes;
+    this.addedBytes = 0;
+    await this.write();
+  }
+
+  /** One read-modify-write of the object, after the one before it; nothing when nothing changed. */
+  private write(): Promise<void> {
+    const next = this.writing.then(() => this.merge());
+    this.writing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async merge(): Promise<void> {
+    if (this.used.size === 0 && this.forgotten.size === 0 && this.addedBytes === 0 && this.measured === undefined) return;
+    const used = this.used;
+    const forgotten = this.forgotten;
+    const added = this.addedBytes;
+    const measured = this.measured;
+    this.used = new Map();
+    this.forgotten = new Set();
+    this.addedBytes = 0;
+    this.measured = undefined;
+    try {
+      const document = await this.load();
+      for (const [path, time] of used) document.used[path] = Math.max(document.used[path] ?? 0, time);
+      for (const path of forgotten) delete document.used[path];
+      const base = measured ?? document.bytes;
+      // Without a total on record (storage from before the ledger) additions mean nothing until a walk sets one.
+      document.bytes = base === null ? null : base + added;
+      await this.driver.putContent(USAGE_RECORD_PATH, JSON.stringify(document));
+    } catch (err) {
+      // Kept for the next flush; a newer use or total wins over these.
+      for (const [path, time] of used) if (!this.forgotten.has(path)) this.used.set(path, Math.max(this.used.get(path) ?? 0, time));
+      for (const path of forgotten) if (!this.used.has(path)) this.forgotten.add(path);
+      // A total measured since then already counts these bytes.
+      if (this.measured === undefined) {
+        this.measured = measured;
+        this.addedBytes += added;
+      }
+      throw err;
+    }
+  }
+
+  private async load(): Promise<UsageDocument> {
+    const content = await this.driver.getContent(USAGE_RECORD_PATH);
+    if (!content) return { bytes: null, used: {} };
+    try {
+      const parsed = JSON.parse(content.toString('utf8')) as Partial<UsageDocument>;
+      const bytes = typeof parsed.bytes === 'number' && Number.isFinite(parsed.bytes) && parsed.bytes >= 0 ? parsed.bytes : null;
+      const used: Record<string, number> = {};
+      if (parsed.used && typeof parsed.used === 'object') {
+        for (const [path, time] of Object.entries(parsed.used)) if (typeof time === 'number' && Number.isFinite(time)) used[path] = time;
+      }
+      return { bytes, used };
+    } catch {
+      // A damaged record is as good as none: file times stand in, and the next run measures the size again.
+      return { bytes: null, used: {} };
+    }
+  }
+}
