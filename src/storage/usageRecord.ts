@@ -14,10 +14,17 @@ interface UsageDocument {
  * request: uses, forgotten paths and added bytes collect in memory, and each
  * flush (`record`, from the `UsageRecorder`'s timer and at shutdown) reads
  * the object, merges them in and writes it back: one GetObject and one
- * PutObject, and none when nothing changed. Reading before writing keeps what
- * another process on the storage (`pullthrough gc`) wrote meanwhile; writes of
- * this process are one at a time. A failed flush keeps its changes for the
- * next one. About 100 bytes per cached blob and manifest.
+ * PutObject, and none when nothing changed. Writes of this process are one
+ * at a time. Reading before writing keeps what another process on the
+ * storage (`pullthrough gc`, a replica) wrote before the read, but not what it
+ * writes between this read and this write: two flushes that overlap so
+ * lose the earlier one's changes (the object stores offer no conditional
+ * write that works everywhere; Swift has none). What is lost is uses (the
+ * next ones set them again), forgets and added bytes (the next eviction run
+ * forgets what no longer exists and measures the size). A failed flush keeps
+ * its changes for the next one. An entry is its path (~85 bytes for a blob,
+ * ~150 for a manifest revision) and its time: ~100-170 bytes each; a run
+ * keeps blob entries only within the grace.
  */
 export class BucketUsageRecord implements UseTimes, SizeLedger {
   private used = new Map<string, number>();
@@ -37,8 +44,15 @@ export class BucketUsageRecord implements UseTimes, SizeLedger {
     await this.write();
   }
 
-  async lastUsed(): Promise<ReadonlyMap<string, number>> {
-    const times = new Map(Object.entries((await this.load()).used));
+  async lastUsed(): Promise<ReadonlyMap<string, number> | undefined> {
+    let document: UsageDocument;
+    try {
+      document = await this.load();
+    } catch {
+      // Unreadable (the store is away): unknown, not none.
+      return undefined;
+    }
+    const times = new Map(Object.entries(document.used));
     for (const [path, time] of this.used) times.set(path, Math.max(times.get(path) ?? 0, time));
     for (const path of this.forgotten) times.delete(path);
     return times;
