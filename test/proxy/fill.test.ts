@@ -12,6 +12,7 @@ import { isRecycling } from '../../src/registry/chunkPool.js';
 import { FilesystemDriver } from '../../src/storage/filesystem.js';
 import { blobDataPath } from '../../src/storage/layout.js';
 import { systemClock } from '../../src/registry/clock.js';
+import type { Upload } from '../../src/storage/driver.js';
 
 async function fillOf(bytes: Buffer): Promise<{ fill: BlobFill; driver: FilesystemDriver }> {
   const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
@@ -142,36 +143,43 @@ test('a caught-up reader takes the chunks a fill has just written from memory: o
   assert.ok(readBack <= 65536, `read back ${readBack} bytes from the upload`);
 });
 
-test('a fill writes its upload in batches of 1 MiB, and readers have each chunk as soon as it is hashed, before it is written', async () => {
-  const bytes = randomBytes(3_000_000);
+/**
+ * A fill of `bytes` in 64 KiB chunks, as a socket delivers them, whose body
+ * pauses before chunk `pauseAt` until `letGo`; `wrap` may stand in for the upload.
+ */
+async function gatedFill(bytes: Buffer, pauseAt: number, wrap: (upload: Upload) => Upload = (u) => u): Promise<{ fill: BlobFill; letGo: () => void }> {
   const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
   await driver.init();
   const digest = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
-  const upload = await driver.createUpload();
-  const writes: number[] = [];
-  const counted = Object.assign(Object.create(upload) as typeof upload, {
-    write: async (chunks: readonly Buffer[], position: number) => {
-      writes.push(chunks.reduce((n, c) => n + c.length, 0));
-      await upload.write(chunks, position);
-    },
-  });
   let letGo!: () => void;
   const gate = new Promise<void>((resolve) => { letGo = resolve; });
-  // 64 KiB chunks, as a socket delivers them; the first 192 KiB, then a pause.
   const chunks = Array.from({ length: Math.ceil(bytes.length / 65536) }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536));
   const fill = new BlobFill({
     digest, expectedSize: bytes.length,
     body: Readable.from((async function* body() {
       for (const [i, chunk] of chunks.entries()) {
-        if (i === 3) await gate;
+        if (i === pauseAt) await gate;
         yield chunk;
       }
     })(), { objectMode: false }),
-    upload: counted,
+    upload: wrap(await driver.createUpload()),
     commit: (u) => u.commit(blobDataPath(digest.digest)),
     openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), () => range))!.stream,
     detachedTimeoutMs: 0, maxSize: Number.MAX_SAFE_INTEGER, clock: systemClock,
   });
+  return { fill, letGo };
+}
+
+test('a fill writes its upload in batches of 1 MiB, and readers have each chunk as soon as it is hashed, before it is written', async () => {
+  const bytes = randomBytes(3_000_000);
+  const writes: number[] = [];
+  // The first 192 KiB, then a pause.
+  const { fill, letGo } = await gatedFill(bytes, 3, (upload) => Object.assign(Object.create(upload) as Upload, {
+    write: async (chunks: readonly Buffer[], position: number) => {
+      writes.push(chunks.reduce((n, c) => n + c.length, 0));
+      await upload.write(chunks, position);
+    },
+  }));
   const reader = fill.reader();
   const received: Buffer[] = [];
   reader.on('data', (c: Buffer) => received.push(c));
@@ -189,25 +197,7 @@ test('a fill writes its upload in batches of 1 MiB, and readers have each chunk 
 
 test('a reader that fell behind a fill reads the upload into the buffers its consumer handed back', async () => {
   const bytes = randomBytes(8 * 1024 * 1024 + 5000);
-  const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
-  await driver.init();
-  const digest = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
-  let letGo!: () => void;
-  const gate = new Promise<void>((resolve) => { letGo = resolve; });
-  const chunks = Array.from({ length: Math.ceil(bytes.length / 65536) }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536));
-  const fill = new BlobFill({
-    digest, expectedSize: bytes.length,
-    body: Readable.from((async function* body() {
-      for (const [i, chunk] of chunks.entries()) {
-        if (i === chunks.length - 1) await gate;
-        yield chunk;
-      }
-    })(), { objectMode: false }),
-    upload: await driver.createUpload(),
-    commit: (u) => u.commit(blobDataPath(digest.digest)),
-    openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), () => range))!.stream,
-    detachedTimeoutMs: 0, maxSize: Number.MAX_SAFE_INTEGER, clock: systemClock,
-  });
+  const { fill, letGo } = await gatedFill(bytes, Math.ceil(bytes.length / 65536) - 1);
   const reader = fill.reader();
   assert.ok(isRecycling(reader));
   // Everything but the last chunk is in before the reader reads: most of it only in the upload.
