@@ -110,6 +110,12 @@ test('a cached blob is read into the same few buffers, handed back once the sock
     const res = await request(blob.url);
     assert.equal(res.statusCode, 200);
     assert.equal(res.headers['content-length'], String(SIZE));
+    // Every header the route and the hooks set, now written by sendStream itself.
+    assert.equal(res.headers['content-type'], 'application/octet-stream');
+    assert.equal(res.headers['docker-content-digest'], blob.digest);
+    assert.equal(res.headers['docker-distribution-api-version'], 'registry/2.0');
+    assert.equal(res.headers['x-pullthrough-cache'], 'hit');
+    assert.equal(res.headers['accept-ranges'], 'bytes');
     body = Buffer.from(await res.body.arrayBuffer());
   });
   assert.equal(sha256(body), blob.digest);
