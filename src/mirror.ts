@@ -23,7 +23,7 @@ import type { StorageDriver } from './storage/driver.js';
 import type { BlobDescriptorService, BlobStatter } from './registry/services.js';
 import { Evictor } from './storage/evictor.js';
 import { FilesystemDriver } from './storage/filesystem.js';
-import { S3StorageDriver } from './storage/s3/driver.js';
+import { isS3Driver } from './storage/s3/kind.js';
 import { LocalManifestStore, StorageRevisionStatter } from './storage/manifests.js';
 import { PinSet, type PinRule } from './storage/pins.js';
 import { LocalReferrersStore } from './storage/referrers.js';
@@ -98,9 +98,9 @@ export class Mirror {
    */
   static async create(options: Omit<MirrorOptions, 'redis'>): Promise<Mirror> {
     const { config, logger } = options;
-    if (!config.redis) return new Mirror(options);
+    const driver = await storageDriverFor(config);
+    if (!config.redis) return new Mirror(options, driver);
     const { RedisServices } = await import('./proxy/replicas/services.js');
-    const driver = storageDriverFor(config);
     const peerMetrics = config.peers ? new PeerMetrics() : undefined;
     const redis = new RedisServices({
       settings: config.redis, driver, logger, clock: options.clock ?? systemClock,
@@ -109,7 +109,7 @@ export class Mirror {
     return new Mirror({ ...options, redis, ...(peerMetrics ? { peerMetrics } : {}) }, driver);
   }
 
-  constructor(private readonly options: MirrorOptions, driver: StorageDriver = storageDriverFor(options.config)) {
+  constructor(private readonly options: MirrorOptions, driver: StorageDriver = filesystemDriverFor(options.config)) {
     const { config, logger } = options;
     const clock = this.clock = options.clock ?? systemClock;
     this.driver = driver;
@@ -352,7 +352,7 @@ export class Mirror {
  * driver needs neither: it touches mtimes, and a local walk is cheap.
  */
 function usageStoresFor(driver: StorageDriver, redis: RedisServices | undefined): { times: UseTimes; ledger: SizeLedger } {
-  if (redis && driver instanceof S3StorageDriver) {
+  if (redis && isS3Driver(driver)) {
     return { times: new RedisUseTimes(redis.connection, driver.description), ledger: new RedisSizeLedger(redis.connection, driver.description) };
   }
   const record = new BucketUsageRecord(driver);
@@ -362,14 +362,19 @@ function usageStoresFor(driver: StorageDriver, redis: RedisServices | undefined)
 /** With `storage.s3.redirect`: cached blob GETs send clients to a presigned URL of the object. */
 function redirectsOf(driver: StorageDriver, config: ResolvedConfig): { redirectUrl?: (path: string) => Promise<string> } {
   const expiryMs = config.s3?.redirect ? config.s3.redirectExpiryMs : undefined;
-  if (expiryMs === undefined || !(driver instanceof S3StorageDriver)) return {};
+  if (expiryMs === undefined || !(isS3Driver(driver))) return {};
   return { redirectUrl: (path) => driver.presignedUrl(path, expiryMs) };
 }
 
-/** The configured storage: the S3 bucket of `storage.s3`, or the directory `storage.root`. */
-export function storageDriverFor(config: ResolvedConfig): StorageDriver {
+/**
+ * The configured storage: the S3 bucket of `storage.s3`, or the directory
+ * `storage.root`. The S3 driver is loaded only here, when configured: it
+ * brings the AWS SDK, which a process on the filesystem never needs.
+ */
+export async function storageDriverFor(config: ResolvedConfig): Promise<StorageDriver> {
   const s3 = config.s3;
-  if (!s3) return new FilesystemDriver(config.storageRoot, { umask: config.storage.umask });
+  if (!s3) return filesystemDriverFor(config);
+  const { S3StorageDriver } = await import('./storage/s3/driver.js');
   return new S3StorageDriver({
     bucket: s3.bucket,
     prefix: s3.prefix,
@@ -378,6 +383,12 @@ export function storageDriverFor(config: ResolvedConfig): StorageDriver {
     partSizeBytes: s3.partSizeBytes,
     abandonedUploadAgeMs: s3.abandonedUploadAgeMs,
   });
+}
+
+/** The directory `storage.root`; a configuration with `storage.s3` needs `Mirror.create` (or a driver given). */
+function filesystemDriverFor(config: ResolvedConfig): StorageDriver {
+  if (config.s3) throw new Error('an S3 storage configuration needs Mirror.create, which loads the S3 driver');
+  return new FilesystemDriver(config.storageRoot, { umask: config.storage.umask });
 }
 
 /** True when `auth` rules keep some client from some repository. */

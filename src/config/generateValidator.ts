@@ -1,29 +1,38 @@
 /**
- * Build step (`npm run build`, after tsc): writes the configuration
- * validator as ajv standalone code, stamped, for `validator.ts` to load
- * instead of compiling the schema in every process. Does nothing when the
- * file there already carries the current stamp.
+ * Build step (`npm run build`, after tsc): writes the configuration schema
+ * as JSON and its validator as ajv standalone code, both stamped, for
+ * `validator.ts` to load instead of building and compiling the schema in
+ * every process. Leaves a file alone when it already carries the current
+ * stamp.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import standalone from 'ajv/dist/standalone/index.js';
 import { ConfigSchema } from './schema.js';
-import { AJV_OPTIONS, GENERATED_VALIDATOR, validatorStamp } from './validator.js';
+import { AJV_OPTIONS, GENERATED_SCHEMA, GENERATED_VALIDATOR, validatorStamp } from './validator.js';
 
 const stamp = validatorStamp();
-const stampLine = `module.exports.stamp = ${JSON.stringify(stamp)};\n`;
-const current = (() => {
+
+function current(file: URL): string {
   try {
-    return readFileSync(GENERATED_VALIDATOR, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch {
     return '';
   }
-})();
-if (!current.endsWith(stampLine)) {
-  const ajv = new Ajv({ ...AJV_OPTIONS, code: { source: true } });
-  const code = standalone.default(ajv, ajv.compile(ConfigSchema));
-  // Written whole, then renamed: a process starting meanwhile loads the old file or the new one.
-  const temp = new URL(`${GENERATED_VALIDATOR.href}.${process.pid}.tmp`);
-  writeFileSync(temp, `${code}\n${stampLine}`);
-  renameSync(temp, GENERATED_VALIDATOR);
 }
+
+/** Written whole, then renamed: a process starting meanwhile reads the old file or the new one. */
+function replace(file: URL, content: string): void {
+  const temp = new URL(`${file.href}.${process.pid}.tmp`);
+  writeFileSync(temp, content);
+  renameSync(temp, file);
+}
+
+const stampLine = `module.exports.stamp = ${JSON.stringify(stamp)};\n`;
+if (!current(GENERATED_VALIDATOR).endsWith(stampLine)) {
+  const ajv = new Ajv({ ...AJV_OPTIONS, code: { source: true } });
+  replace(GENERATED_VALIDATOR, `${standalone.default(ajv, ajv.compile(ConfigSchema))}\n${stampLine}`);
+}
+// JSON keeps what keys.ts and the overrides read (types, properties, defaults, patterns, `expected`); typebox's symbols are only its own.
+const schemaFile = `${JSON.stringify({ stamp, schema: ConfigSchema })}\n`;
+if (current(GENERATED_SCHEMA) !== schemaFile) replace(GENERATED_SCHEMA, schemaFile);

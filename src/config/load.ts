@@ -1,23 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import ms from 'ms';
-import { pointerOf, schemaAt, type SchemaNode } from './keys.js';
+import { pointerOf, schemaAt } from './keys.js';
 import { applyOverrides, environmentOverrides, parseValue, type ConfigOverride } from './overrides.js';
 import { addSchemaErrors, ConfigProblems } from './problems.js';
 import { resolveAuth, resolveTls } from './access.js';
-import { ConfigSchema, type Config, type PeersConfig, type RedisConfig, type S3Config, type UpstreamConfig } from './schema.js';
+import type { Config, PeersConfig, RedisConfig, S3Config, UpstreamConfig } from './schema.js';
 import {
   ConfigError, type PeersSettings, type RedisSettings, type ResolvedConfig, type S3Settings, type ServerLimits, type StorageSettings, type UpstreamCredentials, type UpstreamHealthSettings, type UpstreamSettings,
 } from './settings.js';
-import { configValidator } from './validator.js';
+import { loadConfigSchema } from './validator.js';
 
 export { ConfigError, type RedisSettings, type ResolvedConfig, type S3Settings, type StorageSettings, type UpstreamSettings } from './settings.js';
 
 /** The embedded default, shipped beside package.json. */
 export const DEFAULT_CONFIG_PATH = new URL('../../../proxy.config.json', import.meta.url);
 
-const validate = configValidator();
-const SCHEMA = ConfigSchema as SchemaNode;
+const { schema: SCHEMA, validate } = await loadConfigSchema();
 
 const SIZE_UNITS: Record<string, number> = {
   B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40,

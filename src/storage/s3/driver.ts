@@ -12,6 +12,7 @@ import type { Digest } from '../../registry/digest.js';
 import { UPLOADS_DIR, blobDataPath, newUploadName } from '../layout.js';
 import { createS3Client, isNotFound, storageFailure, type S3ClientSettings, type S3RequestListener } from './client.js';
 import { S3Upload } from './upload.js';
+import { S3_DRIVER_KIND } from './kind.js';
 
 export interface S3StorageDriverOptions {
   readonly bucket: string;
@@ -55,6 +56,8 @@ const DELETE_BATCH = 1000;
  * follow a fill over the owner's internal fill endpoint instead.
  */
 export class S3StorageDriver implements StorageDriver {
+  /** What `isS3Driver` (kind.ts) asks, so that a caller need not load this module (and the AWS SDK) to tell. */
+  readonly kind = S3_DRIVER_KIND;
   readonly client: S3Client;
   readonly bucket: string;
   /** S3 requests sent so far, by command (`GetObject`, ...): what each operation costs, for tests and the operator. */

@@ -6,7 +6,19 @@
  * password. We send it only where the upstream's operator plausibly is: the
  * same host, the same registrable domain, or a realm the configuration names.
  */
-import { getDomain, parse } from 'tldts';
+import { createRequire } from 'node:module';
+
+/**
+ * tldts holds the public suffix list: about 14 MiB of a process's memory,
+ * needed only once a token upstream with credentials names a realm on another
+ * host. Loaded (synchronously, once) at that first question, not at start-up
+ * (issue 19, idle memory).
+ */
+type Tldts = typeof import('tldts');
+let tldts: Tldts | undefined;
+function publicSuffixes(): Tldts {
+  return tldts ??= createRequire(import.meta.url)('tldts') as Tldts;
+}
 
 /**
  * True when credentials configured for `upstreamUrl` may be sent to `realm`:
@@ -62,6 +74,7 @@ export function matchesConfiguredRealm(realm: URL, entry: string): boolean {
 
 function sameRegistrableDomain(a: string, b: string): boolean {
   // IPs have no registrable domain; tldts already answers null, but say so explicitly.
+  const { getDomain, parse } = publicSuffixes();
   if (parse(a).isIp || parse(b).isIp) return false;
   const options = { allowPrivateDomains: true } as const;
   const domainA = getDomain(a, options);

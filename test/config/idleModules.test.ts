@@ -1,0 +1,90 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const DIST = new URL('../../', import.meta.url).pathname;
+const CONFIG_DIR = join(DIST, 'src', 'config');
+
+/**
+ * Records every package a process resolves (ESM imports and CJS requires
+ * alike, through a module hook) and writes the list to stdout at exit.
+ */
+const RECORDER = `
+import { register } from 'node:module';
+import { MessageChannel } from 'node:worker_threads';
+const seen = new Set();
+const { port1, port2 } = new MessageChannel();
+port1.on('message', (name) => seen.add(name));
+port1.unref();
+register('data:text/javascript,' + encodeURIComponent(\`
+  let port;
+  export function initialize(data) { port = data.port; }
+  export async function resolve(specifier, context, next) {
+    const resolved = await next(specifier, context);
+    const m = /node_modules\\\\/((@[^/]+\\\\/)?[^/]+)/.exec(resolved.url);
+    if (m) port.postMessage(m[1]);
+    return resolved;
+  }\`), { parentURL: import.meta.url, data: { port: port2 }, transferList: [port2] });
+process.on('exit', () => process.stdout.write(JSON.stringify([...seen])));
+`;
+
+/** The packages a process loads when it builds a mirror from the embedded default (what `serve` does before it listens). */
+async function packagesLoadedByServe(): Promise<string[]> {
+  const script = `
+    const { loadConfig } = await import(${JSON.stringify(join(CONFIG_DIR, 'load.js'))});
+    const { Mirror } = await import(${JSON.stringify(join(DIST, 'src', 'mirror.js'))});
+    const { default: pino } = await import('pino');
+    const config = loadConfig(undefined, {});
+    await Mirror.create({ config: { ...config, storageRoot: process.env.ROOT }, logger: pino({ level: 'silent' }) });
+  `;
+  const root = await mkdtemp(join(DIST, '.idle-'));
+  try {
+    const { stdout } = await run(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(RECORDER)}`, '--input-type=module', '-e', script], {
+      cwd: DIST, env: { ...process.env, ROOT: root },
+    });
+    return JSON.parse(stdout) as string[];
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+test('a server on the filesystem loads neither typebox, ajv, the AWS SDK nor the public suffix list at start-up (issue 19: idle memory)', async () => {
+  const loaded = await packagesLoadedByServe();
+  // The recorder sees what the server loads: fastify, pino and undici are always there.
+  for (const present of ['fastify', 'pino', 'undici']) assert.ok(loaded.includes(present), `${present} recorded: ${loaded.join(', ')}`);
+  for (const absent of ['@sinclair/typebox', '@aws-sdk/client-s3', 'tldts']) assert.ok(!loaded.includes(absent), `${absent} not loaded: ${loaded.join(', ')}`);
+  // fastify's own route schemas still use ajv through @fastify/ajv-compiler; the configuration's validator does not.
+  assert.ok(!loaded.includes('ajv') || loaded.includes('@fastify/ajv-compiler'), `ajv only for fastify's routes: ${loaded.join(', ')}`);
+});
+
+test('with generated files that do not match the schema module, the schema is built and compiled as before, and validates the same', async () => {
+  // A copy of the configuration's schema modules beside dist/, whose generated files carry another stamp (only tsc ran since a change).
+  const dir = await mkdtemp(join(DIST, '.stale-'));
+  try {
+    for (const file of ['validator.js', 'schema.js', 'configValidator.generated.cjs']) await copyFile(join(CONFIG_DIR, file), join(dir, file));
+    const generated = JSON.parse(await readFile(join(CONFIG_DIR, 'configSchema.generated.json'), 'utf8')) as { stamp: string; schema: unknown };
+    await writeFile(join(dir, 'configSchema.generated.json'), JSON.stringify({ ...generated, stamp: 'stale' }));
+    const fresh = await import(join(CONFIG_DIR, 'validator.js')) as typeof import('../../src/config/validator.js');
+    const stale = await import(join(dir, 'validator.js')) as typeof import('../../src/config/validator.js');
+    const fromFiles = await fresh.loadConfigSchema();
+    const compiled = await stale.loadConfigSchema();
+    assert.deepEqual(JSON.parse(JSON.stringify(compiled.schema)), generated.schema, 'the built schema is the generated one');
+    assert.notEqual(compiled.validate, fromFiles.validate);
+    for (const document of [
+      { listen: { port: 5000 }, storage: { root: '/x' }, upstreams: [{ name: 'a', url: 'https://a' }] },
+      { listen: { port: 'x' }, storage: {}, upstreams: 'none' },
+    ]) {
+      const a = fromFiles.validate(structuredClone(document));
+      const b = compiled.validate(structuredClone(document));
+      assert.equal(a, b);
+      assert.deepEqual(compiled.validate.errors?.map((e) => e.instancePath), fromFiles.validate.errors?.map((e) => e.instancePath));
+    }
+    assert.equal(fromFiles.validate({ listen: { port: 'x' } }), false, 'the generated validator refuses a bad document');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
