@@ -29,10 +29,11 @@ function replace(file: URL, content: string): void {
 }
 
 const stampLine = `module.exports.stamp = ${JSON.stringify(stamp)};\n`;
-if (!current(GENERATED_VALIDATOR).endsWith(stampLine)) {
-  const ajv = new Ajv({ ...AJV_OPTIONS, code: { source: true } });
-  replace(GENERATED_VALIDATOR, `${standalone.default(ajv, ajv.compile(ConfigSchema))}\n${stampLine}`);
-}
 // JSON keeps what keys.ts and the overrides read (types, properties, defaults, patterns, `expected`); typebox's symbols are only its own.
 const schemaFile = `${JSON.stringify({ stamp, schema: ConfigSchema })}\n`;
-if (current(GENERATED_SCHEMA) !== schemaFile) replace(GENERATED_SCHEMA, schemaFile);
+// Both from the same schema, or neither: a pair is used only when both carry the current stamp.
+if (!current(GENERATED_VALIDATOR).endsWith(stampLine) || current(GENERATED_SCHEMA) !== schemaFile) {
+  const ajv = new Ajv({ ...AJV_OPTIONS, code: { source: true } });
+  replace(GENERATED_VALIDATOR, `${standalone.default(ajv, ajv.compile(ConfigSchema))}\n${stampLine}`);
+  replace(GENERATED_SCHEMA, schemaFile);
+}

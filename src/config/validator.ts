@@ -5,14 +5,18 @@
  * that a running server never gives back (issue 19, idle memory). So the
  * build (`npm run build`) writes both beside this module: the schema as
  * JSON and ajv's standalone code for it, each stamped with a hash of the
- * compiled schema module and the ajv options. Without them, or with a stamp
- * that does not match (the schema changed since, or only `tsc` ran), the
+ * compiled schema module, the ajv options and the versions of ajv and
+ * typebox (either may change what the same module produces). Without them,
+ * unreadable, or with a stamp that does not match (the schema or a
+ * dependency changed since, or only `tsc` ran), the
  * schema module and ajv are loaded and compiled here as before. Either way
  * the same schema and the same ajv code validate.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Options, ValidateFunction } from 'ajv';
 import type { SchemaNode } from './keys.js';
 import type { Config } from './schema.js';
@@ -25,9 +29,28 @@ export const GENERATED_SCHEMA = new URL('./configSchema.generated.json', import.
 /** The compiled schema module: its bytes stand for the schema in the stamp, so that checking it loads nothing. */
 const SCHEMA_MODULE = new URL('./schema.js', import.meta.url);
 
-/** Identifies the schema module and options the generated files were made from. */
+const requireHere = createRequire(import.meta.url);
+
+/** Identifies the schema module, options and libraries the generated files were made from. */
 export function validatorStamp(): string {
-  return createHash('sha256').update(JSON.stringify(AJV_OPTIONS)).update(readFileSync(SCHEMA_MODULE)).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify({ options: AJV_OPTIONS, ajv: packageVersion('ajv'), typebox: packageVersion('@sinclair/typebox') }))
+    .update(readFileSync(SCHEMA_MODULE))
+    .digest('hex');
+}
+
+/** A package's version, read from its package.json as a file (the package itself is not loaded for it). */
+function packageVersion(name: string): string {
+  // From the package's main file up to the nearest package.json of that name: no exports map has a say in this.
+  for (let dir = dirname(requireHere.resolve(name)); dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (manifest.name === name) return manifest.version ?? '';
+    } catch {
+      // no package.json at this level
+    }
+  }
+  return '';
 }
 
 export interface ConfigSchemaParts {
@@ -47,20 +70,20 @@ export async function loadConfigSchema(): Promise<ConfigSchemaParts> {
   return { schema: ConfigSchema as SchemaNode, validate: new Ajv(AJV_OPTIONS).compile<Config>(ConfigSchema) };
 }
 
+/** The generated validator; undefined when it is missing or cannot be loaded (then the schema is compiled here). */
 function loadGenerated(): StampedValidator | undefined {
   try {
-    return createRequire(import.meta.url)(GENERATED_VALIDATOR.pathname) as StampedValidator;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') return undefined;
-    throw err;
+    return requireHere(fileURLToPath(GENERATED_VALIDATOR)) as StampedValidator;
+  } catch {
+    return undefined;
   }
 }
 
+/** The generated schema; undefined when it is missing or damaged (then the schema module is loaded). */
 function readGeneratedSchema(): { stamp: string; schema: SchemaNode } | undefined {
   try {
     return JSON.parse(readFileSync(GENERATED_SCHEMA, 'utf8')) as { stamp: string; schema: SchemaNode };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+  } catch {
+    return undefined;
   }
 }

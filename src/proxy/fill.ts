@@ -13,10 +13,19 @@ import { ChangeSignal, GrowingReader, openedOnRead, type GrowingSource } from '.
 const SINK_BUFFER = 1024 * 1024;
 
 /**
- * The last bytes written, kept as the upstream's own chunks for readers that
- * are caught up: they take them from memory instead of reading the file back
- * (issue 19, the cold path). Bounded per fill; a reader further behind reads
- * the file.
+ * Bytes hashed and handed to readers before they are written to the upload
+ * in one write: a write is a trip to node's thread pool (a wake-up, a
+ * pwritev, a promise), and the upstream's chunks are 64 KiB or less, so
+ * writing each batch the socket happened to deliver cost a trip per 64-128 KiB.
+ */
+const FILE_BATCH = 1024 * 1024;
+
+/**
+ * The last bytes received, kept as the upstream's own chunks for readers
+ * that are caught up: they take them from memory instead of reading the file
+ * back (issue 19, the cold path), also before the bytes are in the upload
+ * (`FILE_BATCH`). Bounded per fill, but never dropping a chunk not yet
+ * written; a reader further behind reads the file.
  */
 const RECENT_BYTES = 2 * 1024 * 1024;
 
@@ -78,7 +87,10 @@ export class BlobFill implements GrowingSource {
   readonly digest: ParsedDigest;
   private state: FillState = 'running';
   private failure: Error | undefined;
+  /** Bytes received and hashed: readers may have them (from `recent`) before they are in the upload. */
   private bytesWritten = 0;
+  /** Bytes in the upload; `recent` keeps every chunk past them. */
+  private fileBytes = 0;
   private committedSize: number | undefined;
   private readers = 0;
   private hadReader = false;
@@ -148,7 +160,7 @@ export class BlobFill implements GrowingSource {
     return { bytesRead: await this.options.upload.read(buffer, position) };
   }
 
-  /** @internal A view of written bytes still in memory; never past what `readableLimit` allows (the caller bounds `maxBytes` by it). */
+  /** @internal A view of received bytes still in memory; never past what `readableLimit` allows (the caller bounds `maxBytes` by it). */
   recentAt(position: number, maxBytes: number): Buffer | undefined {
     if (position < this.recentStart || maxBytes <= 0) return undefined;
     let offset = position - this.recentStart;
@@ -159,14 +171,15 @@ export class BlobFill implements GrowingSource {
     return undefined;
   }
 
-  /** Keeps what was just written for caught-up readers, dropping the oldest beyond RECENT_BYTES. */
+  /** Keeps what was just received for caught-up readers, dropping the oldest (written) beyond RECENT_BYTES. */
   private remember(buffers: readonly Buffer[]): void {
     let held = this.bytesWritten - this.recentStart;
     for (const b of buffers) {
       this.recent.push(b);
       held += b.length;
     }
-    while (this.recent.length > 1 && held - this.recent[0]!.length >= RECENT_BYTES) {
+    // Never a chunk not yet in the upload: a reader behind `recentStart` reads the file.
+    while (this.recent.length > 1 && held - this.recent[0]!.length >= RECENT_BYTES && this.recentStart + this.recent[0]!.length <= this.fileBytes) {
       const dropped = this.recent.shift()!;
       held -= dropped.length;
       this.recentStart += dropped.length;
@@ -213,6 +226,16 @@ export class BlobFill implements GrowingSource {
     const requestedAt = this.options.requestedAt ?? performance.now();
     const seconds = (): number => (performance.now() - requestedAt) / 1000;
     const verifier = new DigestVerifier(this.digest);
+    /** Chunks received and not yet in the upload (`FILE_BATCH`). */
+    let unwritten: Buffer[] = [];
+    const writeOut = async (): Promise<void> => {
+      if (unwritten.length === 0) return;
+      const batch = unwritten;
+      const end = this.bytesWritten;
+      unwritten = [];
+      await upload.write(batch, this.fileBytes);
+      this.fileBytes = end;
+    };
     const sink = new Writable({
       highWaterMark: SINK_BUFFER,
       writev: (chunks, callback) => {
@@ -229,13 +252,19 @@ export class BlobFill implements GrowingSource {
         }
         for (const b of buffers) verifier.update(b);
         if (this.bytesWritten === 0) events.firstByte(seconds());
-        upload.write(buffers, this.bytesWritten).then(() => {
-          this.remember(buffers);
-          this.bytesWritten += length;
-          events.received(length);
-          this.signal.notify();
+        this.remember(buffers);
+        this.bytesWritten += length;
+        events.received(length);
+        this.signal.notify();
+        unwritten.push(...buffers);
+        if (this.bytesWritten - this.fileBytes < FILE_BATCH) {
           callback();
-        }, (err: unknown) => callback(localFailure(err)));
+          return;
+        }
+        writeOut().then(() => callback(), (err: unknown) => callback(localFailure(err)));
+      },
+      final: (callback) => {
+        writeOut().then(() => callback(), (err: unknown) => callback(localFailure(err)));
       },
     });
     try {

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { ChunkPool, type RecyclingReadable } from '../registry/chunkPool.js';
 
 /** Bytes a reader takes from a growing file per read. */
 export const READ_CHUNK = 1024 * 1024;
@@ -46,9 +47,11 @@ export interface GrowingSource {
  * does the last byte of a range, however early in the blob the range ends.
  * A range of bytes that turn out wrong is cut, never a complete 206.
  */
-export class GrowingReader extends Readable {
+export class GrowingReader extends Readable implements RecyclingReadable {
   private position: number;
   private pumping = false;
+  /** Whole READ_CHUNK reads of a reader that fell behind go into buffers its consumer handed back. */
+  private readonly pool = new ChunkPool(READ_CHUNK);
 
   constructor(private readonly source: GrowingSource, start: number, private readonly end: number | undefined) {
     super({ highWaterMark: READ_CHUNK });
@@ -58,6 +61,11 @@ export class GrowingReader extends Readable {
 
   override _read(): void {
     void this.pump();
+  }
+
+  /** Chunks from the source's memory (`recentAt`) are not this reader's: the pool ignores them. */
+  recycle(chunk: Buffer): void {
+    this.pool.recycle(chunk);
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
@@ -96,15 +104,19 @@ export class GrowingReader extends Readable {
         }
         let chunk = this.source.recentAt?.(this.position, Math.min(READ_CHUNK, limit - this.position));
         if (chunk === undefined) {
-          const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK, limit - this.position));
+          const want = Math.min(READ_CHUNK, limit - this.position);
+          // A short read gets a buffer of its size: a 1 MiB one from the pool would be mostly empty.
+          const pooled = want === READ_CHUNK;
+          const buffer = pooled ? this.pool.take() : Buffer.allocUnsafe(want);
           const read = await this.source.readAt(buffer, this.position);
           if (this.destroyed) return;
-          if (read.generation !== generation) continue;
-          if (read.bytesRead === 0) {
-            await this.source.waitForChange();
+          if (read.generation !== generation || read.bytesRead === 0) {
+            if (pooled) this.pool.putBack(buffer);
+            if (read.bytesRead === 0 && read.generation === generation) await this.source.waitForChange();
             continue;
           }
           chunk = read.bytesRead === buffer.length ? buffer : buffer.subarray(0, read.bytesRead);
+          if (pooled) this.pool.lend(chunk);
         }
         this.position += chunk.length;
         const more = this.push(chunk);

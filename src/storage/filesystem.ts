@@ -1,7 +1,8 @@
-import { constants, createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
 import { access, lstat, lutimes, mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
+import { ChunkPool, type RecyclingReadable } from '../registry/chunkPool.js';
 import type { Digest } from '../registry/digest.js';
 import type { FileInfo, FileReader, OpenedReader, RangeChooser, StorageDriver, Upload } from './driver.js';
 import { UPLOADS_DIR, newUploadName, uploadPath } from './layout.js';
@@ -123,11 +124,11 @@ export class FilesystemDriver implements StorageDriver {
     // and copies a short last read into a buffer of its own; a 256 KiB layer cost a 1 MiB buffer and a copy.
     const start = range?.start ?? 0;
     const end = range?.end ?? size - 1;
-    const stream = end < start
-      ? Readable.from([])
-      : createReadStream('', { fd: handle, start, end, highWaterMark: Math.min(READ_CHUNK, end - start + 1) });
-    if (end < start) void handle.close();
-    return { stream, size, range };
+    if (end < start) {
+      await handle.close();
+      return { stream: Readable.from([]), size, range };
+    }
+    return { stream: new FileChunks(handle, start, end + 1), size, range };
   }
 
   async openFile(path: string): Promise<FileReader | undefined> {
@@ -182,6 +183,53 @@ export class FilesystemDriver implements StorageDriver {
       prepare: (path, force) => this.ensureDir(dirname(this.full(path)), force),
       resolvePath: (p) => this.full(p),
     });
+  }
+}
+
+/**
+ * An open file's bytes from `start` up to `end` (exclusive), read in chunks
+ * of at most READ_CHUNK, and never larger than what is left: without that, a
+ * 256 KiB layer cost a 1 MiB buffer (node's createReadStream allocates its
+ * highWaterMark per read and copies a short last read). The chunks are lent
+ * (`RecyclingReadable`): a consumer that hands them back makes the next reads
+ * reuse them. The file is closed when the stream is destroyed, which it is
+ * after its end, on an error, or by a consumer that stops early.
+ */
+class FileChunks extends Readable implements RecyclingReadable {
+  private position: number;
+  private readonly pool: ChunkPool;
+
+  constructor(private readonly handle: FileHandle, start: number, private readonly end: number) {
+    const size = Math.min(READ_CHUNK, end - start);
+    super({ highWaterMark: size });
+    this.position = start;
+    this.pool = new ChunkPool(size);
+  }
+
+  override _read(): void {
+    const buffer = this.pool.take();
+    const length = Math.min(buffer.length, this.end - this.position);
+    this.handle.read(buffer, 0, length, this.position).then(({ bytesRead }) => {
+      if (this.destroyed) return;
+      if (bytesRead === 0) {
+        // Cut short on disk after it was opened: an error (a reverify), never a body shorter than its Content-Length.
+        this.destroy(Object.assign(new Error(`the file ended at ${this.position}, before ${this.end}`), { code: 'ESHORT' }));
+        return;
+      }
+      this.position += bytesRead;
+      this.push(this.pool.lend(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead)));
+      // The end goes out with the last bytes: the response ends (and the file closes) without another turn.
+      if (this.position >= this.end) this.push(null);
+    }, (err: Error) => this.destroy(err));
+  }
+
+  recycle(chunk: Buffer): void {
+    this.pool.recycle(chunk);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    // A read still running holds the handle: node closes it once that read is done.
+    this.handle.close().then(() => callback(err), (closeErr: Error) => callback(err ?? closeErr));
   }
 }
 

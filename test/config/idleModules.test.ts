@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
+
+interface Generated { readonly stamp: string; readonly schema: unknown }
 const DIST = new URL('../../', import.meta.url).pathname;
 const CONFIG_DIR = join(DIST, 'src', 'config');
 
@@ -61,13 +63,16 @@ test('a server on the filesystem loads neither typebox, ajv, the AWS SDK nor the
   assert.ok(!loaded.includes('ajv') || loaded.includes('@fastify/ajv-compiler'), `ajv only for fastify's routes: ${loaded.join(', ')}`);
 });
 
-test('with generated files that do not match the schema module, the schema is built and compiled as before, and validates the same', async () => {
-  // A copy of the configuration's schema modules beside dist/, whose generated files carry another stamp (only tsc ran since a change).
+for (const [variant, damage] of [
+  ['that do not match the schema module (only tsc ran since a change)', (g: Generated) => JSON.stringify({ ...g, stamp: 'stale' })],
+  ['that cannot be read (a damaged file)', (g: Generated) => JSON.stringify(g).slice(0, 100)],
+] as const) test(`with generated files ${variant}, the schema is built and compiled as before, and validates the same`, async () => {
+  // A copy of the configuration's schema modules beside dist/, whose generated schema file is changed.
   const dir = await mkdtemp(join(DIST, '.stale-'));
   try {
     for (const file of ['validator.js', 'schema.js', 'configValidator.generated.cjs']) await copyFile(join(CONFIG_DIR, file), join(dir, file));
-    const generated = JSON.parse(await readFile(join(CONFIG_DIR, 'configSchema.generated.json'), 'utf8')) as { stamp: string; schema: unknown };
-    await writeFile(join(dir, 'configSchema.generated.json'), JSON.stringify({ ...generated, stamp: 'stale' }));
+    const generated = JSON.parse(await readFile(join(CONFIG_DIR, 'configSchema.generated.json'), 'utf8')) as Generated;
+    await writeFile(join(dir, 'configSchema.generated.json'), damage(generated));
     const fresh = await import(join(CONFIG_DIR, 'validator.js')) as typeof import('../../src/config/validator.js');
     const stale = await import(join(dir, 'validator.js')) as typeof import('../../src/config/validator.js');
     const fromFiles = await fresh.loadConfigSchema();

@@ -8,9 +8,11 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { parseDigest } from '../../src/registry/digest.js';
 import { BlobFill } from '../../src/proxy/fill.js';
+import { isRecycling } from '../../src/registry/chunkPool.js';
 import { FilesystemDriver } from '../../src/storage/filesystem.js';
 import { blobDataPath } from '../../src/storage/layout.js';
 import { systemClock } from '../../src/registry/clock.js';
+import type { Upload } from '../../src/storage/driver.js';
 
 async function fillOf(bytes: Buffer): Promise<{ fill: BlobFill; driver: FilesystemDriver }> {
   const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
@@ -139,4 +141,81 @@ test('a caught-up reader takes the chunks a fill has just written from memory: o
   assert.ok(got.equals(bytes), 'every byte, in order');
   // Only the held-back last byte (never served before the digest is verified) comes from the file.
   assert.ok(readBack <= 65536, `read back ${readBack} bytes from the upload`);
+});
+
+/**
+ * A fill of `bytes` in 64 KiB chunks, as a socket delivers them, whose body
+ * pauses before chunk `pauseAt` until `letGo`; `wrap` may stand in for the upload.
+ */
+async function gatedFill(bytes: Buffer, pauseAt: number, wrap: (upload: Upload) => Upload = (u) => u): Promise<{ fill: BlobFill; letGo: () => void }> {
+  const driver = new FilesystemDriver(await mkdtemp(join(tmpdir(), 'pt-fill-')));
+  await driver.init();
+  const digest = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+  let letGo!: () => void;
+  const gate = new Promise<void>((resolve) => { letGo = resolve; });
+  const chunks = Array.from({ length: Math.ceil(bytes.length / 65536) }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536));
+  const fill = new BlobFill({
+    digest, expectedSize: bytes.length,
+    body: Readable.from((async function* body() {
+      for (const [i, chunk] of chunks.entries()) {
+        if (i === pauseAt) await gate;
+        yield chunk;
+      }
+    })(), { objectMode: false }),
+    upload: wrap(await driver.createUpload()),
+    commit: (u) => u.commit(blobDataPath(digest.digest)),
+    openCommitted: async (range) => (await driver.openReader(blobDataPath(digest.digest), () => range))!.stream,
+    detachedTimeoutMs: 0, maxSize: Number.MAX_SAFE_INTEGER, clock: systemClock,
+  });
+  return { fill, letGo };
+}
+
+test('a fill writes its upload in batches of 1 MiB, and readers have each chunk as soon as it is hashed, before it is written', async () => {
+  const bytes = randomBytes(3_000_000);
+  const writes: number[] = [];
+  // The first 192 KiB, then a pause.
+  const { fill, letGo } = await gatedFill(bytes, 3, (upload) => Object.assign(Object.create(upload) as Upload, {
+    write: async (chunks: readonly Buffer[], position: number) => {
+      writes.push(chunks.reduce((n, c) => n + c.length, 0));
+      await upload.write(chunks, position);
+    },
+  }));
+  const reader = fill.reader();
+  const received: Buffer[] = [];
+  reader.on('data', (c: Buffer) => received.push(c));
+  const ended = new Promise((resolve, reject) => { reader.on('end', resolve); reader.on('error', reject); });
+  while (received.reduce((n, c) => n + c.length, 0) < 3 * 65536 - 1) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(writes, [], 'the reader had 192 KiB (all but the held-back last byte) before anything was written');
+  letGo();
+  await ended;
+  await fill.done;
+  assert.ok(Buffer.concat(received).equals(bytes), 'every byte, in order');
+  assert.equal(writes.reduce((n, w) => n + w, 0), bytes.length);
+  assert.ok(writes.slice(0, -1).every((w) => w >= 1024 * 1024), `writes of ${writes.join(', ')} bytes`);
+  assert.ok(writes.length <= 3, `${writes.length} writes`);
+});
+
+test('a reader that fell behind a fill reads the upload into the buffers its consumer handed back', async () => {
+  const bytes = randomBytes(8 * 1024 * 1024 + 5000);
+  const { fill, letGo } = await gatedFill(bytes, Math.ceil(bytes.length / 65536) - 1);
+  const reader = fill.reader();
+  assert.ok(isRecycling(reader));
+  // Everything but the last chunk is in before the reader reads: most of it only in the upload.
+  while (fill.written < bytes.length - 5000) await new Promise((r) => setImmediate(r));
+  letGo();
+  const seen = new Set<ArrayBufferLike>();
+  let wholeReads = 0;
+  const got: Buffer[] = [];
+  for await (const chunk of reader as AsyncIterable<Buffer>) {
+    got.push(Buffer.from(chunk)); // a copy: the chunk itself goes back
+    if (chunk.length === 1024 * 1024) {
+      wholeReads += 1;
+      seen.add(chunk.buffer);
+    }
+    reader.recycle(chunk);
+  }
+  await fill.done;
+  assert.ok(Buffer.concat(got).equals(bytes), 'every byte, in order');
+  // One held by the loop, one read ahead, one being read.
+  assert.ok(wholeReads >= 5 && seen.size <= 3, `${wholeReads} whole-MiB reads from the upload into ${seen.size} buffers`);
 });

@@ -4,6 +4,7 @@ import { mkdir, mkdtemp, readdir, readFile, stat, symlink, writeFile } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
+import { isRecycling, type RecyclingReadable } from '../../src/registry/chunkPool.js';
 import { FilesystemDriver } from '../../src/storage/filesystem.js';
 import { sweepUploads } from '../../src/storage/uploads.js';
 
@@ -96,4 +97,35 @@ test('symbolic links under the root are not followed: a planted link reads as mi
   assert.equal(await d.getContent('blobs/sha256/ab/abc/data'), undefined);
   assert.deepEqual(await d.list('blobs/sha256/ab'), ['abc'], 'the directory link is not listed, so no walk enters it');
   assert.deepEqual(await d.list('blobs/sha256/ab/abc'), []);
+});
+
+test('a reader lends its chunks: a chunk handed back is read into again, one never handed back never is', async () => {
+  const d = await driver();
+  const bytes = Buffer.from(Array.from({ length: 5 * 1024 * 1024 + 7 }, (_, i) => (i * 31) % 251));
+  await d.putContent('blobs/big/data', bytes);
+
+  // Handed back at once: every read goes into the same buffer, and the bytes stay right (each is checked before it goes back).
+  const recycled = (await d.openReader('blobs/big/data'))!.stream as RecyclingReadable;
+  assert.ok(isRecycling(recycled));
+  const seen = new Set<ArrayBufferLike>();
+  let at = 0;
+  for await (const chunk of recycled as AsyncIterable<Buffer>) {
+    assert.ok(chunk.equals(bytes.subarray(at, at + chunk.length)), `bytes at ${at}`);
+    at += chunk.length;
+    seen.add(chunk.buffer);
+    recycled.recycle(chunk);
+    recycled.recycle(chunk); // twice: ignored, or two reads would share one buffer
+  }
+  assert.equal(at, bytes.length);
+  assert.ok(seen.size <= 2, `6 reads into ${seen.size} buffers`);
+
+  // Never handed back (or something else handed back): each chunk is a buffer of its own, still intact at the end.
+  const kept = (await d.openReader('blobs/big/data'))!.stream as RecyclingReadable;
+  const chunks: Buffer[] = [];
+  for await (const chunk of kept as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    kept.recycle(Buffer.alloc(chunk.length));
+  }
+  assert.equal(new Set(chunks.map((c) => c.buffer)).size, chunks.length);
+  assert.ok(Buffer.concat(chunks).equals(bytes));
 });

@@ -3,7 +3,8 @@ import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
 import type { RegistryServices } from '../services.js';
 import type { Route } from '../../routing/router.js';
-import { countBytes, markCache } from '../context.js';
+import { markCache } from '../context.js';
+import { sendStream } from '../sendStream.js';
 import { parseRange } from '../range.js';
 
 /**
@@ -45,5 +46,5 @@ export async function serveBlob(
   } else if (size !== undefined) {
     void reply.header('content-length', String(size));
   }
-  return reply.send(countBytes(request, stream));
+  return sendStream(request, reply, stream);
 }

@@ -3,7 +3,7 @@ import { parseDigest } from '../../registry/digest.js';
 import { RegistryError } from '../../registry/errors.js';
 import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_AUTH_HEADER, verifyPeerToken, type HeldBlobs } from '../../registry/heldBlobs.js';
 import type { PeerEvents } from '../../registry/peerTelemetry.js';
-import { countBytes } from '../context.js';
+import { sendStream } from '../sendStream.js';
 
 export interface InternalRoutesOptions {
   /** What this process holds: committed blobs and its own fills in progress. */
@@ -55,7 +55,7 @@ export function internalRoutes(options: InternalRoutesOptions): FastifyPluginAsy
       if (start > 0) void reply.code(206).header('content-range', `bytes ${start}-${held.size! - 1}/${held.size}`);
       const events = options.events;
       if (events) stream.on('data', (chunk: Buffer) => events.served(chunk.length));
-      return reply.send(countBytes(request, stream));
+      return sendStream(request, reply, stream);
     });
   };
 }
