@@ -12,6 +12,10 @@ const FIELDS_PER_COMMAND = 1000;
 const FIELDS_PER_PAGE = 1000;
 
 /** Adds to the total only when there is one: a counter INCRBY created from nothing would pass for a measured size. */
+/** HDELs each field (ARGV[2..]) whose time is before ARGV[1]: a use recorded since the caller read the hash stays. */
+const FORGET_IF_OLDER = "local n = 0 for i = 2, #ARGV do local v = tonumber(redis.call('HGET', KEYS[1], ARGV[i])) "
+  + "if v and v < tonumber(ARGV[1]) then n = n + redis.call('HDEL', KEYS[1], ARGV[i]) end end return n";
+
 const ADD_IF_KNOWN = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false";
 
 /**
@@ -27,7 +31,8 @@ function usageKey(redis: RedisConnection, storage: string, name: string): string
  * Last-use times of S3 storage in Redis, shared by every replica on it: one
  * hash `<prefix>usage:<storage>:times`, storage path → last use (ms). A flush is one
  * pipelined HSET (per 1000 paths); an eviction run reads the hash in pages
- * (HSCAN) and HDELs what it removed and what no longer exists. The hash has
+ * (HSCAN) and HDELs what it removed and what no longer exists (the latter
+ * only if not recorded again since its read: one small script per 1000). The hash has
  * no TTL: each run's forgets keep it to what is cached. Redis away: the
  * flush's uses are lost, and a run learns that the times are unknown (any
  * page that fails: a partial hash would pass for older uses) and removes no
@@ -70,11 +75,15 @@ export class RedisUseTimes implements UseTimes {
     return times;
   }
 
-  async forget(paths: readonly string[]): Promise<void> {
+  async forget(paths: readonly string[], recordedBefore?: number): Promise<void> {
     if (paths.length === 0) return;
     await this.redis.run((c) => {
       const pipeline = c.pipeline();
-      for (let i = 0; i < paths.length; i += FIELDS_PER_COMMAND) pipeline.hdel(this.key, ...paths.slice(i, i + FIELDS_PER_COMMAND));
+      for (let i = 0; i < paths.length; i += FIELDS_PER_COMMAND) {
+        const batch = paths.slice(i, i + FIELDS_PER_COMMAND);
+        if (recordedBefore === undefined) pipeline.hdel(this.key, ...batch);
+        else pipeline.eval(FORGET_IF_OLDER, 1, this.key, String(recordedBefore), ...batch);
+      }
       return pipeline.exec();
     }, undefined);
   }

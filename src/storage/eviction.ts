@@ -286,8 +286,9 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
     removedBlobs++;
     await options.hooks?.blobRemoved?.(digest, linked);
   }
-  if (recorded) forgotten.push(...stale(recorded, blobs, revisionPaths, now - policy.graceMs));
-  await options.useTimes?.forget([...new Set(forgotten)]);
+  await options.useTimes?.forget(forgotten);
+  // Only as old as what was read: a use flushed during the run is newer than `now`'s read and stays.
+  if (recorded) await options.useTimes?.forget(stale(recorded, blobs, revisionPaths, now - policy.graceMs), now);
   return report(freedBytes, removedBlobs);
 }
 
@@ -295,8 +296,9 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
  * Recorded entries the store no longer needs: paths the scan did not find
  * (removed by another process, by a re-verification, or re-added by a flush
  * after the run that removed them forgot them), and blobs last used before
- * `graceStart` (a blob's use matters only within the grace). Entries
- * recorded after the read are not in `recorded`, so they stay.
+ * `graceStart` (a blob's use matters only within the grace). They are
+ * forgotten only where not recorded again since the read (`forget`'s
+ * `recordedBefore`), so a use flushed during the run stays.
  */
 function stale(recorded: ReadonlyMap<string, number>, blobs: ReadonlyMap<Digest, StoredBlob>, revisionPaths: ReadonlySet<string>, graceStart: number): string[] {
   const blobPaths = new Set([...blobs.keys()].map(blobDataPath));

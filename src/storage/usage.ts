@@ -22,8 +22,12 @@ export interface UseTimes {
    * took it for none would see every image as last used when written.
    */
   lastUsed(): Promise<ReadonlyMap<string, number> | undefined>;
-  /** Drops the entries of removed content (and of blobs whose use no longer matters). */
-  forget(paths: readonly string[]): Promise<void>;
+  /**
+   * Drops the entries of removed content (and of blobs whose use no longer
+   * matters); with `recordedBefore`, only entries older than that, so that a
+   * use recorded since the caller read the times survives.
+   */
+  forget(paths: readonly string[], recordedBefore?: number): Promise<void>;
 }
 
 /**

@@ -59,6 +59,22 @@ test('lastUsed reads the hash in HSCAN pages of about 1000, every entry once, no
   }
 });
 
+test('forget with recordedBefore drops only entries older than that; without it, every named entry', { skip: redis.skip }, async () => {
+  const prefix = randomPrefix();
+  const connection = await connect(redis.url!, prefix);
+  try {
+    const times = new RedisUseTimes(connection, STORAGE);
+    await times.record(new Set(['old', 'gone']), 1000);
+    await times.record(new Set(['new']), 5000);
+    await times.forget(['old', 'new', 'never'], 3000);
+    assert.deepEqual(await times.lastUsed(), new Map([['gone', 1000], ['new', 5000]]), 'a use recorded at 5000 is newer than the read at 3000');
+    await times.forget(['new', 'gone']);
+    assert.deepEqual(await times.lastUsed(), new Map());
+  } finally {
+    await connection.close();
+  }
+});
+
 test('Redis paused past the command timeout, or away: the times are unknown (undefined), not an empty map', { skip: redis.skip }, async () => {
   const own = await startPrivateRedis();
   privates.push(own);

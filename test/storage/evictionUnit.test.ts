@@ -665,3 +665,26 @@ test('a blob that a re-verification removes is subtracted from the estimate and 
   assert.equal(await new BucketUsageRecord(driver).read(), kept.size, 'the ledger a start-up reads');
   await evictor.stop();
 });
+
+test('a use flushed while a run reads the times survives the run\'s forgetting of old blob uses', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const image = await storeImage(driver, 'team/kept', { usedAt: clock.now() - 2 * HOUR });
+  const blob = blobDataPath(image.layers[0]!);
+  const record = new BucketUsageRecord(driver);
+  await record.record(new Set([blob]), clock.now() - HOUR);
+  await clock.advance(MINUTE);
+  // A replica's (or this process's timer's) flush lands between the run's read of the times and its forgets.
+  const racing: UseTimes = {
+    record: (paths, time) => record.record(paths, time),
+    forget: (paths, before) => record.forget(paths, before),
+    lastUsed: async () => {
+      const times = await record.lastUsed();
+      await new BucketUsageRecord(driver).record(new Set([blob]), clock.now());
+      return times;
+    },
+  };
+  await collectGarbage(driver, policy({ maxIdleMs: DAY }), { dryRun: false, now: clock.now(), inUseIsKnown: true, useTimes: racing });
+  await record.record(new Set(), clock.now());
+  assert.equal((await new BucketUsageRecord(driver).lastUsed())!.get(blob), clock.now(), 'the newer use stays');
+});
