@@ -167,6 +167,7 @@ export class Mirror {
         this.evictor.added(d.size);
         void peers?.directory.announce(d.digest, true);
       },
+      onRemoved: (_, bytes) => this.evictor.removed(bytes),
       onReleased: (digest) => {
         this.evictor.released(digest);
         // A blob read here is in use: its "has" record lives on (refreshed at most once a minute).

@@ -3,8 +3,19 @@ import type { RedisConnection } from './redis.js';
 
 /** HSET / HDEL at most this many fields per command, so that one flush never makes a huge request. */
 const FIELDS_PER_COMMAND = 1000;
+/**
+ * HSCAN reads the hash about this many fields per command: HGETALL of a
+ * 50k-entry hash takes ~140 ms, past a 150 ms command timeout with little
+ * load, and stalls the connection that descriptor lookups, leases and
+ * in-use marks share; a page of 1000 takes a few ms.
+ */
+const FIELDS_PER_PAGE = 1000;
 
 /** Adds to the total only when there is one: a counter INCRBY created from nothing would pass for a measured size. */
+/** HDELs each field (ARGV[2..]) whose time is before ARGV[1]: a use recorded since the caller read the hash stays. */
+const FORGET_IF_OLDER = "local n = 0 for i = 2, #ARGV do local v = tonumber(redis.call('HGET', KEYS[1], ARGV[i])) "
+  + "if v and v < tonumber(ARGV[1]) then n = n + redis.call('HDEL', KEYS[1], ARGV[i]) end end return n";
+
 const ADD_IF_KNOWN = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false";
 
 /**
@@ -19,10 +30,13 @@ function usageKey(redis: RedisConnection, storage: string, name: string): string
 /**
  * Last-use times of S3 storage in Redis, shared by every replica on it: one
  * hash `<prefix>usage:<storage>:times`, storage path → last use (ms). A flush is one
- * pipelined HSET (per 1000 paths); an eviction run reads the hash once
- * (HGETALL) and HDELs what it removed. The hash has no TTL: it lives as the
- * cached content does. Redis away: the flush's uses are lost and a run sees
- * none (eviction falls back to the objects' write times), never an error.
+ * pipelined HSET (per 1000 paths); an eviction run reads the hash in pages
+ * (HSCAN) and HDELs what it removed and what no longer exists (the latter
+ * only if not recorded again since its read: one small script per 1000). The hash has
+ * no TTL: each run's forgets keep it to what is cached. Redis away: the
+ * flush's uses are lost, and a run learns that the times are unknown (any
+ * page that fails: a partial hash would pass for older uses) and removes no
+ * image by age or size, never an error.
  */
 export class RedisUseTimes implements UseTimes {
   private readonly key: string;
@@ -44,21 +58,32 @@ export class RedisUseTimes implements UseTimes {
     }, undefined);
   }
 
-  async lastUsed(): Promise<ReadonlyMap<string, number>> {
-    const fields = await this.redis.run((c) => c.hgetall(this.key), {} as Record<string, string>);
+  async lastUsed(): Promise<ReadonlyMap<string, number> | undefined> {
     const times = new Map<string, number>();
-    for (const [path, value] of Object.entries(fields)) {
-      const time = Number(value);
-      if (Number.isFinite(time)) times.set(path, time);
-    }
+    let cursor = '0';
+    do {
+      const page = await this.redis.run((c) => c.hscan(this.key, cursor, 'COUNT', FIELDS_PER_PAGE), undefined);
+      if (!page) return undefined;
+      const [next, fields] = page;
+      // HSCAN may return a field twice across pages: the map keeps one.
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        const time = Number(fields[i + 1]);
+        if (Number.isFinite(time)) times.set(fields[i]!, time);
+      }
+      cursor = next;
+    } while (cursor !== '0');
     return times;
   }
 
-  async forget(paths: readonly string[]): Promise<void> {
+  async forget(paths: readonly string[], recordedBefore?: number): Promise<void> {
     if (paths.length === 0) return;
     await this.redis.run((c) => {
       const pipeline = c.pipeline();
-      for (let i = 0; i < paths.length; i += FIELDS_PER_COMMAND) pipeline.hdel(this.key, ...paths.slice(i, i + FIELDS_PER_COMMAND));
+      for (let i = 0; i < paths.length; i += FIELDS_PER_COMMAND) {
+        const batch = paths.slice(i, i + FIELDS_PER_COMMAND);
+        if (recordedBefore === undefined) pipeline.hdel(this.key, ...batch);
+        else pipeline.eval(FORGET_IF_OLDER, 1, this.key, String(recordedBefore), ...batch);
+      }
       return pipeline.exec();
     }, undefined);
   }

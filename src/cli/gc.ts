@@ -44,6 +44,7 @@ export function formatGcReport(report: EvictionReport, options: { graceMs: numbe
   const target = report.targetBytes === undefined ? '' : `; the size cap brings it down to ${formatBytes(report.targetBytes)}`;
   text += `${verb} ${plural(report.removedImages.length, 'image')} and ${plural(report.removedBlobs, 'blob')}, `
     + `freeing ${formatBytes(report.freedBytes)} of ${formatBytes(report.totalBytes)}${target}\n`;
+  if (report.lastUseUnknown) text += 'the last-use times could not be read (Redis away or too slow): no image was removed, only unreferenced blobs\n';
   if (report.kept.length === 0) return text;
   const keptBytes = report.kept.reduce((n, k) => n + k.bytes, 0);
   text += `kept above the low watermark (${formatBytes(keptBytes)}):\n`;

@@ -47,6 +47,8 @@ export interface LocalBlobStoreOptions {
   readonly onReleased?: (digest: Digest) => void;
   /** Told when a read error made a committed blob be checked, and what the check found (the log). */
   readonly onReverified?: (digest: Digest, outcome: 'intact' | 'removed', reason: string) => void;
+  /** Told of the bytes of a committed blob that a re-verification removed (the evictor's size estimate and the ledger subtract them). */
+  readonly onRemoved?: (digest: Digest, bytes: number) => void;
   /** Readers of every replica on this storage (Redis): told of each read here, so that eviction elsewhere keeps the blob. */
   readonly sharedReaders?: SharedReaders;
   /** A short-lived URL of a stored file that clients may fetch themselves (S3 presigned); absent: bytes flow through here. */
@@ -238,8 +240,10 @@ export class LocalBlobStore implements BlobStore {
     try {
       const outcome = await this.hashesRight(digest) ? 'intact' : 'removed';
       if (outcome === 'removed') {
+        const stored = await this.driver.stat(blobDataPath(digest));
         await this.driver.delete(blobDir(digest));
         await this.forget(repository, digest);
+        if (stored) this.options.onRemoved?.(digest, stored.size);
       }
       this.options.onReverified?.(digest, outcome, reason);
       return outcome;

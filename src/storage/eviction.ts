@@ -58,8 +58,14 @@ export interface CollectOptions {
   readonly heldInUse?: ReadonlySet<Digest>;
   /**
    * Last uses that file times do not show (S3): read once per run, a file's
-   * last use is the later of its modification time and its time here; the
-   * entries of what the run removes are dropped.
+   * last use is the later of its modification time and its time here. The
+   * run drops the entries of what it removes, of every recorded path its
+   * scan did not find (removed elsewhere, or re-added by a late flush), and
+   * of blobs last used before the grace (only the grace asks a blob's use;
+   * revisions keep theirs: they order images). When the times cannot be
+   * read, the run removes no image (by `maxIdle` or the size cap): with
+   * write times standing in, a hot image cached long ago would go first.
+   * Blobs no image references still go past their grace.
    */
   readonly useTimes?: UseTimes;
 }
@@ -116,6 +122,7 @@ export interface EvictionReport {
   readonly totalBytes: number;
   /** Of `totalBytes`, the uploads': they cannot be evicted, so images go to make room for them. */
   readonly uploadBytes: number;
+  /** Bytes of the blobs removed (a dry run: that would be removed, before the re-check just before each removal). */
   readonly freedBytes: number;
   /** The size the cap brings use down to (maxBytes × lowWatermark); undefined without a cap. */
   readonly targetBytes: number | undefined;
@@ -126,6 +133,8 @@ export interface EvictionReport {
   readonly kept: KeptContent[];
   /** Blobs the run would have removed but for a reader or a fill: the next run removes them once released. */
   readonly heldInUse: Digest[];
+  /** The last-use times beside the storage could not be read (Redis away or too slow): no image was removed. */
+  readonly lastUseUnknown: boolean;
   readonly dryRun: boolean;
 }
 
@@ -152,11 +161,14 @@ interface Doomed {
 export async function collectGarbage(driver: StorageDriver, policy: EvictionPolicy, options: CollectOptions): Promise<EvictionReport> {
   const { now, inUseIsKnown } = options;
   const recorded = await options.useTimes?.lastUsed();
+  const lastUseUnknown = options.useTimes !== undefined && recorded === undefined;
   const lastUse: LastUse = recorded ? (path, modifiedMs) => Math.max(modifiedMs, recorded.get(path) ?? 0) : (_, modifiedMs) => modifiedMs;
   const blobs = await scanBlobs(driver, lastUse);
   const uploadBytes = await scanUploads(driver);
   const repositories = await scanRepositories(driver);
-  const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository, lastUse)))).flat();
+  /** Revision paths the scan found, so that the entries of others can go. */
+  const revisionPaths = new Set<string>();
+  const units = (await Promise.all(repositories.map((r) => scanUnits(driver, r.repository, lastUse, revisionPaths)))).flat();
 
   const refcount = new Map<Digest, number>();
   for (const unit of units) for (const d of unit.blobs) refcount.set(d, (refcount.get(d) ?? 0) + 1);
@@ -206,7 +218,8 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
   };
   // Garbage from the start: blobs no image references.
   for (const d of blobs.keys()) if (!refcount.get(d)) consider(d, undefined);
-  const leastRecentFirst = [...units].sort((a, b) => a.lastUsed - b.lastUsed);
+  // Without the times every image's last use would be its write time: none goes by age or size this run.
+  const leastRecentFirst = lastUseUnknown ? [] : [...units].sort((a, b) => a.lastUsed - b.lastUsed);
   if (policy.maxIdleMs !== undefined) {
     for (const unit of leastRecentFirst) {
       if (now - unit.lastUsed >= policy.maxIdleMs && !imageHeld(unit, false)) release(unit);
@@ -233,18 +246,19 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
     reason: h.reason, bytes: blobs.get(digest)!.size, image: h.unit && summarise(h.unit), blob: digest,
   }));
 
-  const report: EvictionReport = {
+  const report = (freedBytes: number, removedBlobs: number): EvictionReport => ({
     totalBytes,
     uploadBytes,
-    freedBytes: [...doomed.values()].reduce((n, d) => n + d.blob.size, 0),
+    freedBytes,
     targetBytes,
     removedImages: [...removed].map(summarise),
-    removedBlobs: doomed.size,
+    removedBlobs,
     kept: stuck ? [...keptImages, ...keptBlobs] : [],
     heldInUse: [...held].filter(([, h]) => h.reason === 'in use').map(([d]) => d),
+    lastUseUnknown,
     dryRun: options.dryRun,
-  };
-  if (options.dryRun) return report;
+  });
+  if (options.dryRun) return report([...doomed.values()].reduce((n, d) => n + d.blob.size, 0), doomed.size);
 
   const forgotten: string[] = [];
   for (const unit of removed) {
@@ -255,7 +269,9 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
   for (const r of repositories) {
     for (const d of r.layers) linksByDigest.set(d, [...(linksByDigest.get(d) ?? []), r.repository]);
   }
-  for (const [digest, { ofRemovedImage }] of doomed) {
+  let freedBytes = 0;
+  let removedBlobs = 0;
+  for (const [digest, { blob, ofRemovedImage }] of doomed) {
     // Checked again: a pull may have started on it since the scan.
     const path = blobDataPath(digest);
     const info = await driver.stat(path);
@@ -265,10 +281,33 @@ export async function collectGarbage(driver: StorageDriver, policy: EvictionPoli
     for (const repository of linked) await driver.delete(layerLinkPath(repository, digest));
     await driver.delete(blobDir(digest));
     forgotten.push(path);
+    // What the scan counted in `totalBytes`, so that total minus freed is what is left.
+    freedBytes += blob.size;
+    removedBlobs++;
     await options.hooks?.blobRemoved?.(digest, linked);
   }
   await options.useTimes?.forget(forgotten);
-  return report;
+  // Only as old as what was read: a use flushed during the run is newer than `now`'s read and stays.
+  if (recorded) await options.useTimes?.forget(stale(recorded, blobs, revisionPaths, now - policy.graceMs), now);
+  return report(freedBytes, removedBlobs);
+}
+
+/**
+ * Recorded entries the store no longer needs: paths the scan did not find
+ * (removed by another process, by a re-verification, or re-added by a flush
+ * after the run that removed them forgot them), and blobs last used before
+ * `graceStart` (a blob's use matters only within the grace). They are
+ * forgotten only where not recorded again since the read (`forget`'s
+ * `recordedBefore`), so a use flushed during the run stays.
+ */
+function stale(recorded: ReadonlyMap<string, number>, blobs: ReadonlyMap<Digest, StoredBlob>, revisionPaths: ReadonlySet<string>, graceStart: number): string[] {
+  const blobPaths = new Set([...blobs.keys()].map(blobDataPath));
+  const gone: string[] = [];
+  for (const [path, time] of recorded) {
+    if (revisionPaths.has(path)) continue;
+    if (!blobPaths.has(path) || time < graceStart) gone.push(path);
+  }
+  return gone;
 }
 
 async function removeUnit(driver: StorageDriver, unit: Unit, hooks: EvictionHooks | undefined): Promise<void> {
@@ -326,7 +365,7 @@ async function scanRepositories(driver: StorageDriver): Promise<RepositoryScan[]
  * cached here) and the index under the subject's referrers tag belong to
  * the subject's image: kept by its pins and its use, removed with it.
  */
-async function scanUnits(driver: StorageDriver, repository: RepositoryRef, lastUse: LastUse): Promise<Unit[]> {
+async function scanUnits(driver: StorageDriver, repository: RepositoryRef, lastUse: LastUse, revisionPaths: Set<string>): Promise<Unit[]> {
   const revisions = new Map<Digest, { lastUsed: number; references: Digest[] }>();
   const subjects = new Map<Digest, Digest>();
   for (const digest of await digestsIn(driver, revisionsDir(repository))) {
@@ -334,6 +373,7 @@ async function scanUnits(driver: StorageDriver, repository: RepositoryRef, lastU
     const info = await driver.stat(path);
     const body = await driver.getContent(blobDataPath(digest));
     if (info) revisions.set(digest, { lastUsed: lastUse(path, info.modifiedMs), references: body ? referencedDigests(body) : [] });
+    if (info) revisionPaths.add(path);
     const subject = body && manifestSubject(body);
     if (subject) subjects.set(digest, subject);
   }

@@ -50,6 +50,8 @@ export class Evictor {
   private heldInUse: ReadonlySet<Digest> = new Set();
   /** The last run could not get under the low watermark (logged when it starts). */
   private stuck = false;
+  /** The last run could not read the last-use times (logged when it starts and when it ends). */
+  private timesUnknown = false;
   private readonly policy: EvictionPolicy;
   /** The start-up's decision (ledger or walk), until it is made. */
   private beginning: Promise<void> | undefined;
@@ -89,6 +91,17 @@ export class Evictor {
 
   /** A fill committed `bytes`: evict now if that crosses the high watermark. */
   added(bytes: number): void {
+    this.adjust(bytes);
+    this.checkCap();
+  }
+
+  /** A blob of `bytes` was removed outside a run (a re-verification found it damaged). */
+  removed(bytes: number): void {
+    this.adjust(-bytes);
+  }
+
+  /** Moves the estimate and the ledger by `bytes` (negative: removed). */
+  private adjust(bytes: number): void {
     if (this.estimate !== undefined) this.estimate += bytes;
     const { ledger } = this.options;
     if (ledger) {
@@ -97,7 +110,6 @@ export class Evictor {
         if (total !== undefined) this.estimate = total;
       }, (err: unknown) => this.options.logger.warn({ err }, 'could not add to the recorded cache size'));
     }
-    this.checkCap();
   }
 
   private checkCap(): void {
@@ -166,6 +178,13 @@ export class Evictor {
         bytes: this.estimate, maxBytes: this.policy.maxBytes, ms: this.options.clock.now() - began,
       }, removed ? 'evicted' : 'eviction run: nothing to remove');
       (this.options.events ?? NO_EVICTION_EVENTS).evicted({ freedBytes: report.freedBytes, removedBlobs: report.removedBlobs, usedBytes: this.estimate });
+      if (report.lastUseUnknown !== this.timesUnknown) {
+        this.timesUnknown = report.lastUseUnknown;
+        if (report.lastUseUnknown) {
+          logger.warn('eviction cannot read the last-use times (Redis away or slower than redis.commandTimeout): '
+            + 'no image is removed by maxIdle or the size cap until it can; unreferenced blobs past the grace still go');
+        } else logger.info('eviction reads the last-use times again');
+      }
       if (this.stuck) {
         const kept: Partial<Record<KeptReason, number>> = {};
         for (const k of report.kept) kept[k.reason] = (kept[k.reason] ?? 0) + k.bytes;

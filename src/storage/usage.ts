@@ -15,10 +15,19 @@ export interface UseTimes {
    * none: an implementation may write other pending state then too).
    */
   record(paths: ReadonlySet<string>, timeMs: number): Promise<void>;
-  /** Every recorded last use, by storage path: one read per eviction run. */
-  lastUsed(): Promise<ReadonlyMap<string, number>>;
-  /** Drops the entries of removed content. */
-  forget(paths: readonly string[]): Promise<void>;
+  /**
+   * Every recorded last use, by storage path: one read per eviction run.
+   * Undefined when the times cannot be known now (Redis away or slower than
+   * its command timeout): not the same as none recorded, since a run that
+   * took it for none would see every image as last used when written.
+   */
+  lastUsed(): Promise<ReadonlyMap<string, number> | undefined>;
+  /**
+   * Drops the entries of removed content (and of blobs whose use no longer
+   * matters); with `recordedBefore`, only entries older than that, so that a
+   * use recorded since the caller read the times survives.
+   */
+  forget(paths: readonly string[], recordedBefore?: number): Promise<void>;
 }
 
 /**

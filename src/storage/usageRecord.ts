@@ -14,14 +14,22 @@ interface UsageDocument {
  * request: uses, forgotten paths and added bytes collect in memory, and each
  * flush (`record`, from the `UsageRecorder`'s timer and at shutdown) reads
  * the object, merges them in and writes it back: one GetObject and one
- * PutObject, and none when nothing changed. Reading before writing keeps what
- * another process on the storage (`pullthrough gc`) wrote meanwhile; writes of
- * this process are one at a time. A failed flush keeps its changes for the
- * next one. About 100 bytes per cached blob and manifest.
+ * PutObject, and none when nothing changed. Writes of this process are one
+ * at a time. Reading before writing keeps what another process on the
+ * storage (`pullthrough gc`, a replica) wrote before the read, but not what it
+ * writes between this read and this write: two flushes that overlap so
+ * lose the earlier one's changes (the object stores offer no conditional
+ * write that works everywhere; Swift has none). What is lost is uses (the
+ * next ones set them again), forgets and added bytes (the next eviction run
+ * forgets what no longer exists and measures the size). A failed flush keeps
+ * its changes for the next one. An entry is its path (~85 bytes for a blob,
+ * ~150 for a manifest revision) and its time: ~100-170 bytes each; a run
+ * keeps blob entries only within the grace.
  */
 export class BucketUsageRecord implements UseTimes, SizeLedger {
   private used = new Map<string, number>();
-  private forgotten = new Set<string>();
+  /** Paths to drop, each with the time before which its entry goes (Infinity: whatever it is). */
+  private forgotten = new Map<string, number>();
   private addedBytes = 0;
   /** The exact total of the last `set`, not yet written. */
   private measured: number | undefined;
@@ -37,17 +45,24 @@ export class BucketUsageRecord implements UseTimes, SizeLedger {
     await this.write();
   }
 
-  async lastUsed(): Promise<ReadonlyMap<string, number>> {
-    const times = new Map(Object.entries((await this.load()).used));
+  async lastUsed(): Promise<ReadonlyMap<string, number> | undefined> {
+    let document: UsageDocument;
+    try {
+      document = await this.load();
+    } catch {
+      // Unreadable (the store is away): unknown, not none.
+      return undefined;
+    }
+    const times = new Map(Object.entries(document.used));
     for (const [path, time] of this.used) times.set(path, Math.max(times.get(path) ?? 0, time));
-    for (const path of this.forgotten) times.delete(path);
+    for (const [path, before] of this.forgotten) if ((times.get(path) ?? Infinity) < before) times.delete(path);
     return times;
   }
 
-  async forget(paths: readonly string[]): Promise<void> {
+  async forget(paths: readonly string[], recordedBefore = Infinity): Promise<void> {
     for (const path of paths) {
-      this.forgotten.add(path);
-      this.used.delete(path);
+      this.forgotten.set(path, Math.max(this.forgotten.get(path) ?? -Infinity, recordedBefore));
+      if ((this.used.get(path) ?? Infinity) < recordedBefore) this.used.delete(path);
     }
   }
 
@@ -86,13 +101,13 @@ export class BucketUsageRecord implements UseTimes, SizeLedger {
     const added = this.addedBytes;
     const measured = this.measured;
     this.used = new Map();
-    this.forgotten = new Set();
+    this.forgotten = new Map();
     this.addedBytes = 0;
     this.measured = undefined;
     try {
       const document = await this.load();
       for (const [path, time] of used) document.used[path] = Math.max(document.used[path] ?? 0, time);
-      for (const path of forgotten) delete document.used[path];
+      for (const [path, before] of forgotten) if ((document.used[path] ?? Infinity) < before) delete document.used[path];
       const base = measured ?? document.bytes;
       // Without a total on record (storage from before the ledger) additions mean nothing until a walk sets one.
       document.bytes = base === null ? null : base + added;
@@ -100,7 +115,7 @@ export class BucketUsageRecord implements UseTimes, SizeLedger {
     } catch (err) {
       // Kept for the next flush; a newer use or total wins over these.
       for (const [path, time] of used) if (!this.forgotten.has(path)) this.used.set(path, Math.max(this.used.get(path) ?? 0, time));
-      for (const path of forgotten) if (!this.used.has(path)) this.forgotten.add(path);
+      for (const [path, before] of forgotten) if (!this.used.has(path)) this.forgotten.set(path, Math.max(this.forgotten.get(path) ?? -Infinity, before));
       // A total measured since then already counts these bytes.
       if (this.measured === undefined) {
         this.measured = measured;

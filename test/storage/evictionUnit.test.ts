@@ -22,7 +22,8 @@ import { LocalBlobStore, StorageBlobStatter } from '../../src/storage/blobs.js';
 import { collectGarbage, type EvictionPolicy, type EvictionReport } from '../../src/storage/eviction.js';
 import { Evictor } from '../../src/storage/evictor.js';
 import { blobDataPath, layerLinkPath, manifestRevisionPath, referrersRecordPath, tagPath } from '../../src/storage/layout.js';
-import { UsageRecorder } from '../../src/storage/usage.js';
+import { UsageRecorder, type UseTimes } from '../../src/storage/usage.js';
+import { BucketUsageRecord } from '../../src/storage/usageRecord.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { MemoryDriver } from '../fixtures/memoryDriver.js';
 
@@ -545,4 +546,145 @@ test('a signature goes with the image it signs: kept by the image\'s pin, remove
   assert.deepEqual(idle.removedImages.map((i) => i.id), [image.id], 'one image: the signature and the referrers tag index are part of it');
   assert.equal(idle.removedBlobs, image.blobs.length + signature.length);
   assert.deepEqual(driver.paths(), [], 'revisions, both tags, the referrers record, links and blobs');
+});
+
+// ---------------------------------------------------------------- last-use times beside the storage (S3)
+
+/** Times that cannot be read now, as `RedisUseTimes` answers while Redis is away or slower than its timeout. */
+const UNKNOWN_TIMES: UseTimes = {
+  record: async () => undefined,
+  lastUsed: async () => undefined,
+  forget: async () => undefined,
+};
+
+test('a run that cannot read the last-use times removes no image by age or size, only unreferenced blobs past the grace', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  // Written days ago, and (the times would say, could they be read) used a minute ago.
+  const images = [await storeImage(driver, 'team/hot', { usedAt: clock.now() - 3 * DAY }), await storeImage(driver, 'team/warm', { usedAt: clock.now() - 2 * DAY })];
+  const garbage = randomBytes(500);
+  await driver.putContent(blobDataPath(digestOf(garbage)), garbage);
+  await driver.touch([blobDataPath(digestOf(garbage))], clock.now() - DAY);
+  const report = await collectGarbage(driver, policy({ maxIdleMs: DAY, maxBytes: images[0]!.bytes }), {
+    dryRun: false, now: clock.now(), inUseIsKnown: true, useTimes: UNKNOWN_TIMES,
+  });
+  assert.equal(report.lastUseUnknown, true);
+  assert.deepEqual(ids(report), [], 'neither maxIdle nor the size cap removed an image on write times');
+  for (const image of images) assert.ok(kept(driver, image), `${image.repository.name} is kept`);
+  assert.ok(!driver.paths().includes(blobDataPath(digestOf(garbage))), 'a blob no image references, past the grace, still goes');
+  assert.equal(report.freedBytes, garbage.length);
+
+  const known = await collectGarbage(driver, policy({ maxIdleMs: DAY }), { dryRun: false, now: clock.now(), inUseIsKnown: true, useTimes: new BucketUsageRecord(driver) });
+  assert.equal(known.lastUseUnknown, false);
+  assert.equal(known.removedImages.length, 2, 'with times known (none recorded), the write times stand and both are idle');
+});
+
+test('the evictor logs once when the last-use times cannot be read, and once when they can again', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  let lines = '';
+  const logger = pino({ level: 'debug' }, { write: (line: string) => { lines += line; } });
+  let unknown = true;
+  const times: UseTimes = { ...UNKNOWN_TIMES, lastUsed: async () => (unknown ? undefined : new Map()) };
+  const evictor = new Evictor({
+    driver, policy: policy({ maxIdleMs: DAY }), usage: new UsageRecorder({ driver, intervalMs: 0, clock, times }),
+    hooks: {}, logger, intervalMs: HOUR, clock,
+  });
+  evictor.start();
+  await evictor.idle();
+  for (let i = 0; i < 2; i++) {
+    evictor.trigger();
+    await evictor.idle();
+  }
+  unknown = false;
+  evictor.trigger();
+  await evictor.idle();
+  await evictor.stop();
+  const messages = lines.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string });
+  const warned = messages.filter((m) => m.msg.startsWith('eviction cannot read the last-use times'));
+  assert.equal(warned.length, 1, 'three runs without the times: one warning');
+  assert.equal(warned[0]!.level, 40);
+  assert.equal(messages.filter((m) => m.msg === 'eviction reads the last-use times again').length, 1);
+});
+
+test('a run forgets recorded paths that no longer exist and blob uses older than the grace; revision uses stay', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const image = await storeImage(driver, 'team/kept', { usedAt: clock.now() - 2 * HOUR });
+  const revision = manifestRevisionPath(image.repository, image.digest);
+  const [recentBlob, oldBlob] = image.blobs.map(blobDataPath) as [string, string];
+  const removedElsewhere = blobDataPath(digestOf(randomBytes(8)));
+  const removedRevision = manifestRevisionPath(repo('team/gone'), image.digest);
+  const record = new BucketUsageRecord(driver);
+  await record.record(new Set([revision, oldBlob, removedElsewhere, removedRevision]), clock.now() - HOUR);
+  await record.record(new Set([recentBlob]), clock.now() - MINUTE);
+
+  const report = await collectGarbage(driver, policy({ maxIdleMs: DAY }), { dryRun: false, now: clock.now(), inUseIsKnown: true, useTimes: record });
+  assert.deepEqual(ids(report), []);
+  await record.record(new Set(), clock.now());
+  const left = (await new BucketUsageRecord(driver).lastUsed())!;
+  assert.deepEqual(Object.fromEntries(left), { [revision]: clock.now() - HOUR, [recentBlob]: clock.now() - MINUTE },
+    'gone: paths the scan did not find, and a blob use past the grace (10 minutes)');
+});
+
+test('freedBytes and removedBlobs count what was deleted, not a doomed blob that the re-check kept', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const [a, b] = [await storeImage(driver, 'team/a', { usedAt: clock.now() - 3 * DAY }), await storeImage(driver, 'team/b', { usedAt: clock.now() - 3 * DAY })];
+  const readElsewhere = b.layers[0]!;
+  const report = await collectGarbage(driver, policy({ maxIdleMs: DAY, inUseElsewhere: async (d) => d === readElsewhere }), {
+    dryRun: false, now: clock.now(), inUseIsKnown: true,
+  });
+  assert.equal(report.removedImages.length, 2);
+  assert.ok(driver.paths().includes(blobDataPath(readElsewhere)), 'a replica was reading it: kept');
+  const layerBytes = (await driver.stat(blobDataPath(readElsewhere)))!.size;
+  assert.equal(report.freedBytes, a.bytes + b.bytes - layerBytes);
+  assert.equal(report.removedBlobs, a.blobs.length + b.blobs.length - 1);
+});
+
+test('a blob that a re-verification removes is subtracted from the estimate and the ledger', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const ledger = new BucketUsageRecord(driver);
+  const usage = new UsageRecorder({ driver, intervalMs: 0, clock, times: ledger });
+  const evictor = new Evictor({ driver, policy: policy({ maxIdleMs: DAY }), usage, hooks: {}, logger: pino({ level: 'silent' }), intervalMs: HOUR, clock, ledger });
+  const local = new LocalBlobStore({
+    driver, usage, descriptors: new CachedBlobStatter(new MemoryBlobDescriptorService(100), new StorageBlobStatter(driver)),
+    onCommitted: (d) => evictor.added(d.size), onRemoved: (_, bytes) => evictor.removed(bytes),
+  });
+  const kept = await commitBlob(local, randomBytes(3000), [repo('team/a')]);
+  const damaged = await commitBlob(local, randomBytes(5000), [repo('team/a')]);
+  await ledger.set(kept.size + damaged.size);
+  evictor.start();
+  await evictor.idle();
+  assert.equal(evictor.usedBytes, kept.size + damaged.size, 'from the ledger');
+  await driver.putContent(blobDataPath(damaged.digest), randomBytes(5000));
+  assert.equal(await local.reverify(damaged.digest, repo('team/a'), 'test'), 'removed');
+  assert.equal(evictor.usedBytes, kept.size);
+  await usage.flush();
+  assert.equal(await new BucketUsageRecord(driver).read(), kept.size, 'the ledger a start-up reads');
+  await evictor.stop();
+});
+
+test('a use flushed while a run reads the times survives the run\'s forgetting of old blob uses', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const image = await storeImage(driver, 'team/kept', { usedAt: clock.now() - 2 * HOUR });
+  const blob = blobDataPath(image.layers[0]!);
+  const record = new BucketUsageRecord(driver);
+  await record.record(new Set([blob]), clock.now() - HOUR);
+  await clock.advance(MINUTE);
+  // A replica's (or this process's timer's) flush lands between the run's read of the times and its forgets.
+  const racing: UseTimes = {
+    record: (paths, time) => record.record(paths, time),
+    forget: (paths, before) => record.forget(paths, before),
+    lastUsed: async () => {
+      const times = await record.lastUsed();
+      await new BucketUsageRecord(driver).record(new Set([blob]), clock.now());
+      return times;
+    },
+  };
+  await collectGarbage(driver, policy({ maxIdleMs: DAY }), { dryRun: false, now: clock.now(), inUseIsKnown: true, useTimes: racing });
+  await record.record(new Set(), clock.now());
+  assert.equal((await new BucketUsageRecord(driver).lastUsed())!.get(blob), clock.now(), 'the newer use stays');
 });

@@ -25,7 +25,7 @@ test('uses go to the record once per flush, not per request', async () => {
   assert.equal(driver.counts.get('putContent'), 1, 'one write for the flush; nothing more at stop, nothing was used since');
   assert.equal(driver.counts.get('getContent'), 1, 'one read for it');
   assert.equal(driver.counts.get('touch') ?? 0, 0, 'the driver is never asked to touch');
-  const times = await new BucketUsageRecord(driver).lastUsed();
+  const times = (await new BucketUsageRecord(driver).lastUsed())!;
   assert.equal(times.size, 100);
   assert.equal(times.get(`blobs/sha256/aa/${'0'.repeat(64)}/data`), clock.now());
 });
@@ -38,7 +38,7 @@ test('two processes on one storage keep each other\'s uses; forgotten paths go',
   await gc.record(new Set(['c']), 2000);
   await server.forget(['b']);
   await server.record(new Set(['a']), 3000);
-  assert.deepEqual(Object.fromEntries(await new BucketUsageRecord(driver).lastUsed()), { a: 3000, c: 2000 });
+  assert.deepEqual(Object.fromEntries((await new BucketUsageRecord(driver).lastUsed())!), { a: 3000, c: 2000 });
   assert.deepEqual(JSON.parse((await driver.getContent(USAGE_RECORD_PATH))!.toString()).used, { a: 3000, c: 2000 });
 });
 
