@@ -12,6 +12,10 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { RedisConnection } from '../../src/cache/redis.js';
 import { RedisUseTimes } from '../../src/cache/redisUsage.js';
+import { RedisReaders } from '../../src/proxy/replicas/readers.js';
+import type { Digest } from '../../src/registry/digest.js';
+import { FakeClock } from '../fixtures/clock.js';
+import { until } from '../fixtures/tools.js';
 import type { RedisSettings } from '../../src/config/load.js';
 import { findRedis, monitorCommands, randomPrefix, startPrivateRedis, type PrivateRedis } from '../fixtures/redis.js';
 
@@ -95,5 +99,43 @@ test('Redis paused past the command timeout, or away: the times are unknown (und
   } finally {
     admin.disconnect();
     await connection.close();
+  }
+});
+
+test('a blob counts as read elsewhere when another replica marked it, and also when Redis cannot say: eviction never removes on "unknown"', { skip: redis.skip }, async () => {
+  const own = await startPrivateRedis();
+  privates.push(own);
+  const prefix = randomPrefix();
+  const here = await connect(own.url, prefix);
+  const there = await connect(own.url, prefix);
+  const admin = new Redis(own.url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+  const clock = new FakeClock();
+  const mine = new RedisReaders({ redis: here, self: 'here', clock, ttlMs: 10_000 });
+  const theirs = new RedisReaders({ redis: there, self: 'there', clock, ttlMs: 10_000 });
+  const digest = `sha256:${'ab'.repeat(32)}` as Digest;
+  try {
+    assert.equal(await mine.inUseElsewhere(digest), false, 'nobody reads it');
+    mine.begin(digest);
+    await until('marked', async () => (await admin.smembers(`${prefix}inuse:${digest}`)).includes('here'));
+    assert.equal(await mine.inUseElsewhere(digest), false, 'only this replica reads it');
+    theirs.begin(digest);
+    await until('marked there', async () => (await admin.smembers(`${prefix}inuse:${digest}`)).includes('there'));
+    assert.equal(await mine.inUseElsewhere(digest), true, 'another replica reads it');
+    theirs.end(digest);
+    await until('released there', async () => !(await admin.smembers(`${prefix}inuse:${digest}`)).includes('there'));
+    assert.equal(await mine.inUseElsewhere(digest), false);
+
+    await admin.client('PAUSE', 2000, 'ALL');
+    assert.equal(await mine.inUseElsewhere(digest), true, 'a command past the timeout: unknown, so kept');
+    await admin.client('UNPAUSE');
+    assert.equal(await mine.inUseElsewhere(digest), false, 'answered again');
+    await own.stop();
+    assert.equal(await mine.inUseElsewhere(digest), true, 'Redis away: unknown, so kept');
+  } finally {
+    mine.stop();
+    theirs.stop();
+    admin.disconnect();
+    await here.close();
+    await there.close();
   }
 });

@@ -17,8 +17,9 @@ export interface RedisReadersOptions {
  * of the ids of the replicas reading it, with a TTL that every reader
  * refreshes while it reads. Eviction on one replica asks before it removes a
  * blob (`inUseElsewhere`), so that a blob another replica is streaming is
- * kept, as its own readers' are. Redis away: nothing is known to be read
- * elsewhere (eviction falls back to this process's readers and the grace).
+ * kept, as its own readers' are. Redis away (or slower than its command
+ * timeout): a blob counts as read elsewhere, so a run removes none that
+ * another replica might be streaming; the next run that can ask removes it.
  */
 export class RedisReaders implements SharedReaders {
   private readonly reading = new Map<Digest, number>();
@@ -47,9 +48,11 @@ export class RedisReaders implements SharedReaders {
     }
   }
 
-  /** True when a replica other than this one marked the blob as being read, and its mark is alive. */
+  /** True when a replica other than this one marked the blob as being read and its mark is alive, or when Redis cannot say. */
   async inUseElsewhere(digest: Digest): Promise<boolean> {
-    const members = await this.options.redis.run((c) => c.smembers(this.key(digest)), [] as string[]);
+    const members = await this.options.redis.run((c) => c.smembers(this.key(digest)), undefined);
+    // Unknown is not "nobody": a removal cannot be undone, keeping costs one more run.
+    if (members === undefined) return true;
     return members.some((m) => m !== this.options.self);
   }
 
