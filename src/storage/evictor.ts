@@ -39,8 +39,12 @@ export interface EvictorOptions {
  * HeadObject per blob) start-up reads the size from it and walks nothing:
  * the first run comes with the interval, or at once when the recorded size
  * is past the high watermark. Only storage without a ledger yet (from
- * before it) gets the walk above, which then writes it.
+ * before it) gets the walk above, which then writes it; without a cap or an
+ * idle limit, one more walk a day corrects what the ledger missed.
  */
+/** How often a ledger is measured again where no run measures it (no size cap, no idle limit). */
+const REMEASURE_MS = 24 * 60 * 60 * 1000;
+
 export class Evictor {
   private estimate: number | undefined;
   private running: Promise<void> | undefined;
@@ -75,6 +79,9 @@ export class Evictor {
 
   start(): void {
     if (this.enabled) this.timer = this.options.clock.setInterval(() => this.trigger(), this.options.intervalMs);
+    // Nothing evicts, so no run ever measures: a ledger is walked again once a day, so that what it missed (a
+    // crash's last flush, content removed behind our back) is not reported forever.
+    else if (this.options.ledger) this.timer = this.options.clock.setInterval(() => void this.measure(), REMEASURE_MS);
     this.beginning = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.begin());
   }
 

@@ -26,6 +26,7 @@ import { UsageRecorder, type UseTimes } from '../../src/storage/usage.js';
 import { BucketUsageRecord } from '../../src/storage/usageRecord.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { MemoryDriver } from '../fixtures/memoryDriver.js';
+import { until } from '../fixtures/tools.js';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -687,4 +688,24 @@ test('a use flushed while a run reads the times survives the run\'s forgetting o
   await collectGarbage(driver, policy({ maxIdleMs: DAY }), { dryRun: false, now: clock.now(), inUseIsKnown: true, useTimes: racing });
   await record.record(new Set(), clock.now());
   assert.equal((await new BucketUsageRecord(driver).lastUsed())!.get(blob), clock.now(), 'the newer use stays');
+});
+
+test('with a ledger and nothing to evict, the size is walked again once a day: what the ledger missed is not reported forever', async () => {
+  const clock = new FakeClock();
+  const driver = new MemoryDriver(() => clock.now());
+  const ledger = new BucketUsageRecord(driver);
+  const usage = new UsageRecorder({ driver, intervalMs: 0, clock, times: ledger });
+  const evictor = new Evictor({ driver, policy: policy({}), usage, hooks: {}, logger: pino({ level: 'silent' }), intervalMs: HOUR, clock, ledger });
+  const image = await storeImage(driver, 'team/a', { usedAt: clock.now() });
+  // A ledger that missed some bytes (a crash lost its last flush): start-up trusts it, and walks nothing.
+  await ledger.set(image.bytes - 100);
+  evictor.start();
+  await evictor.idle();
+  assert.equal(evictor.usedBytes, image.bytes - 100, 'from the ledger');
+  await clock.advance(23 * HOUR);
+  assert.equal(evictor.usedBytes, image.bytes - 100, 'not walked within the day');
+  await clock.advance(HOUR);
+  await until('walked again', () => evictor.usedBytes === image.bytes);
+  assert.equal(await new BucketUsageRecord(driver).read(), image.bytes, 'and the ledger a start-up reads is right again');
+  await evictor.stop();
 });
