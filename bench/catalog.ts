@@ -20,6 +20,7 @@ import autocannon from 'autocannon';
 import { Pool } from 'undici';
 import type { Digest } from '../src/registry/digest.js';
 import { encodeDescriptorRecord } from '../src/registry/descriptorRecord.js';
+import { MEDIA_TYPES } from '../src/registry/mediaTypes.js';
 import type { RepositoryName } from '../src/registry/names.js';
 import { encodeTagRecord } from '../src/registry/tagRecord.js';
 import { blobDataPath, manifestRevisionPath, tagPath } from '../src/storage/layout.js';
@@ -46,7 +47,6 @@ export interface CatalogWorkload {
   readonly layer: Buffer;
 }
 
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
 function sha256(bytes: Buffer): string {
   return createHash('sha256').update(bytes).digest('hex');
@@ -78,7 +78,7 @@ export function makeCatalog(ctx: Pick<BenchContext, 'options'>): CatalogWorkload
       const tag = `t${t}`;
       const manifest = Buffer.from(JSON.stringify({
         schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
+        mediaType: MEDIA_TYPES.ociManifest,
         config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${sha256(config)}`, size: config.length },
         layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${sha256(layer)}`, size: layer.length }],
         annotations: { 'org.opencontainers.image.ref.name': `${repository}:${tag}` },
@@ -119,7 +119,7 @@ export async function writePullthroughLayout(root: string, upstream: string, cat
   await eachLimited(catalog.entries, 32, async ({ repository, tag, manifest, hex }) => {
     const digest = `sha256:${hex}` as Digest;
     const ref = { upstream, name: repository as RepositoryName };
-    const descriptor = { digest, size: manifest.length, mediaType: OCI_MANIFEST };
+    const descriptor = { digest, size: manifest.length, mediaType: MEDIA_TYPES.ociManifest };
     await put(join(root, blobDataPath(digest)), manifest);
     await put(join(root, manifestRevisionPath(ref, digest)), encodeDescriptorRecord(descriptor));
     await put(join(root, tagPath(ref, tag)), encodeTagRecord({ descriptor, fetchedAt }));

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import { CachedBlobStatter } from '../../src/cache/cachedStatter.js';
 import { MemoryBlobDescriptorService } from '../../src/cache/memory.js';
 import type { Descriptor } from '../../src/registry/descriptor.js';
+import { MEDIA_TYPES } from '../../src/registry/mediaTypes.js';
 import type { Digest } from '../../src/registry/digest.js';
 import type { RepositoryName } from '../../src/registry/names.js';
 import type { RepositoryRef } from '../../src/registry/services.js';
@@ -31,7 +32,7 @@ import { until } from '../fixtures/tools.js';
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_MANIFEST = MEDIA_TYPES.ociManifest;
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 
 function repo(name: string): RepositoryRef {
