@@ -124,7 +124,9 @@ test('a pinned image survives eviction and still pulls from the cache', { skip }
 
 test('a blob shared by two images survives while either of them is retained', { skip }, async () => {
   const shared = images.get('shared/a')!;
-  const cap = Math.floor(imageBytes(shared) * 2.5);
+  // The low watermark (0.8 of the cap) must hold two images with room to spare: at 2.5 images it was
+  // 2 images less a byte whenever an image's size was odd, so a run that saw all of shared/y took shared/b too.
+  const cap = Math.floor(imageBytes(shared) * 2.6);
   const proxy = await proxyWith(cap);
   await pull(proxy, 'shared/a');
   await pull(proxy, 'shared/b');
