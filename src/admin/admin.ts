@@ -1,6 +1,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { Server as TlsServer } from 'node:tls';
+import { SCHEMA_CONTROLLER } from '../http/schemaCompilers.js';
 import type { TlsListener } from '../http/tls.js';
 import type { PullthroughMetrics } from './metrics.js';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './page.js';
@@ -65,6 +66,7 @@ export class Admin {
       loggerInstance,
       logController: new LogController({ disableRequestLogging: true }),
       forceCloseConnections: true,
+      schemaController: SCHEMA_CONTROLLER,
       ...(tls ? { https: tls.serverOptions } : {}),
     }) as unknown as FastifyInstance;
     if (tls) tls.attach(app.server as unknown as TlsServer);

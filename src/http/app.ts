@@ -1,4 +1,3 @@
-import { AjvCompiler } from '@fastify/ajv-compiler';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import type { Server as TlsServer } from 'node:tls';
 import type { ServerLimits } from '../config/settings.js';
@@ -9,6 +8,7 @@ import type { TlsListener } from './tls.js';
 import { clientErrorHandler, registerErrorHandling, sendFrameworkError } from './errors.js';
 import { registerRequestReport } from './report.js';
 import { registryRoutes } from './routes/registry.js';
+import { SCHEMA_CONTROLLER } from './schemaCompilers.js';
 
 export interface AppOptions {
   readonly mirror: RegistryServices;
@@ -38,15 +38,6 @@ function serverOptions(limits: ServerLimits): { maxHeaderSize: number; headersTi
 }
 
 /**
- * fastify's own validator factory, made once per process rather than once
- * per app: it pools one Ajv per set of options, and Ajv keeps what it
- * compiled per schema object, so the route schemas are compiled once however
- * many listeners a process builds (a test process builds dozens; each compile
- * cost a fresh Ajv and about 80 ms of code generation).
- */
-const routeValidators = AjvCompiler();
-
-/**
  * The fastify app. HEAD routes are declared, not derived from GET, so a HEAD
  * never opens a blob or starts a fill. Every answer carries the API version
  * header; every request ends in exactly one log line.
@@ -62,7 +53,7 @@ export function buildApp({ mirror, logger, plugins = [], access = OPEN_ACCESS, t
     // when the per-request line (info) is written. Above info, a request's warnings carry their own fields.
     childLoggerFactory: (parent, bindings, options) => (logger.isLevelEnabled('info') ? parent.child(bindings, options) : parent),
     exposeHeadRoutes: false,
-    schemaController: { compilersFactory: { buildValidator: routeValidators } },
+    schemaController: SCHEMA_CONTROLLER,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 1024 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',

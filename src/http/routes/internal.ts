@@ -4,6 +4,7 @@ import { RegistryError } from '../../registry/errors.js';
 import { HELD_STATE_HEADER, INTERNAL_BLOBS_PATH, PEER_AUTH_HEADER, verifyPeerToken, type HeldBlobs } from '../../registry/heldBlobs.js';
 import type { PeerEvents } from '../../registry/peerTelemetry.js';
 import { sendStream } from '../sendStream.js';
+import { ROUTE_SCHEMAS } from './schemas.js';
 
 export interface InternalRoutesOptions {
   /** What this process holds: committed blobs and its own fills in progress. */
@@ -38,7 +39,7 @@ export function internalRoutes(options: InternalRoutesOptions): FastifyPluginAsy
   };
   return async (app: FastifyInstance) => {
     app.get<{ Params: { digest: string } }>(`${INTERNAL_BLOBS_PATH}:digest`, {
-      schema: { params: { type: 'object', properties: { digest: { type: 'string', maxLength: 200 } }, required: ['digest'] } },
+      schema: { params: ROUTE_SCHEMAS.digestParams },
       onRequest: async (request) => {
         if (!authentic(request)) throw new RegistryError('UNAUTHORIZED', 'the internal endpoint needs a token made with the peers secret');
       },

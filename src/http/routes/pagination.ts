@@ -22,12 +22,3 @@ export function page(items: readonly string[], query: PageQuery, reply: FastifyR
   }
   return taken;
 }
-
-export const pageQuerySchema = {
-  type: 'object',
-  properties: {
-    n: { type: 'integer', minimum: 0 },
-    last: { type: 'string', maxLength: 512 },
-    ns: { type: 'string', maxLength: 255 },
-  },
-} as const;

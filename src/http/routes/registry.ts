@@ -10,7 +10,8 @@ import { parseRegistryPath } from '../paths.js';
 import { serveBlob } from './blobs.js';
 import { serveManifest } from './manifests.js';
 import { serveReferrers } from './referrers.js';
-import { page, pageQuerySchema, type PageQuery } from './pagination.js';
+import { page, type PageQuery } from './pagination.js';
+import { ROUTE_SCHEMAS } from './schemas.js';
 import { clientOf, markCache, routed } from '../context.js';
 
 interface RegistryQuery extends PageQuery {
@@ -18,12 +19,6 @@ interface RegistryQuery extends PageQuery {
   /** The referrers filter; empty is none. */
   readonly artifactType?: string;
 }
-
-/** The query of every `/v2/<name>/...` request: pagination, `ns`, and the referrers' `artifactType`. */
-const registryQuerySchema = {
-  ...pageQuerySchema,
-  properties: { ...pageQuerySchema.properties, artifactType: { type: 'string', maxLength: 255 } },
-} as const;
 
 /**
  * The read side of the distribution API: `/v2/`, manifests, blobs, tag
@@ -44,7 +39,7 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; acce
     return reply.type('application/json').send('{}');
   });
 
-  app.get<{ Querystring: PageQuery }>('/v2/_catalog', { schema: { querystring: pageQuerySchema } }, async (request, reply) => {
+  app.get<{ Querystring: PageQuery }>('/v2/_catalog', { schema: { querystring: ROUTE_SCHEMAS.pageQuery } }, async (request, reply) => {
     request.requestKind = 'catalog';
     // The catalog lists what is cached: always a hit.
     markCache(request, reply, 'hit');
@@ -61,7 +56,7 @@ export const registryRoutes: FastifyPluginAsync<{ mirror: RegistryServices; acce
   app.route<{ Params: { '*': string }; Querystring: RegistryQuery }>({
     method: ['GET', 'HEAD'],
     url: '/v2/*',
-    schema: { querystring: registryQuerySchema },
+    schema: { querystring: ROUTE_SCHEMAS.registryQuery },
     handler: async (request, reply) => {
       const path = parseRegistryPath(request.params['*']);
       switch (path.endpoint) {
