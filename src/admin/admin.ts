@@ -1,4 +1,4 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyPluginAsync, type FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { Server as TlsServer } from 'node:tls';
 import { SCHEMA_CONTROLLER } from '../http/schemaCompilers.js';
@@ -62,6 +62,8 @@ export class Admin {
   /** A listener of the operator's endpoints alone (`admin.listen`), over HTTPS with `admin.tls` (the same block as `listen.tls`). */
   async listen(address: AdminAddress, logger: Logger, tls?: TlsListener): Promise<FastifyInstance> {
     const loggerInstance: FastifyBaseLogger = logger.child({ component: 'admin' });
+    // Loaded here, not at import: every mirror has an Admin, and the commands that serve nothing (warm, export, gc) need no fastify.
+    const { default: Fastify, LogController } = await import('fastify');
     const app = Fastify({
       loggerInstance,
       logController: new LogController({ disableRequestLogging: true }),
