@@ -2,8 +2,9 @@
  * How fastify compiles our route schemas (`routes/schemas.ts`). Its default
  * validator loads ajv (about a hundred modules) and compiles every schema
  * when a listener is built: a tenth of a second of CPU at every start, and
- * again for every app a test process builds. So the build writes ajv's standalone code
- * for each schema, made by fastify's own compiler with fastify's own options,
+ * again for every app a test process builds. So the build writes ajv's
+ * standalone code for each schema, made by fastify's own compiler with
+ * fastify's own options,
  * beside this module (`cli/generate.ts`), stamped with a hash of the schemas
  * and the versions of ajv and the compiler. A schema without generated code
  * (only `tsc` ran, or a stamp that does not match) is compiled as fastify
@@ -69,7 +70,9 @@ let serializerPool: BuildSerializer | undefined;
  */
 const buildValidator: BuildValidator = (externalSchemas, ajvOptions) => (route) => {
   generated ??= loadGenerated();
-  const found = generated.get(schemaKey(route.schema));
+  // Generated under fastify's default ajv options and no shared schemas: an app configured otherwise compiles.
+  const asGenerated = schemaKey(ajvOptions) === schemaKey(FASTIFY_AJV_OPTIONS) && Object.keys(externalSchemas ?? {}).length === 0;
+  const found = asGenerated ? generated.get(schemaKey(route.schema)) : undefined;
   if (found) return found;
   validatorPool ??= (requireHere('@fastify/ajv-compiler') as typeof import('@fastify/ajv-compiler')).AjvCompiler();
   return validatorPool(externalSchemas, ajvOptions)(route);

@@ -35,6 +35,9 @@ test('every route schema is validated by the generated code exactly as fastify\'
     const compiled = fastifys({ schema, httpPart: 'querystring' }) as Validate;
     assert.notEqual(generated, compiled, `${name}: not compiled here`);
     for (const sample of SAMPLES) assert.deepEqual(outcome(generated, sample), outcome(compiled, sample), `${name} with ${JSON.stringify(sample)}`);
+    const otherOptions = SCHEMA_CONTROLLER.compilersFactory.buildValidator({}, { customOptions: { coerceTypes: false }, plugins: [] })({ schema }) as Validate;
+    assert.notEqual(otherOptions, generated, `${name}: an app with other ajv options does not get code generated under the defaults`);
+    if ('n' in schema.properties) assert.equal(otherOptions({ n: '5' }), false, `${name}: its own options hold (no coercion of '5')`);
   }
 });
 
