@@ -2,11 +2,11 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import type { S3StorageDriver } from '../../src/storage/s3/driver.js';
-import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { blobBytes as bucketBlobBytes, s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
-import { pushLayout } from '../fixtures/seed.js';
+import { pushImage } from '../fixtures/seed.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
 import { tempDir, toolSkip, until } from '../fixtures/tools.js';
 import { request } from 'undici';
@@ -32,9 +32,7 @@ before(async () => {
   upstream = await startRegistry();
   for (const repository of ['evict/one', 'evict/two', 'evict/three', 'evict/four']) {
     const image = makeImage({ layerSizes: [MiB] });
-    const dir = await tempDir('s3-evict-layout');
-    await writeOciLayout(dir, [{ ref: 'v1', image }]);
-    await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+    await pushImage(upstream.host, repository, 'v1', image);
     images.set(repository, image);
   }
   bucket = await store.createBucket();

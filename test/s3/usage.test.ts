@@ -14,13 +14,13 @@ import type { S3StorageDriver } from '../../src/storage/s3/driver.js';
 import { USAGE_RECORD_PATH, blobDataPath, manifestRevisionPath } from '../../src/storage/layout.js';
 import type { Digest } from '../../src/registry/digest.js';
 import { FakeClock } from '../fixtures/clock.js';
-import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
+import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { findRedis, randomPrefix } from '../fixtures/redis.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { blobBytes as bucketBlobBytes, s3StorageConfig, s3Store, type S3Store } from '../fixtures/s3.js';
-import { pushLayout } from '../fixtures/seed.js';
-import { tempDir, toolSkip, until } from '../fixtures/tools.js';
+import { pushImage } from '../fixtures/seed.js';
+import { toolSkip, until } from '../fixtures/tools.js';
 
 const skip = toolSkip('docker-registry', 'skopeo');
 const MiB = 2 ** 20;
@@ -39,9 +39,7 @@ before(async () => {
   upstream = await startRegistry();
   for (const repository of ['usage/a', 'usage/b']) {
     const image = makeImage({ layerSizes: [MiB] });
-    const dir = await tempDir('s3-usage-layout');
-    await writeOciLayout(dir, [{ ref: 'v1', image }]);
-    await pushLayout(dir, 'v1', `${upstream.host}/${repository}:v1`);
+    await pushImage(upstream.host, repository, 'v1', image);
     images.set(repository, image);
   }
 });
