@@ -5,15 +5,14 @@
  */
 import { StandaloneValidator } from '@fastify/ajv-compiler';
 import { generateConfigValidator } from '../config/generateValidator.js';
-import { generatedContent, replaceGenerated } from '../config/generated.js';
+import { generatedContent, replaceGenerated, stampLine } from '../config/generated.js';
 import { FASTIFY_AJV_OPTIONS, GENERATED_ROUTE_VALIDATORS, routeValidatorStamp, schemaKey } from '../http/schemaCompilers.js';
 import { ROUTE_SCHEMAS } from '../http/routes/schemas.js';
 
 /** One module whose `validators` table holds ajv's standalone code for each route schema, compiled by fastify's compiler with fastify's options. */
 function generateRouteValidators(): void {
-  const stamp = routeValidatorStamp();
-  const stampLine = `module.exports.stamp = ${JSON.stringify(stamp)};\n`;
-  if (generatedContent(GENERATED_ROUTE_VALIDATORS).endsWith(stampLine)) return;
+  const last = stampLine(routeValidatorStamp());
+  if (generatedContent(GENERATED_ROUTE_VALIDATORS).endsWith(last)) return;
   const entries: string[] = [];
   const compile = StandaloneValidator({
     readMode: false,
@@ -23,7 +22,7 @@ function generateRouteValidators(): void {
     },
   })({}, FASTIFY_AJV_OPTIONS);
   for (const schema of Object.values(ROUTE_SCHEMAS)) compile({ schema });
-  replaceGenerated(GENERATED_ROUTE_VALIDATORS, `'use strict';\nconst validators = {};\n${entries.join('\n')}\nmodule.exports.validators = validators;\n${stampLine}`);
+  replaceGenerated(GENERATED_ROUTE_VALIDATORS, `'use strict';\nconst validators = {};\n${entries.join('\n')}\nmodule.exports.validators = validators;\n${last}`);
 }
 
 generateConfigValidator();

@@ -6,18 +6,18 @@
  */
 import { Ajv } from 'ajv';
 import standalone from 'ajv/dist/standalone/index.js';
-import { generatedContent, replaceGenerated } from './generated.js';
+import { generatedContent, replaceGenerated, stampLine } from './generated.js';
 import { ConfigSchema } from './schema.js';
 import { AJV_OPTIONS, GENERATED_SCHEMA, GENERATED_VALIDATOR, validatorStamp } from './validator.js';
 
 export function generateConfigValidator(): void {
   const stamp = validatorStamp();
-  const stampLine = `module.exports.stamp = ${JSON.stringify(stamp)};\n`;
+  const last = stampLine(stamp);
   // JSON keeps what keys.ts and the overrides read (types, properties, defaults, patterns, `expected`); typebox's symbols are only its own.
   const schemaFile = `${JSON.stringify({ stamp, schema: ConfigSchema })}\n`;
   // Both from the same schema, or neither: a pair is used only when both carry the current stamp.
-  if (generatedContent(GENERATED_VALIDATOR).endsWith(stampLine) && generatedContent(GENERATED_SCHEMA) === schemaFile) return;
+  if (generatedContent(GENERATED_VALIDATOR).endsWith(last) && generatedContent(GENERATED_SCHEMA) === schemaFile) return;
   const ajv = new Ajv({ ...AJV_OPTIONS, code: { source: true } });
-  replaceGenerated(GENERATED_VALIDATOR, `${standalone.default(ajv, ajv.compile(ConfigSchema))}\n${stampLine}`);
+  replaceGenerated(GENERATED_VALIDATOR, `${standalone.default(ajv, ajv.compile(ConfigSchema))}\n${last}`);
   replaceGenerated(GENERATED_SCHEMA, schemaFile);
 }

@@ -4,6 +4,11 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 
+/** The last line of a generated CommonJS module: the stamp it was made under, which its loader compares. */
+export function stampLine(stamp: string): string {
+  return `module.exports.stamp = ${JSON.stringify(stamp)};\n`;
+}
+
 /** A generated file's content; empty when it does not exist yet. */
 export function generatedContent(file: URL): string {
   try {
