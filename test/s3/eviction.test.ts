@@ -9,7 +9,7 @@ import { blobBytes as bucketBlobBytes, s3StorageConfig, s3Store, type S3Store } 
 import { pushImage } from '../fixtures/seed.js';
 import { pullWithSkopeo } from '../fixtures/skopeo.js';
 import { tempDir, toolSkip, until } from '../fixtures/tools.js';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { startFakeUpstream } from '../fixtures/fakeUpstream.js';
 import { findRedis, randomPrefix, redisKeys } from '../fixtures/redis.js';
 import type { Digest } from '../../src/registry/digest.js';
@@ -79,8 +79,9 @@ test('two replicas on one bucket and Redis: eviction on one keeps a blob the oth
   const shared = await store.createBucket();
   const fake = await startFakeUpstream();
   // The in-use mark lives a lease TTL without a refresh: 10 s, so a loaded machine's late refresh cannot drop it (the
-  // release below is the reader's own SREM, not the TTL).
-  const redis = { url: redisUrl!, keyPrefix: randomPrefix(), leaseTtl: '10s' };
+  // release below is the reader's own SREM, not the TTL). A mark whose command times out waits for the next refresh:
+  // on a loaded machine 150 ms is not enough, and this test is about marks, not Redis timeouts.
+  const redis = { url: redisUrl!, keyPrefix: randomPrefix(), leaseTtl: '10s', commandTimeout: '5s' };
   const upstreams = [{ name: 'fake.test', url: fake.url }];
   const reader = await startProxy({ upstreams, redis, storage: s3StorageConfig(store, shared) });
   const evicting = await startProxy({ upstreams, redis, storage: { ...s3StorageConfig(store, shared), maxSize: MiB, evictionGrace: '0s' } });
@@ -99,6 +100,8 @@ test('two replicas on one bucket and Redis: eviction on one keeps a blob the oth
     // A run the evicting replica began on its own (its start-up walk sees the bucket over the cap) decides
     // before the read below is marked: let it end first, so the run under test is the one triggered here.
     await evicting.mirror.evictor.idle();
+    // The reads above marked the layer too: their release must be through, or the mark seen below could be theirs.
+    await until('the earlier reads\' mark is gone', async () => !(await redisKeys(redisUrl!, redis.keyPrefix)).has(`inuse:${layer}`));
     // A client on the reading replica takes one chunk and then holds the stream open.
     const slow = await request(`${reader.url}/v2/inuse/read/blobs/${layer}`, { highWaterMark: 1024 } as never);
     const chunks = slow.body[Symbol.asyncIterator]();
