@@ -17,7 +17,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
-import { Pool } from 'undici';
+import { Pool } from '../src/upstream/undici.js';
 import type { Digest } from '../src/registry/digest.js';
 import { encodeDescriptorRecord } from '../src/registry/descriptorRecord.js';
 import { MEDIA_TYPES } from '../src/registry/mediaTypes.js';

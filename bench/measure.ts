@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
-import { Client } from 'undici';
+import { Client } from '../src/upstream/undici.js';
 import type { AccessLogEntry, RunningRegistry } from '../test/fixtures/registry.js';
 import type { SeededImage } from '../test/fixtures/seed.js';
 import { verifyDirLayout } from '../test/fixtures/skopeo.js';

@@ -13,7 +13,7 @@
  * through it once (untimed) first.
  */
 import { performance } from 'node:perf_hooks';
-import { Client } from 'undici';
+import { Client } from '../src/upstream/undici.js';
 import type { SeededImage } from '../test/fixtures/seed.js';
 import { seedImages } from '../test/fixtures/seed.js';
 import type { RunningRegistry } from '../test/fixtures/registry.js';

@@ -4,7 +4,7 @@
  * single-layer image for the concurrent and cached blob figures, and one
  * image of several small layers whose blobs are timed to first byte.
  */
-import { request } from 'undici';
+import { request } from '../src/upstream/undici.js';
 import { DEFAULT_MANIFEST_ACCEPT } from '../src/registry/mediaTypes.js';
 import type { RunningRegistry } from '../test/fixtures/registry.js';
 import { seedImages, type SeededImage } from '../test/fixtures/seed.js';

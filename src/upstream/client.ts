@@ -1,6 +1,6 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
-import { Agent, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from './undici.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../registry/clock.js';
 import type { UpstreamSettings } from '../config/settings.js';

@@ -22,7 +22,7 @@
  */
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
-import { buildConnector } from 'undici';
+import { buildConnector, type Connector, type ConnectorOptions } from './undici.js';
 import type { UpstreamSettings } from '../config/settings.js';
 
 const PRIVATE_V4 = new BlockList();
@@ -124,8 +124,8 @@ export class EgressPolicy {
    * An undici connector that enforces the policy on every connection:
    * `options` are those of undici's `buildConnector` (timeout, TLS options).
    */
-  connector(options: buildConnector.BuildOptions = {}): buildConnector.connector {
-    const connect = buildConnector({ ...options, lookup: this.lookup } as buildConnector.BuildOptions);
+  connector(options: ConnectorOptions = {}): Connector {
+    const connect = buildConnector({ ...options, lookup: this.lookup } as ConnectorOptions);
     return (connectOptions, callback) => {
       const host = connectOptions.hostname;
       // The socket does no lookup for an IP literal: judge it here.

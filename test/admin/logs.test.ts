@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';
 import { scrape } from '../fixtures/metrics.js';

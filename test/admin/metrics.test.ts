@@ -9,7 +9,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { startFakeUpstream, tooManyRequests, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';

@@ -8,7 +8,7 @@ import test, { after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';

@@ -9,7 +9,7 @@
 import test, { after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import type { Browser, Page } from 'puppeteer-core';
 import { artifactDir, launchChromium } from '../fixtures/browser.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';

@@ -85,6 +85,14 @@ test('nothing outside storage/, config/ and cli/ imports node:fs: every byte goe
   assert.deepEqual(offenders, []);
 });
 
+test('only upstream/undici.ts loads undici (the rest import its types): its index costs every command a third of its start-up', () => {
+  const offenders = files
+    .filter(({ text }) => /^import\s+(?!type\b)[^;]*from\s+['"]undici['"]/m.test(text))
+    .map(({ path }) => path)
+    .filter((path) => path !== 'upstream/undici.ts');
+  assert.deepEqual(offenders, []);
+});
+
 test('the layer checker sees an upward import when there is one', () => {
   // The checker itself must be able to fail: a storage module importing the proxy is upward.
   assert.ok(layerOf('proxy/blobs.ts').rank > layerOf('storage/blobs.ts').rank);

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { CachedBlobStatter } from '../../src/cache/cachedStatter.js';
 import { MemoryBlobDescriptorService } from '../../src/cache/memory.js';
 import { RedisConnection } from '../../src/cache/redis.js';

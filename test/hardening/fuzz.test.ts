@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import fc from 'fast-check';
-import { Pool } from 'undici';
+import { Pool } from '../../src/upstream/undici.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { rawRequest } from '../fixtures/rawHttp.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';

@@ -8,7 +8,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';

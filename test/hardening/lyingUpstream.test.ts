@@ -14,7 +14,7 @@ import { readdir, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { makeImage, MEDIA } from '../fixtures/images.js';
 import { serveOnLoopback, type LoopbackServer } from '../fixtures/net.js';
 import { getOutcome, type Outcome } from '../fixtures/outcome.js';

@@ -11,7 +11,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { testConfigDocument } from '../fixtures/proxy.js';
 import { pushBlob } from '../fixtures/push.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';

@@ -1,7 +1,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
-import { Client } from 'undici';
+import { Client } from '../../src/upstream/undici.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { readdir, readlink, truncate } from 'node:fs/promises';
 import { get } from 'node:https';
 import { join } from 'node:path';
-import { Client, request } from 'undici';
+import { Client, request } from '../../src/upstream/undici.js';
 import { ChunkPool } from '../../src/registry/chunkPool.js';
 import type { Digest } from '../../src/registry/digest.js';
 import { createTestCa } from '../fixtures/certs.js';

@@ -8,7 +8,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { makeImage } from '../fixtures/images.js';
 import { freePort } from '../fixtures/net.js';
 import { peerCluster, type PeerCluster } from '../fixtures/peers.js';

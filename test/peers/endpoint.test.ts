@@ -7,7 +7,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { INTERNAL_BLOBS_PATH, PEER_AUTH_HEADER, peerToken } from '../../src/registry/heldBlobs.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { peerCluster, startPeer, type PeerCluster } from '../fixtures/peers.js';

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { INTERNAL_BLOBS_PATH, PEER_AUTH_HEADER, verifyPeerToken } from '../../src/registry/heldBlobs.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { freePort, serveOnLoopback, type LoopbackServer } from '../fixtures/net.js';

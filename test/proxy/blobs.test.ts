@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';
 import { seedImages } from '../fixtures/seed.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { makeImage, writeOciLayout, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, testConfigDocument, type ProxyOptions, type RunningProxy } from '../fixtures/proxy.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { startFakeUpstream, tooManyRequests, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';

@@ -1,6 +1,6 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';

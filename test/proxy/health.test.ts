@@ -9,7 +9,7 @@
  */
 import test, { after, afterEach, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { makeImage, type BuiltImage } from '../fixtures/images.js';

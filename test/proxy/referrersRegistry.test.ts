@@ -8,7 +8,7 @@
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import {
   COSIGN_SIGNATURE, MEDIA, SPDX_SBOM, makeArtifact, makeImage, makeReferrersIndex, referrerEntry, referrersTagOf,

@@ -10,7 +10,7 @@ import { mkdir, open, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { startFakeUpstream, type FakeUpstream } from '../fixtures/fakeUpstream.js';
 import { findRedis, randomPrefix, startRedisProxy, type RedisProxy } from '../fixtures/redis.js';
 import { tempDir, until } from '../fixtures/tools.js';

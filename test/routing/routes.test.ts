@@ -7,7 +7,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type AccessLogEntry, type RunningRegistry } from '../fixtures/registry.js';
 import { seedImages, type SeededImage } from '../fixtures/seed.js';

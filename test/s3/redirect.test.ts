@@ -6,7 +6,7 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { FakeClock } from '../fixtures/clock.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';

@@ -9,7 +9,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import type { S3StorageDriver } from '../../src/storage/s3/driver.js';
 import { USAGE_RECORD_PATH, blobDataPath, manifestRevisionPath } from '../../src/storage/layout.js';
 import type { Digest } from '../../src/registry/digest.js';

@@ -13,7 +13,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { DEFAULT_MANIFEST_ACCEPT, MAX_ACCEPT_ENTRIES, MEDIA_TYPES, acceptedManifestTypes } from '../../src/registry/mediaTypes.js';
 import { startProxy, type RunningProxy } from '../fixtures/proxy.js';
 import { startRegistry, type RunningRegistry } from '../fixtures/registry.js';

@@ -12,7 +12,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import type { Digest } from '../../src/registry/digest.js';
 import type { RepositoryName } from '../../src/registry/names.js';
 import { blobDataPath, layerLinkPath } from '../../src/storage/layout.js';

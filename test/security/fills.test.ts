@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import type { Digest } from '../../src/registry/digest.js';
 import { ROUTES, startAttack, type Attack, type MaliciousUpstream } from '../fixtures/malicious.js';
 import type { RunningProxy } from '../fixtures/proxy.js';

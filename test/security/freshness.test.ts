@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import pino from 'pino';
 import * as tar from 'tar-stream';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { Redis } from 'ioredis';
 import { importBundle } from '../../src/airgap/import.js';
 import { REF_NAME, TAG_FETCHED_AT } from '../../src/airgap/ociLayout.js';

@@ -21,7 +21,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import type { Digest } from '../../src/registry/digest.js';
 import { RegistryError } from '../../src/registry/errors.js';
 import { parseFillInfo } from '../../src/proxy/replicas/lease.js';

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { INTERNAL_SECRET, INTERNAL_TOKEN, ROUTES, startAttack, type Attack, type InternalService, type MaliciousUpstream } from '../fixtures/malicious.js';
 import type { RunningProxy } from '../fixtures/proxy.js';
 

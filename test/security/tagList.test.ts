@@ -11,7 +11,7 @@
  */
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import { nextPageLink } from '../../src/upstream/link.js';
 import { ROUTES, startAttack, type Attack, type MaliciousUpstream } from '../fixtures/malicious.js';
 import type { RunningProxy } from '../fixtures/proxy.js';

@@ -6,7 +6,7 @@
  * (`registry.example.test`, `auth.evil.test`) for the realm-trust rules.
  */
 import { serveOnLoopback } from '../fixtures/net.js';
-import { Agent, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from '../../src/upstream/undici.js';
 import type { ChallengeAuthorizer } from '../../src/upstream/auth/challengeAuthorizer.js';
 
 /** An undici Agent for which every host name is 127.0.0.1. */

@@ -6,7 +6,7 @@
  */
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { Agent, request } from 'undici';
+import { Agent, request } from '../../src/upstream/undici.js';
 import { EgressPolicy, EgressRefused, isPublicAddress } from '../../src/upstream/egress.js';
 import { serveOnLoopback } from '../fixtures/net.js';
 

@@ -11,7 +11,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { request } from '../../src/upstream/undici.js';
 import type { Digest } from '../../src/registry/digest.js';
 import { fromArguments } from '../../src/warm/references.js';
 import { Warmer, type WarmResult } from '../../src/warm/warm.js';

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { Agent, request } from 'undici';
+import { Agent, request } from '../../upstream/undici.js';
 import type { PeersSettings } from '../../config/settings.js';
 import type { Digest } from '../../registry/digest.js';
 import type { Clock } from '../../registry/clock.js';

@@ -3,7 +3,7 @@
  * Pass `authorizerFor` as `MirrorOptions.authorizerFor`.
  */
 import type { Logger } from 'pino';
-import { Agent } from 'undici';
+import { Agent } from '../undici.js';
 import type { UpstreamSettings } from '../../config/settings.js';
 import { systemClock, type Clock } from '../../registry/clock.js';
 import type { UpstreamEvents } from '../../registry/telemetry.js';

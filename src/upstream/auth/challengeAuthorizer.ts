@@ -4,7 +4,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { getGlobalDispatcher, type Dispatcher } from 'undici';
+import { getGlobalDispatcher, type Dispatcher } from '../undici.js';
 import { systemClock, type Clock } from '../../registry/clock.js';
 import { UpstreamAuthError } from './authError.js';
 import type { UpstreamAuthorizer, UpstreamCredentials } from './authorizer.js';

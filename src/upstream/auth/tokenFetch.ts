@@ -2,7 +2,7 @@
  * One request to a Docker token service (the "realm" of a Bearer
  * challenge), per https://distribution.github.io/distribution/spec/auth/token/.
  */
-import type { Dispatcher } from 'undici';
+import type { Dispatcher } from '../undici.js';
 import type { Clock } from '../../registry/clock.js';
 import type { UpstreamCredentials } from './authorizer.js';
 import { UpstreamAuthError } from './authError.js';
