@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './promClient.js';
 import type { RateLimitState } from '../upstream/rateLimit.js';
 import type { FillProgress } from '../proxy/blobs.js';
 import type { EvictionEvents } from '../registry/telemetry.js';

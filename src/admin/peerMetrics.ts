@@ -1,4 +1,4 @@
-import { Counter, type Registry } from 'prom-client';
+import { Counter, type Registry } from './promClient.js';
 import type { PeerEvents, PeerFailure } from '../registry/peerTelemetry.js';
 
 /**

@@ -1,4 +1,4 @@
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Histogram, type HistogramChild, type Registry } from './promClient.js';
 import type { RepositoryRef } from '../registry/services.js';
 import type { FailedRequest, RequestEvents, RequestKind, RequestOutcome } from '../registry/telemetry.js';
 
@@ -24,7 +24,7 @@ type ByOutcome<T> = Record<RequestOutcome, T>;
 interface Cells {
   readonly requests: Record<RequestKind, Record<CountedMethod, ByOutcome<CountedSeries>>>;
   readonly served: Record<RequestKind, CountedSeries>;
-  readonly duration: Record<RequestKind, ByOutcome<Histogram.Internal<string>>>;
+  readonly duration: Record<RequestKind, ByOutcome<HistogramChild>>;
 }
 
 /** An image and how often it was pulled since start. */

@@ -1,4 +1,4 @@
-import type { MetricValue } from 'prom-client';
+import type { MetricValue } from './promClient.js';
 import type { FailedRequest } from '../registry/telemetry.js';
 import type { MetricSources, PullthroughMetrics } from './metrics.js';
 

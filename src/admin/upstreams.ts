@@ -1,4 +1,4 @@
-import type { Counter, Histogram } from 'prom-client';
+import type { Counter, CounterChild, Histogram, HistogramChild } from './promClient.js';
 import type { FillEvents, UpstreamEvents, UpstreamRequestKind } from '../registry/telemetry.js';
 import type { LastContact } from './health.js';
 
@@ -11,9 +11,6 @@ export interface UpstreamMetricSet {
   readonly fillDuration: Histogram<'upstream' | 'result'>;
   readonly fillFirstByte: Histogram<'upstream'>;
 }
-
-type CounterChild = Counter.Internal;
-type HistogramChild = Histogram.Internal<string>;
 
 /**
  * What one upstream's client and fills report, counted: the label children

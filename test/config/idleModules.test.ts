@@ -76,6 +76,18 @@ test('a mirror loads undici\'s dispatchers, not its index (fetch, WebSocket, Eve
   }
 });
 
+test('a mirror loads prom-client\'s metric classes, not its index, the process metrics or OpenTelemetry (only a listener serving /metrics does)', async () => {
+  const { required } = await modulesLoadedByMirror();
+  const packaged = required.map((file) => file.slice(file.lastIndexOf('/node_modules/') + '/node_modules/'.length));
+  for (const present of ['prom-client/lib/registry.js', 'prom-client/lib/counter.js', 'prom-client/lib/histogram.js']) {
+    assert.ok(packaged.includes(present), `${present} required`);
+  }
+  for (const absent of ['prom-client/index.js', 'prom-client/lib/defaultMetrics.js', 'prom-client/lib/pushgateway.js', 'prom-client/lib/cluster.js']) {
+    assert.ok(!packaged.includes(absent), `${absent} not required`);
+  }
+  assert.deepEqual(packaged.filter((file) => file.startsWith('@opentelemetry/')), []);
+});
+
 for (const [variant, damage] of [
   ['that do not match the schema module (only tsc ran since a change)', (g: Generated) => JSON.stringify({ ...g, stamp: 'stale' })],
   ['that cannot be read (a damaged file)', (g: Generated) => JSON.stringify(g).slice(0, 100)],
