@@ -15,7 +15,7 @@ import type * as Prometheus from 'prom-client';
 const load = createRequire(import.meta.url);
 
 /** prom-client's module files for each export here. */
-export const PROM_CLIENT_MODULES = {
+const PROM_CLIENT_MODULES = {
   Registry: 'prom-client/lib/registry.js',
   Counter: 'prom-client/lib/counter.js',
   Gauge: 'prom-client/lib/gauge.js',

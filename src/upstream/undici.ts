@@ -2,10 +2,10 @@
  * The parts of undici the mirror uses (its dispatchers, connector and
  * `request`), loaded from undici's own modules rather than its index. The
  * index also loads fetch, WebSocket, EventSource, CacheStorage, cookies and
- * the mock agents at once: about 80 modules none of ours uses, and a third
- * of the CPU every command spends before it does anything (0.25 of 0.73
- * CPU-seconds for `pullthrough gc` on a 2-core machine), paid again by
- * every process that imports undici. Everything here is the very object the
+ * the mock agents at once: about 80 modules none of ours uses, and a fifth
+ * of the CPU a command spends (0.12 of 0.59 CPU-seconds for `pullthrough
+ * gc --dry-run` on a 2-core machine), paid again by every process that
+ * imports undici. Everything here is the very object the
  * index exports (test/upstream/undici.test.ts checks that against the
  * installed undici), so an upgrade that moves a module fails that test, not
  * a pull. Import undici through this module only.
@@ -17,7 +17,7 @@ import type { Dispatcher } from 'undici';
 const load = createRequire(import.meta.url);
 
 /** undici's module files, relative to the package, for each export here. */
-export const UNDICI_MODULES = {
+const UNDICI_MODULES = {
   Agent: 'undici/lib/dispatcher/agent.js',
   Client: 'undici/lib/dispatcher/client.js',
   Pool: 'undici/lib/dispatcher/pool.js',
