@@ -14,22 +14,13 @@ import type * as Prometheus from 'prom-client';
 
 const load = createRequire(import.meta.url);
 
-/** prom-client's module files for each export here. */
-const PROM_CLIENT_MODULES = {
-  Registry: 'prom-client/lib/registry.js',
-  Counter: 'prom-client/lib/counter.js',
-  Gauge: 'prom-client/lib/gauge.js',
-  Histogram: 'prom-client/lib/histogram.js',
-  collectDefaultMetrics: 'prom-client/lib/defaultMetrics.js',
-} as const;
-
-export const Registry: typeof Prometheus.Registry = load(PROM_CLIENT_MODULES.Registry);
+export const Registry: typeof Prometheus.Registry = load('prom-client/lib/registry.js');
 export type Registry = Prometheus.Registry;
-export const Counter: typeof Prometheus.Counter = load(PROM_CLIENT_MODULES.Counter);
+export const Counter: typeof Prometheus.Counter = load('prom-client/lib/counter.js');
 export type Counter<T extends string = string> = Prometheus.Counter<T>;
-export const Gauge: typeof Prometheus.Gauge = load(PROM_CLIENT_MODULES.Gauge);
+export const Gauge: typeof Prometheus.Gauge = load('prom-client/lib/gauge.js');
 export type Gauge<T extends string = string> = Prometheus.Gauge<T>;
-export const Histogram: typeof Prometheus.Histogram = load(PROM_CLIENT_MODULES.Histogram);
+export const Histogram: typeof Prometheus.Histogram = load('prom-client/lib/histogram.js');
 export type Histogram<T extends string = string> = Prometheus.Histogram<T>;
 export type { MetricValue } from 'prom-client';
 /** A counter's and a histogram's series of one set of label values. */
@@ -38,5 +29,5 @@ export type HistogramChild<T extends string = string> = Prometheus.Histogram.Int
 
 /** prom-client's `collectDefaultMetrics`, loaded at this call (it brings @opentelemetry/api). */
 export function collectDefaultMetrics(config: Prometheus.DefaultMetricsCollectorConfiguration<Prometheus.RegistryContentType>): void {
-  (load(PROM_CLIENT_MODULES.collectDefaultMetrics) as typeof Prometheus.collectDefaultMetrics)(config);
+  (load('prom-client/lib/defaultMetrics.js') as typeof Prometheus.collectDefaultMetrics)(config);
 }

@@ -14,36 +14,26 @@ import { createRequire } from 'node:module';
 import type * as Undici from 'undici';
 import type { Dispatcher } from 'undici';
 
+// undici's own module files (it has no exports map to keep them from us).
 const load = createRequire(import.meta.url);
 
-/** undici's module files, relative to the package, for each export here. */
-const UNDICI_MODULES = {
-  Agent: 'undici/lib/dispatcher/agent.js',
-  Client: 'undici/lib/dispatcher/client.js',
-  Pool: 'undici/lib/dispatcher/pool.js',
-  Dispatcher: 'undici/lib/dispatcher/dispatcher.js',
-  api: 'undici/lib/api/index.js',
-  buildConnector: 'undici/lib/core/connect.js',
-  global: 'undici/lib/global.js',
-} as const;
-
 export type { Dispatcher };
-export const Agent: typeof Undici.Agent = load(UNDICI_MODULES.Agent);
+export const Agent: typeof Undici.Agent = load('undici/lib/dispatcher/agent.js');
 export type Agent = Undici.Agent;
-export const Client: typeof Undici.Client = load(UNDICI_MODULES.Client);
+export const Client: typeof Undici.Client = load('undici/lib/dispatcher/client.js');
 export type Client = Undici.Client;
-export const Pool: typeof Undici.Pool = load(UNDICI_MODULES.Pool);
+export const Pool: typeof Undici.Pool = load('undici/lib/dispatcher/pool.js');
 export type Pool = Undici.Pool;
-export const buildConnector: typeof Undici.buildConnector = load(UNDICI_MODULES.buildConnector);
+export const buildConnector: typeof Undici.buildConnector = load('undici/lib/core/connect.js');
 /** `buildConnector`'s options and the connector it returns. */
 export type ConnectorOptions = Undici.buildConnector.BuildOptions;
 export type Connector = Undici.buildConnector.connector;
-export const { getGlobalDispatcher } = load(UNDICI_MODULES.global) as Pick<typeof Undici, 'getGlobalDispatcher'>;
+export const { getGlobalDispatcher } = load('undici/lib/global.js') as Pick<typeof Undici, 'getGlobalDispatcher'>;
 
 // What undici's index does before anything else: the request, stream, pipeline, upgrade and connect methods of
 // every dispatcher live in lib/api and are copied onto Dispatcher's prototype there. Copying them again when
 // the index is loaded as well (a dependency's import) puts the same functions back.
-Object.assign((load(UNDICI_MODULES.Dispatcher) as typeof Undici.Dispatcher).prototype, load(UNDICI_MODULES.api));
+Object.assign((load('undici/lib/dispatcher/dispatcher.js') as typeof Undici.Dispatcher).prototype, load('undici/lib/api/index.js'));
 
 /** `request`'s options: a dispatcher's, with the origin and path taken from the URL. */
 export type UrlRequestOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'method'>
