@@ -91,7 +91,7 @@ test('8 concurrent cold GETs of a 64 MiB blob across two replicas: exactly 1 ups
   const bucket = await store.createBucket();
   // The upstream is held below until every client has bytes. On a loaded machine that took longer than the cluster's
   // 2 s body-idle timeout: the follower's stream from the owner timed out, it took the owner for slow and fetched
-  // for itself, as it should (2 upstream GETs in 2 of 4 runs of the whole suite on 2 cores; "skipping a slow peer",
+  // for itself, as it should (2 upstream GETs in half the runs of the whole suite on 2 cores; "skipping a slow peer",
   // UND_ERR_BODY_TIMEOUT, in its log). The hold is the test's own, so the follower waits for it.
   const patient = { timeouts: { connect: '500ms', firstByte: '1s', idle: '30s' } };
   const replicas = [await startReplica(cluster, bucket, patient), await startReplica(cluster, bucket, patient)];
